@@ -1,0 +1,381 @@
+// The HTTP context: matches a request to its pool, asks the engine for a plan, and carries it
+// out (local reply, pause for a delay, admission against capacity, queueing) with few host calls.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use ebb_engine::metrics::{GlobalMetric, PoolMetric};
+use ebb_engine::request::Request;
+use ebb_engine::{Action as Verdict, Admission, Protocol};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+
+use super::{control, now_ms, shared, Vm};
+
+/// Largest control API body accepted, in bytes.
+const MAX_CONTROL_BODY: usize = 64 * 1024;
+
+/// A request's accounting, shared with the timer list while it waits.
+#[derive(Default)]
+pub(crate) struct ReqState {
+    /// Index of its pool, when it has one.
+    pub pool: Option<usize>,
+    /// The pool name whose capacity slot it holds.
+    pub counted: Option<String>,
+    /// It was counted in the pool's in-flight gauge.
+    pub in_flight: bool,
+}
+
+/// What a waiting request waits for.
+pub(crate) enum Wait {
+    /// A delay fault; then the rest of the plan.
+    Delay { action: Verdict, admission: Admission },
+    /// A slot of a drained pool's capacity; shed at `deadline`.
+    Queue { pool: usize, capacity: u64, deadline: u64 },
+}
+
+pub(crate) struct Pending {
+    pub context_id: u32,
+    pub due: u64,
+    pub wait: Wait,
+    pub req: Rc<RefCell<ReqState>>,
+}
+
+/// A local reply to send.
+pub(crate) struct Reply {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn send(&self) {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Err(status) = hostcalls::send_http_response(self.status, headers, Some(self.body.as_bytes())) {
+            log::warn!("ebb: local reply refused by the host: {status:?}");
+        }
+    }
+}
+
+/// What to do after the plan ran: forward, answer, or wait on a timer.
+enum Outcome {
+    Forward,
+    Reply(Reply),
+    Wait,
+}
+
+/// Request properties fetched on demand, once each.
+struct Lazy {
+    cache: Vec<(String, Option<String>)>,
+}
+
+impl Request for Lazy {
+    fn header(&mut self, name: &str) -> Option<String> {
+        if let Some((_, v)) = self.cache.iter().find(|(k, _)| k == name) {
+            return v.clone();
+        }
+        let value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        self.cache.push((name.to_string(), value.clone()));
+        value
+    }
+
+    fn cluster(&mut self) -> Option<String> {
+        property_string(&["xds", "cluster_name"]).or_else(|| property_string(&["cluster_name"]))
+    }
+
+    fn port(&mut self) -> Option<u16> {
+        property_port()
+    }
+}
+
+pub(crate) fn property_string(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `destination.port`: Envoy encodes integers as 8 bytes little-endian.
+pub(crate) fn property_port() -> Option<u16> {
+    let bytes = hostcalls::get_property(vec!["destination", "port"]).ok().flatten()?;
+    let raw: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    u16::try_from(u64::from_le_bytes(raw)).ok()
+}
+
+fn fault_reply(status: u16, grpc_status: Option<u32>, fault: &str) -> Reply {
+    let mut headers = vec![("x-ebb-fault", fault.to_string())];
+    match grpc_status {
+        Some(code) => {
+            headers.push(("content-type", "application/grpc".to_string()));
+            headers.push(("grpc-status", code.to_string()));
+            headers.push(("grpc-message", "fault filter abort".to_string()));
+            Reply { status: 200, headers, body: String::new() }
+        }
+        None => Reply { status: u32::from(status), headers, body: "fault filter abort".to_string() },
+    }
+}
+
+fn shed_reply(pool: &str, fault: &str) -> Reply {
+    Reply {
+        status: 503,
+        headers: vec![("x-ebb-fault", fault.to_string()), ("x-envoy-overloaded", "true".to_string())],
+        body: format!("upstream overflow: pool {pool} is over its drained capacity"),
+    }
+}
+
+/// Carries out the part of a plan after any delay: the verdict, then admission.
+fn settle(
+    vm: &mut Vm,
+    context_id: u32,
+    req: &Rc<RefCell<ReqState>>,
+    verdict: Verdict,
+    admission: Admission,
+    now: u64,
+) -> Outcome {
+    let pool = req.borrow().pool;
+    match verdict {
+        Verdict::Abort { status, grpc_status, fault } => {
+            vm.metrics.add(GlobalMetric::Aborted, 1);
+            if let Some(p) = pool {
+                vm.metrics.pool_add(p, PoolMetric::Aborted, 1);
+            }
+            return Outcome::Reply(fault_reply(status, grpc_status, &fault));
+        }
+        Verdict::Blackhole { fault } | Verdict::Close { fault } => {
+            if let Some(p) = pool {
+                vm.metrics.pool_add(p, PoolMetric::Blackholed, 1);
+            }
+            return Outcome::Reply(Reply {
+                status: 503,
+                headers: vec![("x-ebb-fault", fault)],
+                body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+                    .to_string(),
+            });
+        }
+        Verdict::Forward => {}
+    }
+    let Admission::Limited { pool: index, capacity, queue, fault } = admission else {
+        return Outcome::Forward;
+    };
+    let Some(name) = vm.engine.as_ref().and_then(|e| e.config().pools.get(index)).map(|p| p.name.clone()) else {
+        return Outcome::Forward;
+    };
+    match shared::try_acquire(&name, capacity) {
+        Some(true) => {
+            req.borrow_mut().counted = Some(name);
+            Outcome::Forward
+        }
+        None => Outcome::Forward,
+        Some(false) => {
+            let waiting = vm.pending.iter().filter(|p| matches!(p.wait, Wait::Queue { .. })).count();
+            match queue {
+                Some(q) if (waiting as u64) < u64::from(q.max) => {
+                    vm.metrics.pool_add(index, PoolMetric::Queued, 1);
+                    vm.pending.push(Pending {
+                        context_id,
+                        due: now,
+                        wait: Wait::Queue { pool: index, capacity, deadline: now + q.timeout.as_millis() },
+                        req: req.clone(),
+                    });
+                    Outcome::Wait
+                }
+                _ => {
+                    vm.metrics.pool_add(index, PoolMetric::Shed, 1);
+                    Outcome::Reply(shed_reply(&name, &fault))
+                }
+            }
+        }
+    }
+}
+
+/// Wakes delayed requests whose time came and queued requests that got a slot or timed out.
+/// Host calls happen with the VM state released, on each request's own context.
+pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
+    let mut actions: Vec<(u32, Outcome)> = Vec::new();
+    {
+        let mut guard = vm.borrow_mut();
+        let vm = &mut *guard;
+        let pending = std::mem::take(&mut vm.pending);
+        let mut full = false;
+        for p in pending {
+            match p.wait {
+                Wait::Delay { .. } if p.due > now => vm.pending.push(p),
+                Wait::Delay { action, admission } => {
+                    let outcome = settle(vm, p.context_id, &p.req, action, admission, now);
+                    if !matches!(outcome, Outcome::Wait) {
+                        actions.push((p.context_id, outcome));
+                    }
+                }
+                Wait::Queue { pool, capacity, deadline } => {
+                    let name = vm.engine.as_ref().and_then(|e| e.config().pools.get(pool)).map(|p| p.name.clone());
+                    let Some(name) = name else {
+                        actions.push((p.context_id, Outcome::Forward));
+                        continue;
+                    };
+                    let admitted = if full { Some(false) } else { shared::try_acquire(&name, capacity) };
+                    match admitted {
+                        Some(true) => {
+                            p.req.borrow_mut().counted = Some(name);
+                            actions.push((p.context_id, Outcome::Forward));
+                        }
+                        None => actions.push((p.context_id, Outcome::Forward)),
+                        Some(false) if now >= deadline => {
+                            full = true;
+                            vm.metrics.pool_add(pool, PoolMetric::Shed, 1);
+                            actions.push((p.context_id, Outcome::Reply(shed_reply(&name, "queue-timeout"))));
+                        }
+                        Some(false) => {
+                            full = true;
+                            vm.pending.push(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (context_id, outcome) in actions {
+        if hostcalls::set_effective_context(context_id).is_err() {
+            continue; // the stream is gone
+        }
+        match outcome {
+            Outcome::Forward => {
+                let _ = hostcalls::resume_http_request();
+            }
+            Outcome::Reply(reply) => reply.send(),
+            Outcome::Wait => {}
+        }
+    }
+}
+
+pub(crate) struct Http {
+    context_id: u32,
+    vm: Rc<RefCell<Vm>>,
+    req: Rc<RefCell<ReqState>>,
+    /// Set while a control API call's body is being buffered.
+    control: Option<control::Call>,
+}
+
+impl Http {
+    pub fn new(context_id: u32, vm: Rc<RefCell<Vm>>) -> Self {
+        Http { context_id, vm, req: Rc::default(), control: None }
+    }
+
+    fn finish_control(&mut self, body: &[u8]) -> Action {
+        if let Some(call) = self.control.take() {
+            let reply = control::handle(&self.vm, &call, body, now_ms());
+            reply.send();
+        }
+        Action::Pause
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let mut lazy = Lazy { cache: Vec::new() };
+        let prefix = {
+            let vm = self.vm.borrow();
+            match vm.engine.as_ref() {
+                None => return Action::Continue,
+                Some(e) => e.config().control.as_ref().map(|c| c.path_prefix.clone()),
+            }
+        };
+        if let Some(prefix) = prefix {
+            if let Some(path) = lazy.header(":path") {
+                if path.starts_with(&prefix) {
+                    self.control = Some(control::Call::from_headers(&mut lazy, path));
+                    // Never forwarded: wait for the whole body, then answer.
+                    return if end_of_stream { self.finish_control(&[]) } else { Action::Pause };
+                }
+            }
+        }
+        let now = now_ms();
+        let mut guard = self.vm.borrow_mut();
+        let vm = &mut *guard;
+        let Some(engine) = vm.engine.as_mut() else { return Action::Continue };
+        let pool = engine.match_pool(Protocol::Http, &mut lazy);
+        let plan = engine.decide_http(now, pool, &mut lazy);
+        {
+            let mut req = self.req.borrow_mut();
+            req.pool = pool;
+            if let Some(p) = pool {
+                req.in_flight = true;
+                vm.metrics.pool_add(p, PoolMetric::Requests, 1);
+                vm.metrics.pool_add(p, PoolMetric::InFlight, 1);
+            }
+        }
+        if let Some((delay, _fault)) = plan.delay {
+            vm.metrics.add(GlobalMetric::Delayed, 1);
+            if let Some(p) = pool {
+                vm.metrics.pool_add(p, PoolMetric::Delayed, 1);
+            }
+            vm.pending.push(Pending {
+                context_id: self.context_id,
+                due: now + delay.as_millis(),
+                wait: Wait::Delay { action: plan.action, admission: plan.admission },
+                req: self.req.clone(),
+            });
+            vm.retick();
+            return Action::Pause;
+        }
+        let outcome = settle(vm, self.context_id, &self.req, plan.action, plan.admission, now);
+        if matches!(outcome, Outcome::Wait) {
+            vm.retick();
+        }
+        drop(guard);
+        match outcome {
+            Outcome::Forward => Action::Continue,
+            Outcome::Wait => Action::Pause,
+            Outcome::Reply(reply) => {
+                reply.send();
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.control.is_none() {
+            return Action::Continue;
+        }
+        if body_size > MAX_CONTROL_BODY {
+            self.control = None;
+            control::too_large(MAX_CONTROL_BODY).send();
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause; // the host buffers; the last call sees the whole body
+        }
+        let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.finish_control(&body)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.control.is_some() {
+            let size = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, MAX_CONTROL_BODY)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            return self.finish_control(&size);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let mut vm = self.vm.borrow_mut();
+        vm.pending.retain(|p| p.context_id != self.context_id);
+        let mut req = self.req.borrow_mut();
+        if let (true, Some(p)) = (req.in_flight, req.pool) {
+            vm.metrics.pool_add(p, PoolMetric::InFlight, -1);
+            req.in_flight = false;
+        }
+        if let Some(name) = req.counted.take() {
+            shared::release(&name);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+// The network (TCP) context: counts connections of TCP pools, refuses those over a drained
+// pool's capacity, and closes the blackholed or reset share of new connections.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use ebb_engine::metrics::PoolMetric;
+use ebb_engine::request::Request;
+use ebb_engine::{Action as Verdict, Admission, FaultSpec, Protocol};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, StreamContext};
+use proxy_wasm::types::{Action, PeerType};
+
+use super::http::{property_port, property_string};
+use super::{now_ms, shared, Vm};
+
+struct Conn;
+
+impl Request for Conn {
+    fn header(&mut self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn cluster(&mut self) -> Option<String> {
+        property_string(&["xds", "cluster_name"]).or_else(|| property_string(&["cluster_name"]))
+    }
+
+    fn port(&mut self) -> Option<u16> {
+        property_port()
+    }
+}
+
+pub(crate) struct Tcp {
+    vm: Rc<RefCell<Vm>>,
+    pool: Option<usize>,
+    counted: Option<String>,
+    open: bool,
+}
+
+impl Tcp {
+    pub fn new(vm: Rc<RefCell<Vm>>) -> Self {
+        Tcp { vm, pool: None, counted: None, open: false }
+    }
+
+    fn close(&mut self) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let vm = self.vm.borrow();
+        if let Some(p) = self.pool {
+            vm.metrics.pool_add(p, PoolMetric::InFlight, -1);
+        }
+        if let Some(name) = self.counted.take() {
+            shared::release(&name);
+        }
+    }
+}
+
+impl Context for Tcp {}
+
+impl StreamContext for Tcp {
+    fn on_new_connection(&mut self) -> Action {
+        let now = now_ms();
+        let refuse = {
+            let mut guard = self.vm.borrow_mut();
+            let vm = &mut *guard;
+            let Some(engine) = vm.engine.as_mut() else { return Action::Continue };
+            let Some(pool) = engine.match_pool(Protocol::Tcp, &mut Conn) else { return Action::Continue };
+            self.pool = Some(pool);
+            self.open = true;
+            vm.metrics.pool_add(pool, PoolMetric::Requests, 1);
+            vm.metrics.pool_add(pool, PoolMetric::InFlight, 1);
+            let plan = engine.decide_tcp(now, Some(pool));
+            match plan.action {
+                Verdict::Close { fault } => {
+                    let reset =
+                        engine.faults().faults.iter().any(|f| f.id == fault && matches!(f.spec, FaultSpec::Reset(_)));
+                    vm.metrics.pool_add(pool, if reset { PoolMetric::Reset } else { PoolMetric::Blackholed }, 1);
+                    true
+                }
+                _ => match plan.admission {
+                    Admission::Free => false,
+                    Admission::Limited { pool: index, capacity, .. } => {
+                        let name = engine.config().pools.get(index).map(|p| p.name.clone()).unwrap_or_default();
+                        match shared::try_acquire(&name, capacity) {
+                            Some(true) => {
+                                self.counted = Some(name);
+                                false
+                            }
+                            None => false,
+                            Some(false) => {
+                                vm.metrics.pool_add(index, PoolMetric::Shed, 1);
+                                true
+                            }
+                        }
+                    }
+                },
+            }
+        };
+        if refuse {
+            // Stop here so tcp_proxy never connects upstream, then close the client.
+            let _ = hostcalls::close_downstream();
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
+    fn on_downstream_close(&mut self, _peer_type: PeerType) {
+        self.close();
+    }
+
+    fn on_log(&mut self) {
+        self.close();
+    }
+}
