@@ -1,0 +1,847 @@
+// The `env` imports of Proxy-Wasm ABI v0.2.1 (and 0.2.0): every hostcall the Rust SDK can
+// make, with Envoy's status codes and side effects. Deferred work goes to `HostState::deferred`.
+
+use wasmtime::Linker;
+
+use super::calls::{CallKind, CallRecord, PendingCall};
+use super::headers::{parse_pairs, HeaderMap};
+use super::logs::LogLevel;
+use super::memory::{hand_over, ret_u32, slice, split, write_u32, write_u64, Ctx};
+use super::metrics::MetricKind;
+use super::shared::Registrant;
+use super::state::{lock, AbiVersion, Deferred, HostState};
+use super::stream::{LocalReply, StreamData};
+
+/// `proxy_status_t`.
+pub(crate) mod status {
+    pub const OK: i32 = 0;
+    pub const NOT_FOUND: i32 = 1;
+    pub const BAD_ARGUMENT: i32 = 2;
+    pub const PARSE_FAILURE: i32 = 4;
+    pub const INVALID_MEMORY_ACCESS: i32 = 6;
+    pub const EMPTY: i32 = 7;
+    pub const CAS_MISMATCH: i32 = 8;
+    /// cpp-host's `BrokenConnection`, the `proxy_get_status` code of a failed call.
+    pub const BROKEN_CONNECTION: i32 = 11;
+    pub const UNIMPLEMENTED: i32 = 12;
+}
+
+/// `proxy_buffer_type_t`.
+mod buffer {
+    pub const HTTP_REQUEST_BODY: i32 = 0;
+    pub const HTTP_RESPONSE_BODY: i32 = 1;
+    pub const DOWNSTREAM_DATA: i32 = 2;
+    pub const UPSTREAM_DATA: i32 = 3;
+    pub const HTTP_CALL_RESPONSE_BODY: i32 = 4;
+    pub const GRPC_CALL_MESSAGE: i32 = 5;
+    pub const VM_CONFIGURATION: i32 = 6;
+    pub const PLUGIN_CONFIGURATION: i32 = 7;
+}
+
+/// `proxy_stream_type_t`.
+pub(crate) mod stream_type {
+    pub const HTTP_REQUEST: i32 = 0;
+    pub const HTTP_RESPONSE: i32 = 1;
+    pub const DOWNSTREAM: i32 = 2;
+    pub const UPSTREAM: i32 = 3;
+}
+
+/// Status or early-return status: lets hostcall bodies use `?` on failures.
+type Status = Result<i32, i32>;
+
+fn flat(r: Status) -> i32 {
+    r.unwrap_or_else(|s| s)
+}
+
+/// Envoy runs `_initialize`/`main` in restricted mode: only `proxy_log` and WASI. Anything
+/// else there fails the VM start, as in cpp-host.
+fn guard(c: &Ctx<'_>, name: &'static str) -> wasmtime::Result<()> {
+    if c.data().restricted {
+        return Err(wasmtime::Error::msg(format!(
+            "{name} called during VM initialization; Envoy allows only proxy_log and WASI \
+             there (move it to on_vm_start or on_configure)"
+        )));
+    }
+    Ok(())
+}
+
+/// Copies `bytes` into the scratch buffer for `hand_over`.
+fn stage(st: &mut HostState, bytes: &[u8]) {
+    st.scratch.clear();
+    st.scratch.extend_from_slice(bytes);
+}
+
+/// The header map `map_type` of the effective context, or BAD_ARGUMENT when it does not
+/// exist in the current phase (Envoy: `getMap` returns null ⇒ BadArgument). `write` marks
+/// maps already forwarded so that what left the filter is kept (copy-on-write).
+fn header_map(st: &mut HostState, map_type: i32, write: bool) -> Result<&mut HeaderMap, i32> {
+    match map_type {
+        4 | 6 => return st.call_response.as_mut().map(|r| &mut r.headers).ok_or(status::BAD_ARGUMENT),
+        5 | 7 => return st.call_response.as_mut().map(|r| &mut r.trailers).ok_or(status::BAD_ARGUMENT),
+        0..=3 => {}
+        _ => return Err(status::BAD_ARGUMENT),
+    }
+    let ctx = st.effective_context;
+    let Some(StreamData::Http(http)) = st.streams.get_mut(&ctx) else {
+        return Err(status::BAD_ARGUMENT);
+    };
+    let side = if map_type < 2 { &mut http.request } else { &mut http.response };
+    if map_type % 2 == 0 {
+        if !side.has_headers {
+            return Err(status::BAD_ARGUMENT);
+        }
+        if write {
+            side.snapshot_headers();
+        }
+        Ok(&mut side.headers)
+    } else {
+        if !side.has_trailers {
+            // Envoy lets a filter add trailers in the last body callback (`addDecodedTrailers`).
+            if side.body_visible && side.end_stream && write {
+                side.has_trailers = true;
+                side.trailers.clear();
+            } else {
+                return Err(status::BAD_ARGUMENT);
+            }
+        }
+        Ok(&mut side.trailers)
+    }
+}
+
+/// The buffer `buffer_type` as readable now, or NOT_FOUND.
+fn buffer(st: &mut HostState, buffer_type: i32) -> Result<&mut Vec<u8>, i32> {
+    let ctx = st.effective_context;
+    match buffer_type {
+        buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => {
+            let Some(StreamData::Http(http)) = st.streams.get_mut(&ctx) else {
+                return Err(status::NOT_FOUND);
+            };
+            let side = if buffer_type == buffer::HTTP_REQUEST_BODY { &mut http.request } else { &mut http.response };
+            if side.body_visible {
+                Ok(&mut side.body)
+            } else {
+                Err(status::NOT_FOUND)
+            }
+        }
+        buffer::DOWNSTREAM_DATA | buffer::UPSTREAM_DATA => {
+            let Some(StreamData::Tcp(tcp)) = st.streams.get_mut(&ctx) else {
+                return Err(status::NOT_FOUND);
+            };
+            let dir = if buffer_type == buffer::DOWNSTREAM_DATA { &mut tcp.downstream } else { &mut tcp.upstream };
+            if dir.visible {
+                Ok(&mut dir.buffered)
+            } else {
+                Err(status::NOT_FOUND)
+            }
+        }
+        buffer::HTTP_CALL_RESPONSE_BODY | buffer::GRPC_CALL_MESSAGE => {
+            st.call_response.as_mut().map(|r| &mut r.body).ok_or(status::NOT_FOUND)
+        }
+        _ => Err(status::NOT_FOUND),
+    }
+}
+
+/// Read-only buffers (configurations), staged into scratch.
+fn stage_buffer(st: &mut HostState, buffer_type: i32, start: usize, max: usize) -> Status {
+    let shared = st.shared.clone();
+    let bytes: &[u8] = match buffer_type {
+        buffer::VM_CONFIGURATION => &shared.vm_config,
+        // Envoy offers the plugin configuration only while `on_configure` runs.
+        buffer::PLUGIN_CONFIGURATION if st.callback == "proxy_on_configure" => &shared.plugin_config,
+        buffer::PLUGIN_CONFIGURATION => return Err(status::NOT_FOUND),
+        _ => {
+            let buf = buffer(st, buffer_type)?;
+            if start > buf.len() {
+                return Err(status::BAD_ARGUMENT);
+            }
+            let end = start.saturating_add(max).min(buf.len());
+            let taken = std::mem::take(&mut st.scratch);
+            let mut scratch = taken;
+            scratch.clear();
+            if let Ok(buf) = buffer(st, buffer_type) {
+                scratch.extend_from_slice(&buf[start..end]);
+            }
+            st.scratch = scratch;
+            return Ok(status::OK);
+        }
+    };
+    if start > bytes.len() {
+        return Err(status::BAD_ARGUMENT);
+    }
+    let end = start.saturating_add(max).min(bytes.len());
+    stage(st, &bytes[start..end]);
+    Ok(status::OK)
+}
+
+/// Envoy `Buffer::copyFrom`: start 0 drains `size` bytes then prepends; start ≥ length
+/// appends; anything else is BAD_ARGUMENT.
+fn splice(buf: &mut Vec<u8>, start: usize, size: usize, value: &[u8]) -> i32 {
+    if start == 0 {
+        let drained = size.min(buf.len());
+        buf.splice(0..drained, value.iter().copied());
+        status::OK
+    } else if start >= buf.len() {
+        buf.extend_from_slice(value);
+        status::OK
+    } else {
+        status::BAD_ARGUMENT
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The value of property `path` for the effective context, staged into scratch.
+fn stage_property(st: &mut HostState, path: &[u8]) -> Status {
+    let ctx = st.effective_context;
+    let shared = st.shared.clone();
+    let mut found: Option<Vec<u8>> = None;
+    if let Some(stream) = st.streams.get(&ctx) {
+        found = stream.property(path);
+    }
+    if found.is_none() {
+        found = st.root_properties.get(path).map(<[u8]>::to_vec);
+    }
+    if found.is_none() {
+        found = shared.properties.get(path).map(<[u8]>::to_vec);
+    }
+    match found {
+        Some(v) => {
+            stage(st, &v);
+            Ok(status::OK)
+        }
+        None => Err(status::NOT_FOUND),
+    }
+}
+
+fn metric_stat(st: &HostState, id: i32) -> Result<usize, i32> {
+    let id = id as u32;
+    let kind = (id & 3) as usize;
+    let k = (id >> 2) as usize;
+    st.metric_ids.get(kind).and_then(|ids| ids.get(k)).copied().ok_or(status::NOT_FOUND)
+}
+
+/// Defines every `env` hostcall for an `abi` module. Returns the names defined, so that the
+/// module's other `env` imports can get an UNIMPLEMENTED stub.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> wasmtime::Result<Vec<&'static str>> {
+    let mut names = vec![
+        "proxy_log",
+        "proxy_get_current_time_nanoseconds",
+        "proxy_set_tick_period_milliseconds",
+        "proxy_done",
+        "proxy_set_effective_context",
+        "proxy_get_buffer_bytes",
+        "proxy_set_buffer_bytes",
+        "proxy_get_buffer_status",
+        "proxy_get_header_map_size",
+        "proxy_get_header_map_pairs",
+        "proxy_set_header_map_pairs",
+        "proxy_get_header_map_value",
+        "proxy_add_header_map_value",
+        "proxy_replace_header_map_value",
+        "proxy_remove_header_map_value",
+        "proxy_continue_stream",
+        "proxy_close_stream",
+        "proxy_get_status",
+        "proxy_send_local_response",
+        "proxy_http_call",
+        "proxy_grpc_call",
+        "proxy_grpc_cancel",
+        "proxy_grpc_close",
+        "proxy_set_shared_data",
+        "proxy_get_shared_data",
+        "proxy_register_shared_queue",
+        "proxy_resolve_shared_queue",
+        "proxy_enqueue_shared_queue",
+        "proxy_dequeue_shared_queue",
+        "proxy_define_metric",
+        "proxy_record_metric",
+        "proxy_increment_metric",
+        "proxy_get_metric",
+        "proxy_get_property",
+        "proxy_set_property",
+        "proxy_call_foreign_function",
+    ];
+    const E: &str = "env";
+
+    linker.func_wrap(E, "proxy_log", |mut c: Ctx<'_>, level: i32, p: i32, l: i32| {
+        Ok(flat((|| {
+            let level = LogLevel::from_abi(level).ok_or(status::BAD_ARGUMENT)?;
+            let (mem, st) = split(&mut c)?;
+            let message = lossy(slice(mem, p, l)?);
+            st.log(level, message);
+            Ok(status::OK)
+        })()))
+    })?;
+
+    if abi >= AbiVersion::V0_2_1 {
+        names.push("proxy_get_log_level");
+        linker.func_wrap(E, "proxy_get_log_level", |mut c: Ctx<'_>, ret: i32| {
+            guard(&c, "proxy_get_log_level")?;
+            let level = c.data().shared.log_level as u32;
+            Ok(ret_u32(&mut c, ret, level))
+        })?;
+    }
+
+    linker.func_wrap(E, "proxy_get_current_time_nanoseconds", |mut c: Ctx<'_>, ret: i32| {
+        guard(&c, "proxy_get_current_time_nanoseconds")?;
+        let now = c.data().shared.clock.now_ns();
+        Ok(flat((|| {
+            let (mem, _) = split(&mut c)?;
+            write_u64(mem, ret, now)?;
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_set_tick_period_milliseconds", |mut c: Ctx<'_>, ms: i32| {
+        guard(&c, "proxy_set_tick_period_milliseconds")?;
+        let st = c.data_mut();
+        let period = u64::from(ms as u32) * 1_000_000;
+        st.tick_period_ns = period;
+        // Envoy arms the timer from now; 0 disables it.
+        st.next_tick_ns = (period > 0).then(|| st.shared.clock.now_ns().saturating_add(period));
+        Ok(status::OK)
+    })?;
+
+    linker.func_wrap(E, "proxy_done", |c: Ctx<'_>| {
+        guard(&c, "proxy_done")?;
+        c.data().log(LogLevel::Debug, "proxy_done called (context finishes at once in this host)".into());
+        Ok(status::OK)
+    })?;
+
+    linker.func_wrap(E, "proxy_set_effective_context", |mut c: Ctx<'_>, ctx: i32| {
+        guard(&c, "proxy_set_effective_context")?;
+        let st = c.data_mut();
+        let ctx = ctx as u32;
+        if ctx == st.root_context || st.streams.contains_key(&ctx) {
+            st.effective_context = ctx;
+            Ok(status::OK)
+        } else {
+            Ok(status::BAD_ARGUMENT)
+        }
+    })?;
+
+    linker.func_wrap(
+        E,
+        "proxy_get_buffer_bytes",
+        |mut c: Ctx<'_>, t: i32, start: i32, max: i32, rp: i32, rs: i32| {
+            guard(&c, "proxy_get_buffer_bytes")?;
+            let staged = stage_buffer(c.data_mut(), t, start as u32 as usize, max as u32 as usize);
+            match staged {
+                Ok(_) => hand_over(&mut c, rp, rs),
+                Err(s) => Ok(s),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        E,
+        "proxy_set_buffer_bytes",
+        |mut c: Ctx<'_>, t: i32, start: i32, size: i32, vp: i32, vl: i32| {
+            guard(&c, "proxy_set_buffer_bytes")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let value = slice(mem, vp, vl)?;
+                if t == buffer::VM_CONFIGURATION || t == buffer::PLUGIN_CONFIGURATION {
+                    return Err(status::BAD_ARGUMENT);
+                }
+                let buf = buffer(st, t)?;
+                Ok(splice(buf, start as u32 as usize, size as u32 as usize, value))
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(E, "proxy_get_buffer_status", |mut c: Ctx<'_>, t: i32, rs: i32, ru: i32| {
+        guard(&c, "proxy_get_buffer_status")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let len = match t {
+                buffer::VM_CONFIGURATION => st.shared.vm_config.len(),
+                buffer::PLUGIN_CONFIGURATION if st.callback == "proxy_on_configure" => st.shared.plugin_config.len(),
+                _ => buffer(st, t)?.len(),
+            };
+            write_u32(mem, rs, len as u32)?;
+            write_u32(mem, ru, 0)?;
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_get_header_map_size", |mut c: Ctx<'_>, t: i32, rs: i32| {
+        guard(&c, "proxy_get_header_map_size")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let len = header_map(st, t, false)?.serialized_len();
+            write_u32(mem, rs, len as u32)?;
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_get_header_map_pairs", |mut c: Ctx<'_>, t: i32, rp: i32, rs: i32| {
+        guard(&c, "proxy_get_header_map_pairs")?;
+        let st = c.data_mut();
+        let mut scratch = std::mem::take(&mut st.scratch);
+        let staged = header_map(st, t, false).map(|map| {
+            scratch.clear();
+            scratch.resize(map.serialized_len(), 0);
+            map.serialize_into(&mut scratch);
+        });
+        st.scratch = scratch;
+        match staged {
+            Ok(()) => hand_over(&mut c, rp, rs),
+            Err(s) => Ok(s),
+        }
+    })?;
+
+    linker.func_wrap(E, "proxy_set_header_map_pairs", |mut c: Ctx<'_>, t: i32, p: i32, l: i32| {
+        guard(&c, "proxy_set_header_map_pairs")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let bytes = slice(mem, p, l)?;
+            let pairs = parse_pairs(bytes).map_err(|_| status::BAD_ARGUMENT)?;
+            let map = header_map(st, t, true)?;
+            map.clear();
+            for (k, v) in pairs {
+                map.add(k, v);
+            }
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(
+        E,
+        "proxy_get_header_map_value",
+        |mut c: Ctx<'_>, t: i32, kp: i32, kl: i32, rp: i32, rs: i32| {
+            guard(&c, "proxy_get_header_map_value")?;
+            let staged = (|| {
+                let (mem, st) = split(&mut c)?;
+                let key = slice(mem, kp, kl)?;
+                let mut scratch = std::mem::take(&mut st.scratch);
+                let found = header_map(st, t, false).and_then(|map| {
+                    let v = map.get(key).ok_or(status::NOT_FOUND)?;
+                    scratch.clear();
+                    scratch.extend_from_slice(v);
+                    Ok(status::OK)
+                });
+                st.scratch = scratch;
+                found
+            })();
+            match staged {
+                Ok(_) => hand_over(&mut c, rp, rs),
+                Err(s) => Ok(s),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        E,
+        "proxy_add_header_map_value",
+        |mut c: Ctx<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            guard(&c, "proxy_add_header_map_value")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let key = slice(mem, kp, kl)?;
+                let value = slice(mem, vp, vl)?;
+                header_map(st, t, true)?.add(key, value);
+                Ok(status::OK)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        E,
+        "proxy_replace_header_map_value",
+        |mut c: Ctx<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            guard(&c, "proxy_replace_header_map_value")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let key = slice(mem, kp, kl)?;
+                let value = slice(mem, vp, vl)?;
+                header_map(st, t, true)?.replace(key, value);
+                Ok(status::OK)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(E, "proxy_remove_header_map_value", |mut c: Ctx<'_>, t: i32, kp: i32, kl: i32| {
+        guard(&c, "proxy_remove_header_map_value")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let key = slice(mem, kp, kl)?;
+            header_map(st, t, true)?.remove(key);
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_continue_stream", |mut c: Ctx<'_>, t: i32| {
+        guard(&c, "proxy_continue_stream")?;
+        let st = c.data_mut();
+        Ok(match t {
+            // Envoy has no way to resume an upstream connection's reads from a filter.
+            stream_type::UPSTREAM => status::UNIMPLEMENTED,
+            stream_type::HTTP_REQUEST | stream_type::HTTP_RESPONSE | stream_type::DOWNSTREAM => {
+                let context = st.effective_context;
+                st.deferred.push(Deferred::Continue { context, stream: t });
+                status::OK
+            }
+            _ => status::BAD_ARGUMENT,
+        })
+    })?;
+
+    linker.func_wrap(E, "proxy_close_stream", |mut c: Ctx<'_>, t: i32| {
+        guard(&c, "proxy_close_stream")?;
+        let st = c.data_mut();
+        Ok(match t {
+            0..=3 => {
+                let context = st.effective_context;
+                st.deferred.push(Deferred::Close { context, stream: t });
+                status::OK
+            }
+            _ => status::BAD_ARGUMENT,
+        })
+    })?;
+
+    linker.func_wrap(E, "proxy_get_status", |mut c: Ctx<'_>, rc: i32, rp: i32, rs: i32| {
+        guard(&c, "proxy_get_status")?;
+        let st = c.data_mut();
+        let (code, message) = (st.status.0, std::mem::take(&mut st.status.1));
+        stage(st, &message);
+        st.status.1 = message;
+        let written = (|| {
+            let (mem, _) = split(&mut c)?;
+            write_u32(mem, rc, code)
+        })();
+        match written {
+            Ok(()) => hand_over(&mut c, rp, rs),
+            Err(s) => Ok(s),
+        }
+    })?;
+
+    linker.func_wrap(
+        E,
+        "proxy_send_local_response",
+        |mut c: Ctx<'_>, code: i32, dp: i32, dl: i32, bp: i32, bl: i32, hp: i32, hl: i32, grpc: i32| {
+            guard(&c, "proxy_send_local_response")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                // Envoy replaces whitespace in details (`StringUtil::replaceAllEmptySpace`).
+                let details: String =
+                    lossy(slice(mem, dp, dl)?).chars().map(|ch| if ch.is_whitespace() { '_' } else { ch }).collect();
+                let body = slice(mem, bp, bl)?.to_vec();
+                let pairs = parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::BAD_ARGUMENT)?;
+                let headers = HeaderMap::from_pairs(&pairs);
+                let reply = LocalReply {
+                    status: code as u32,
+                    headers,
+                    body,
+                    details,
+                    grpc_status: u32::try_from(grpc).ok().filter(|g| *g <= 16),
+                };
+                let context = st.effective_context;
+                st.deferred.push(Deferred::LocalReply { context, reply });
+                Ok(status::OK)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        E,
+        "proxy_http_call",
+        |mut c: Ctx<'_>,
+         up: i32,
+         ul: i32,
+         hp: i32,
+         hl: i32,
+         bp: i32,
+         bl: i32,
+         tp: i32,
+         tl: i32,
+         timeout_ms: i32,
+         ret: i32| {
+            guard(&c, "proxy_http_call")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let cluster = lossy(slice(mem, up, ul)?);
+                let headers = HeaderMap::from_pairs(
+                    &parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::BAD_ARGUMENT)?,
+                );
+                let body = slice(mem, bp, bl)?.to_vec();
+                let trailers = HeaderMap::from_pairs(
+                    &parse_pairs(slice(mem, tp, tl)?).map_err(|_| status::BAD_ARGUMENT)?,
+                );
+                // Envoy: unknown cluster, negative timeout or missing :path/:method/:authority.
+                if !st.shared.clusters.iter().any(|c| *c == cluster)
+                    || timeout_ms < 0
+                    || headers.get(b":path").is_none()
+                    || headers.get(b":method").is_none()
+                    || headers.get(b":authority").is_none()
+                {
+                    st.log(
+                        LogLevel::Debug,
+                        format!("proxy_http_call to {cluster:?} refused: unknown cluster or missing :path/:method/:authority"),
+                    );
+                    return Err(status::BAD_ARGUMENT);
+                }
+                let token = st.next_http_token;
+                st.next_http_token = st.next_http_token.wrapping_add(4);
+                write_u32(mem, ret, token)?;
+                register_call(st, cluster, CallKind::Http, headers, body, trailers, timeout_ms, token);
+                Ok(status::OK)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        E,
+        "proxy_grpc_call",
+        |mut c: Ctx<'_>,
+         up: i32,
+         ul: i32,
+         sp: i32,
+         sl: i32,
+         mp: i32,
+         ml: i32,
+         hp: i32,
+         hl: i32,
+         bp: i32,
+         bl: i32,
+         timeout_ms: i32,
+         ret: i32| {
+            guard(&c, "proxy_grpc_call")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let cluster = lossy(slice(mem, up, ul)?);
+                let service = lossy(slice(mem, sp, sl)?);
+                let method = lossy(slice(mem, mp, ml)?);
+                let metadata =
+                    HeaderMap::from_pairs(&parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::PARSE_FAILURE)?);
+                let message = slice(mem, bp, bl)?.to_vec();
+                if !st.shared.clusters.iter().any(|c| *c == cluster) || timeout_ms < 0 {
+                    return Err(status::PARSE_FAILURE);
+                }
+                let token = st.next_grpc_token;
+                st.next_grpc_token = st.next_grpc_token.wrapping_add(4);
+                write_u32(mem, ret, token)?;
+                let kind = CallKind::Grpc { service, method };
+                register_call(st, cluster, kind, metadata, message, HeaderMap::new(), timeout_ms, token);
+                Ok(status::OK)
+            })()))
+        },
+    )?;
+
+    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
+        linker.func_wrap(E, name, move |mut c: Ctx<'_>, token: i32| {
+            guard(&c, name)?;
+            let st = c.data_mut();
+            let mut calls = lock(&st.shared.calls);
+            let before = calls.pending.len();
+            let instance = st.instance;
+            calls.pending.retain(|_, r| !(r.instance == instance && r.token == token as u32));
+            Ok(if calls.pending.len() < before { status::OK } else { status::NOT_FOUND })
+        })?;
+    }
+
+    linker.func_wrap(E, "proxy_set_shared_data", |mut c: Ctx<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| {
+        guard(&c, "proxy_set_shared_data")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let key = slice(mem, kp, kl)?;
+            let value = slice(mem, vp, vl)?;
+            Ok(lock(&st.shared.shared_data).set(key, value, cas as u32))
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_get_shared_data", |mut c: Ctx<'_>, kp: i32, kl: i32, rp: i32, rs: i32, rcas: i32| {
+        guard(&c, "proxy_get_shared_data")?;
+        let found = (|| {
+            let (mem, st) = split(&mut c)?;
+            let key = slice(mem, kp, kl)?;
+            let shared = st.shared.clone();
+            let data = lock(&shared.shared_data);
+            let (value, cas) = data.get(key).ok_or(status::NOT_FOUND)?;
+            stage(st, value);
+            write_u32(mem, rcas, cas)?;
+            Ok(status::OK)
+        })();
+        match found {
+            Ok(_) => hand_over(&mut c, rp, rs),
+            Err(s) => Ok(s),
+        }
+    })?;
+
+    linker.func_wrap(E, "proxy_register_shared_queue", |mut c: Ctx<'_>, np: i32, nl: i32, ret: i32| {
+        guard(&c, "proxy_register_shared_queue")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let name = slice(mem, np, nl)?;
+            let registrant = Registrant { instance: st.instance, root_context: st.root_context };
+            let token = lock(&st.shared.queues).register(name, registrant);
+            write_u32(mem, ret, token)?;
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(
+        E,
+        "proxy_resolve_shared_queue",
+        |mut c: Ctx<'_>, vp: i32, vl: i32, np: i32, nl: i32, ret: i32| {
+            guard(&c, "proxy_resolve_shared_queue")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let vm_id = slice(mem, vp, vl)?;
+                let name = slice(mem, np, nl)?;
+                // Queues of other vm_ids live in other proxies, which this one cannot see.
+                if !vm_id.is_empty() && vm_id != st.shared.vm_id.as_bytes() {
+                    return Err(status::NOT_FOUND);
+                }
+                let token = lock(&st.shared.queues).resolve(name).ok_or(status::NOT_FOUND)?;
+                write_u32(mem, ret, token)?;
+                Ok(status::OK)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(E, "proxy_enqueue_shared_queue", |mut c: Ctx<'_>, token: i32, vp: i32, vl: i32| {
+        guard(&c, "proxy_enqueue_shared_queue")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let value = slice(mem, vp, vl)?;
+            let s = lock(&st.shared.queues).enqueue(token as u32, value);
+            if s == status::OK {
+                st.shared.queue_ready.store(true, std::sync::atomic::Ordering::Release);
+            }
+            Ok(s)
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_dequeue_shared_queue", |mut c: Ctx<'_>, token: i32, rp: i32, rs: i32| {
+        guard(&c, "proxy_dequeue_shared_queue")?;
+        let st = c.data_mut();
+        let item = lock(&st.shared.queues).dequeue(token as u32);
+        match item {
+            Ok(Some(v)) => {
+                stage(st, &v);
+                hand_over(&mut c, rp, rs)
+            }
+            Ok(None) => Ok(status::EMPTY),
+            Err(s) => Ok(s),
+        }
+    })?;
+
+    linker.func_wrap(E, "proxy_define_metric", |mut c: Ctx<'_>, t: i32, np: i32, nl: i32, ret: i32| {
+        guard(&c, "proxy_define_metric")?;
+        Ok(flat((|| {
+            let kind = MetricKind::from_abi(t).ok_or(status::BAD_ARGUMENT)?;
+            let (mem, st) = split(&mut c)?;
+            let name = lossy(slice(mem, np, nl)?);
+            let stat = lock(&st.shared.metrics).define(kind, &name);
+            let ids = &mut st.metric_ids[kind as usize];
+            let id = ((ids.len() as u32) << 2) | kind as u32;
+            ids.push(stat);
+            write_u32(mem, ret, id)?;
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_record_metric", |c: Ctx<'_>, id: i32, value: i64| {
+        guard(&c, "proxy_record_metric")?;
+        let st = c.data();
+        Ok(flat((|| {
+            let stat = metric_stat(st, id)?;
+            Ok(lock(&st.shared.metrics).record(stat, value as u64))
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_increment_metric", |c: Ctx<'_>, id: i32, delta: i64| {
+        guard(&c, "proxy_increment_metric")?;
+        let st = c.data();
+        Ok(flat((|| {
+            let stat = metric_stat(st, id)?;
+            Ok(lock(&st.shared.metrics).increment(stat, delta))
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_get_metric", |mut c: Ctx<'_>, id: i32, ret: i32| {
+        guard(&c, "proxy_get_metric")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let stat = metric_stat(st, id)?;
+            let value = lock(&st.shared.metrics).get(stat)?;
+            write_u64(mem, ret, value)?;
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(E, "proxy_get_property", |mut c: Ctx<'_>, pp: i32, pl: i32, rp: i32, rs: i32| {
+        guard(&c, "proxy_get_property")?;
+        let staged = (|| {
+            let (mem, st) = split(&mut c)?;
+            let path = slice(mem, pp, pl)?.to_vec();
+            stage_property(st, &path)
+        })();
+        match staged {
+            Ok(_) => hand_over(&mut c, rp, rs),
+            Err(s) => Ok(s),
+        }
+    })?;
+
+    linker.func_wrap(E, "proxy_set_property", |mut c: Ctx<'_>, pp: i32, pl: i32, vp: i32, vl: i32| {
+        guard(&c, "proxy_set_property")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let path = slice(mem, pp, pl)?;
+            let value = slice(mem, vp, vl)?;
+            let ctx = st.effective_context;
+            match st.streams.get_mut(&ctx) {
+                Some(stream) => stream.properties_mut().set(path, value),
+                None => st.root_properties.set(path, value),
+            }
+            Ok(status::OK)
+        })()))
+    })?;
+
+    linker.func_wrap(
+        E,
+        "proxy_call_foreign_function",
+        |mut c: Ctx<'_>, np: i32, nl: i32, _ap: i32, _al: i32, _rp: i32, _rs: i32| {
+            guard(&c, "proxy_call_foreign_function")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let name = lossy(slice(mem, np, nl)?);
+                // Envoy answers NOT_FOUND for a function it has not registered; this host
+                // registers none.
+                st.log(LogLevel::Debug, format!("proxy_call_foreign_function {name:?}: no such function in this host"));
+                Err(status::NOT_FOUND)
+            })()))
+        },
+    )?;
+
+    Ok(names)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn register_call(
+    st: &mut HostState,
+    cluster: String,
+    kind: CallKind,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    trailers: HeaderMap,
+    timeout_ms: i32,
+    token: u32,
+) {
+    let deadline_ns =
+        (timeout_ms > 0).then(|| st.shared.clock.now_ns().saturating_add(u64::from(timeout_ms as u32) * 1_000_000));
+    st.shared.any_calls.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut calls = lock(&st.shared.calls);
+    let id = calls.next_id();
+    calls.pending.insert(
+        id,
+        CallRecord {
+            public: PendingCall { id, thread: st.thread, cluster, kind, headers, body, trailers, deadline_ns },
+            instance: st.instance,
+            token,
+            context: st.effective_context,
+        },
+    );
+}

@@ -1,0 +1,258 @@
+// Header maps as Envoy keeps them (lower-cased keys, pseudo-headers as ordinary entries,
+// repeated keys allowed) and the ABI's serialized pair format.
+
+/// An ordered multimap of header names to values, both raw bytes.
+///
+/// Keys are lower-cased (ASCII) on every write, as Envoy's `LowerCaseString` does; lookups are
+/// case-insensitive. Entry buffers are kept when the map is cleared so that a reused map does
+/// not allocate on the hot path.
+#[derive(Clone, Default)]
+pub struct HeaderMap {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    len: usize,
+}
+
+impl std::fmt::Debug for HeaderMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned())),
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for HeaderMap {
+    fn eq(&self, other: &HeaderMap) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl HeaderMap {
+    /// An empty map.
+    pub fn new() -> HeaderMap {
+        HeaderMap::default()
+    }
+
+    /// A map from pairs, keys lower-cased.
+    pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.extend(pairs);
+        map
+    }
+
+    /// Number of entries (repeated keys count once each).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Removes every entry, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.entries[..self.len].iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// The first value of `key` (case-insensitive), as Envoy's `get` returns it.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.position(key).map(|i| self.entries[i].1.as_slice())
+    }
+
+    /// The first value of `key` as text (lossy), for reports.
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        self.get(key.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        self.entries[..self.len].iter().position(|(k, _)| k.eq_ignore_ascii_case(key))
+    }
+
+    /// Appends an entry (Envoy `addCopy`): repeated keys are kept.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) {
+        if self.len == self.entries.len() {
+            self.entries.push((Vec::new(), Vec::new()));
+        }
+        let (k, v) = &mut self.entries[self.len];
+        k.clear();
+        k.extend(key.iter().map(u8::to_ascii_lowercase));
+        v.clear();
+        v.extend_from_slice(value);
+        self.len += 1;
+    }
+
+    /// Appends every pair.
+    pub fn extend<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, pairs: &[(K, V)]) {
+        for (k, v) in pairs {
+            self.add(k.as_ref(), v.as_ref());
+        }
+    }
+
+    /// Sets `key` to a single `value`: the first entry keeps its place, later repeats go;
+    /// appended when absent (`proxy_replace_header_map_value`).
+    pub fn replace(&mut self, key: &[u8], value: &[u8]) {
+        match self.position(key) {
+            Some(i) => {
+                let v = &mut self.entries[i].1;
+                v.clear();
+                v.extend_from_slice(value);
+                self.remove_from(key, i + 1);
+            }
+            None => self.add(key, value),
+        }
+    }
+
+    /// Removes every entry of `key`; absent keys are fine.
+    pub fn remove(&mut self, key: &[u8]) {
+        self.remove_from(key, 0);
+    }
+
+    fn remove_from(&mut self, key: &[u8], start: usize) {
+        let mut i = start;
+        while i < self.len {
+            if self.entries[i].0.eq_ignore_ascii_case(key) {
+                // Rotate the removed entry past the end so its buffers are reused later.
+                self.entries[i..self.len].rotate_left(1);
+                self.len -= 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Size of the serialized form (0 for an empty map: the ABI's null result).
+    pub fn serialized_len(&self) -> usize {
+        if self.len == 0 {
+            return 0;
+        }
+        4 + self.iter().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>()
+    }
+
+    /// Writes the serialized form into `out`, which must be `serialized_len()` long:
+    /// `u32 count`, `count × (u32 key_len, u32 value_len)`, then `key\0value\0` per entry.
+    pub fn serialize_into(&self, out: &mut [u8]) {
+        if self.len == 0 {
+            return;
+        }
+        out[..4].copy_from_slice(&(self.len as u32).to_le_bytes());
+        let mut sizes = 4;
+        let mut data = 4 + 8 * self.len;
+        for (k, v) in self.iter() {
+            out[sizes..sizes + 4].copy_from_slice(&(k.len() as u32).to_le_bytes());
+            out[sizes + 4..sizes + 8].copy_from_slice(&(v.len() as u32).to_le_bytes());
+            sizes += 8;
+            out[data..data + k.len()].copy_from_slice(k);
+            data += k.len();
+            out[data] = 0;
+            data += 1;
+            out[data..data + v.len()].copy_from_slice(v);
+            data += v.len();
+            out[data] = 0;
+            data += 1;
+        }
+    }
+
+    /// The serialized form as a new vector.
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut out = vec![0; self.serialized_len()];
+        self.serialize_into(&mut out);
+        out
+    }
+
+    /// Replaces the content with the pairs of a serialized map.
+    pub fn set_serialized(&mut self, bytes: &[u8]) -> Result<(), PairsError> {
+        let pairs = parse_pairs(bytes)?;
+        self.clear();
+        for (k, v) in pairs {
+            self.add(k, v);
+        }
+        Ok(())
+    }
+
+    /// Entries as lossy UTF-8 strings, for reports.
+    pub fn to_strings(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+            .collect()
+    }
+}
+
+/// A serialized map that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed serialized header map: {0}")]
+pub struct PairsError(&'static str);
+
+/// Parses the ABI's serialized pair format. Empty input (and a lone NUL, which the spec
+/// also allows) is an empty map.
+pub fn parse_pairs(bytes: &[u8]) -> Result<Vec<(&[u8], &[u8])>, PairsError> {
+    if bytes.len() <= 1 {
+        return Ok(Vec::new());
+    }
+    let u32_at = |at: usize| -> Result<usize, PairsError> {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or(PairsError("truncated sizes"))
+    };
+    let count = u32_at(0)?;
+    if count > bytes.len() / 8 {
+        return Err(PairsError("count larger than the data"));
+    }
+    let mut pairs = Vec::with_capacity(count);
+    let mut data = 4 + 8 * count;
+    for i in 0..count {
+        let klen = u32_at(4 + 8 * i)?;
+        let vlen = u32_at(8 + 8 * i)?;
+        let key = bytes.get(data..data + klen).ok_or(PairsError("truncated key"))?;
+        data += klen + 1;
+        let value = bytes.get(data..data + vlen).ok_or(PairsError("truncated value"))?;
+        data += vlen + 1;
+        if data > bytes.len() {
+            return Err(PairsError("missing terminator"));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialized_form_matches_the_spec_example() {
+        let map = HeaderMap::from_pairs(&[("a", "1"), ("b", "22")]);
+        let expected: Vec<u8> =
+            vec![2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'a', 0, b'1', 0, b'b', 0, b'2', b'2', 0];
+        assert_eq!(map.serialize(), expected);
+        let back = parse_pairs(&expected).expect("parses");
+        assert_eq!(back, vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"22"[..])]);
+    }
+
+    #[test]
+    fn keys_are_lower_cased_and_lookups_ignore_case() {
+        let mut map = HeaderMap::new();
+        map.add(b"X-Foo", b"A");
+        map.add(b"x-foo", b"B");
+        assert_eq!(map.get(b"X-FOO"), Some(&b"A"[..]), "first value wins");
+        map.replace(b"X-Foo", b"C");
+        assert_eq!(map.to_strings(), vec![("x-foo".into(), "C".into())]);
+        map.remove(b"x-FOO");
+        assert!(map.is_empty());
+        assert_eq!(map.serialized_len(), 0, "empty map hands over nothing");
+    }
+
+    #[test]
+    fn truncated_input_is_an_error() {
+        assert!(parse_pairs(&[1, 0, 0, 0, 5, 0, 0, 0]).is_err());
+        assert!(parse_pairs(&[0]).expect("lone NUL").is_empty());
+    }
+}

@@ -1,0 +1,200 @@
+// Metrics of one proxy with Envoy's semantics (same name = same stat across VMs, counter
+// increments > 0, record on a counter adds) and their Prometheus text as Envoy renders it.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use super::abi::status;
+
+/// A metric's type, numbered as `proxy_metric_type_t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricKind {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+impl MetricKind {
+    pub(crate) fn from_abi(t: i32) -> Option<MetricKind> {
+        match t {
+            0 => Some(MetricKind::Counter),
+            1 => Some(MetricKind::Gauge),
+            2 => Some(MetricKind::Histogram),
+            _ => None,
+        }
+    }
+
+    fn prometheus_type(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Envoy's default histogram bucket bounds (`HistogramSettingsImpl::defaultBuckets`).
+pub const HISTOGRAM_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+
+/// One metric as read back by the caller, aggregated across the proxy's VMs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Metric {
+    /// The name the filter defined (Envoy shows it as is in `/stats`).
+    pub name: String,
+    pub kind: MetricKind,
+    /// Counter total or gauge value (u64, wrapping like Envoy's gauges); for a histogram,
+    /// the number of recorded values.
+    pub value: u64,
+    /// Sum of recorded values (histograms only, else 0).
+    pub sum: u64,
+    /// Cumulative counts per bound of [`HISTOGRAM_BUCKETS`] (histograms only, else empty).
+    pub buckets: Vec<u64>,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    stats: Vec<Metric>,
+    index: HashMap<(MetricKind, String), usize>,
+}
+
+impl Registry {
+    /// The stat for (kind, name), created on first use. Returns its index.
+    pub(crate) fn define(&mut self, kind: MetricKind, name: &str) -> usize {
+        if let Some(&i) = self.index.get(&(kind, name.to_owned())) {
+            return i;
+        }
+        let i = self.stats.len();
+        self.stats.push(Metric {
+            name: name.to_owned(),
+            kind,
+            value: 0,
+            sum: 0,
+            buckets: if kind == MetricKind::Histogram { vec![0; HISTOGRAM_BUCKETS.len()] } else { Vec::new() },
+        });
+        self.index.insert((kind, name.to_owned()), i);
+        i
+    }
+
+    /// `proxy_increment_metric`: counters need delta > 0; gauges add or subtract;
+    /// histograms refuse (BAD_ARGUMENT), as in Envoy.
+    pub(crate) fn increment(&mut self, stat: usize, delta: i64) -> i32 {
+        let Some(m) = self.stats.get_mut(stat) else {
+            return status::NOT_FOUND;
+        };
+        match m.kind {
+            MetricKind::Counter if delta > 0 => {
+                m.value = m.value.wrapping_add(delta as u64);
+                status::OK
+            }
+            MetricKind::Counter => status::BAD_ARGUMENT,
+            MetricKind::Gauge => {
+                m.value = m.value.wrapping_add(delta as u64);
+                status::OK
+            }
+            MetricKind::Histogram => status::BAD_ARGUMENT,
+        }
+    }
+
+    /// `proxy_record_metric`: a counter adds, a gauge sets, a histogram records.
+    pub(crate) fn record(&mut self, stat: usize, value: u64) -> i32 {
+        let Some(m) = self.stats.get_mut(stat) else {
+            return status::NOT_FOUND;
+        };
+        match m.kind {
+            MetricKind::Counter => m.value = m.value.wrapping_add(value),
+            MetricKind::Gauge => m.value = value,
+            MetricKind::Histogram => {
+                m.value += 1;
+                m.sum = m.sum.wrapping_add(value);
+                let v = value as f64;
+                for (count, bound) in m.buckets.iter_mut().zip(HISTOGRAM_BUCKETS) {
+                    if v <= bound {
+                        *count += 1;
+                    }
+                }
+            }
+        }
+        status::OK
+    }
+
+    /// `proxy_get_metric`: histograms refuse (BAD_ARGUMENT).
+    pub(crate) fn get(&self, stat: usize) -> Result<u64, i32> {
+        match self.stats.get(stat) {
+            None => Err(status::NOT_FOUND),
+            Some(m) if m.kind == MetricKind::Histogram => Err(status::BAD_ARGUMENT),
+            Some(m) => Ok(m.value),
+        }
+    }
+
+    /// Every stat, sorted by name then kind.
+    pub(crate) fn snapshot(&self) -> Vec<Metric> {
+        let mut all = self.stats.clone();
+        all.sort_by(|a, b| a.name.cmp(&b.name).then(a.kind.cmp(&b.kind)));
+        all
+    }
+}
+
+/// The Prometheus name Envoy gives a Wasm metric: custom stat namespaces get no `envoy_`
+/// prefix (envoy PR#17357), and every character outside `[a-zA-Z0-9_]` becomes `_`.
+pub fn prometheus_name(name: &str) -> String {
+    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// Prometheus text exposition of `metrics`, as Envoy's `/stats/prometheus` prints Wasm
+/// metrics (`{}` for metrics without tags, sorted by name).
+pub fn render_prometheus(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    let mut sorted: Vec<&Metric> = metrics.iter().collect();
+    sorted.sort_by_key(|m| (prometheus_name(&m.name), m.kind));
+    for m in sorted {
+        let name = prometheus_name(&m.name);
+        let _ = writeln!(out, "# TYPE {name} {}", m.kind.prometheus_type());
+        match m.kind {
+            MetricKind::Counter | MetricKind::Gauge => {
+                let _ = writeln!(out, "{name}{{}} {}", m.value);
+            }
+            MetricKind::Histogram => {
+                for (count, bound) in m.buckets.iter().zip(HISTOGRAM_BUCKETS) {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", m.value);
+                let _ = writeln!(out, "{name}_sum{{}} {}", m.sum);
+                let _ = writeln!(out, "{name}_count{{}} {}", m.value);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoy_semantics() {
+        let mut r = Registry::default();
+        let c = r.define(MetricKind::Counter, "chaos.aborts_total");
+        assert_eq!(r.define(MetricKind::Counter, "chaos.aborts_total"), c);
+        assert_eq!(r.increment(c, 0), status::BAD_ARGUMENT);
+        assert_eq!(r.increment(c, -1), status::BAD_ARGUMENT);
+        assert_eq!(r.increment(c, 2), status::OK);
+        assert_eq!(r.record(c, 3), status::OK, "record on a counter adds");
+        assert_eq!(r.get(c), Ok(5));
+        let h = r.define(MetricKind::Histogram, "lat");
+        assert_eq!(r.increment(h, 1), status::BAD_ARGUMENT);
+        assert_eq!(r.get(h), Err(status::BAD_ARGUMENT));
+        assert_eq!(r.record(h, 7), status::OK);
+        let text = render_prometheus(&r.snapshot());
+        assert!(text.contains("# TYPE chaos_aborts_total counter\nchaos_aborts_total{} 5\n"));
+        assert!(text.contains("lat_bucket{le=\"5\"} 0\nlat_bucket{le=\"10\"} 1\n"));
+        assert!(text.contains("lat_count{} 1\n"));
+    }
+}

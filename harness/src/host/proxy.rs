@@ -1,0 +1,400 @@
+// A proxy: one filter configuration (name, vm_id, root_id, configs) running in a main-thread
+// VM plus W worker VMs, as Envoy runs it; owns their timers, calls, metrics, logs and shared data.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::calls::{CallAnswer, CallId, Calls, PendingCall};
+use super::error::{HostError, Thread};
+use super::logs::{LogLevel, LogRecord, LogSink};
+use super::metrics::{render_prometheus, Metric, Registry};
+use super::module::Plugin;
+use super::properties::{path_key, PropertyMap};
+use super::shared::{Queues, SharedData};
+use super::state::{lock, ProxyShared};
+use super::stream::{Http, StreamData, StreamId, Tcp};
+use super::worker::Vm;
+use crate::clock::Clock;
+
+/// What happens to streams on a VM that failed (Envoy `failure_policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Envoy's default: later streams get a local 503 with details `wasm_fail_stream`
+    /// (TCP: the connection is closed).
+    #[default]
+    FailClosed,
+    /// The filter is bypassed: later streams go through untouched.
+    FailOpen,
+}
+
+/// Resource limits of each VM.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest linear memory a VM may grow to, in bytes. Default 128 MiB.
+    pub memory_bytes: usize,
+    /// Longest a single callback may run before it is interrupted (counted on the wall
+    /// clock by the epoch watchdog, 10 ms granularity). Default 1 s.
+    pub callback_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { memory_bytes: 128 << 20, callback_deadline: Duration::from_secs(1) }
+    }
+}
+
+/// How to run a filter: Envoy's `PluginConfig` and `VmConfig`, plus the harness's own knobs.
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// Plugin name (`PluginConfig.name`, property `plugin_name`). Default: the filter's name.
+    pub name: String,
+    /// `vm_id`: names the shared-data and queue namespace. Default empty.
+    pub vm_id: String,
+    /// `root_id` (property `plugin_root_id`). Default empty.
+    pub root_id: String,
+    /// Bytes handed to `proxy_on_configure` (PLUGIN_CONFIGURATION). Default empty.
+    pub plugin_config: Vec<u8>,
+    /// Bytes handed to `proxy_on_vm_start` (VM_CONFIGURATION). Default empty.
+    pub vm_config: Vec<u8>,
+    /// Worker VMs (each its own instance, as Envoy's worker threads). Default 1.
+    pub workers: usize,
+    /// Default fail-closed, as Envoy.
+    pub failure_policy: FailurePolicy,
+    pub limits: Limits,
+    /// Properties by dotted path (`source.address` → value bytes); they override the
+    /// defaults (`plugin_name`, `plugin_root_id`, `plugin_vm_id`, `cluster_name`,
+    /// `route_name`, `source.address`, `destination.address`).
+    pub properties: Vec<(String, Vec<u8>)>,
+    /// Clusters `proxy_http_call` / `proxy_grpc_call` may target; others get BAD_ARGUMENT
+    /// (gRPC: PARSE_FAILURE), as in Envoy for unknown clusters. Default none.
+    pub clusters: Vec<String>,
+    /// Log lines below this level are dropped, and `proxy_get_log_level` returns it.
+    /// Default `Info` (Envoy's default).
+    pub log_level: LogLevel,
+    /// Most log lines kept (oldest dropped first). Default 10 000.
+    pub max_log_records: usize,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> ProxyOptions {
+        ProxyOptions {
+            name: String::new(),
+            vm_id: String::new(),
+            root_id: String::new(),
+            plugin_config: Vec::new(),
+            vm_config: Vec::new(),
+            workers: 1,
+            failure_policy: FailurePolicy::default(),
+            limits: Limits::default(),
+            properties: Vec::new(),
+            clusters: Vec::new(),
+            log_level: LogLevel::Info,
+            max_log_records: 10_000,
+        }
+    }
+}
+
+/// Queue notifications delivered per step at most: a filter that enqueues from its own
+/// `on_queue_ready` forever must not hang the harness.
+const MAX_QUEUE_ROUNDS: usize = 10_000;
+
+/// One running filter configuration: a main-thread VM and `workers` worker VMs.
+pub struct Proxy {
+    pub(crate) vms: Vec<Vm>,
+    shared: Arc<ProxyShared>,
+    plugin: Plugin,
+    next_connection: u64,
+}
+
+/// One worker of a proxy, to open streams on.
+pub struct Worker<'p> {
+    proxy: &'p mut Proxy,
+    index: usize,
+}
+
+impl<'p> Worker<'p> {
+    /// Opens an HTTP exchange (its context is created at the first request headers).
+    pub fn http(self) -> Http<'p> {
+        let connection = self.proxy.next_connection_id();
+        let ctx = self.proxy.vms[self.index].open_http(connection);
+        let thread = Thread::from_index(self.index);
+        Http { proxy: self.proxy, id: StreamId { thread, context: ctx } }
+    }
+
+    /// Opens a TCP connection (call `new_connection` on it first).
+    pub fn tcp(self) -> Tcp<'p> {
+        let connection = self.proxy.next_connection_id();
+        let ctx = self.proxy.vms[self.index].open_tcp(connection);
+        let thread = Thread::from_index(self.index);
+        Tcp { proxy: self.proxy, id: StreamId { thread, context: ctx } }
+    }
+
+    pub fn thread(&self) -> Thread {
+        Thread::from_index(self.index)
+    }
+}
+
+impl Proxy {
+    /// Starts the main VM and every worker VM, each running `_initialize`, then
+    /// `proxy_on_context_create(root, 0)`, `proxy_on_vm_start`, `proxy_on_configure`.
+    /// A VM that fails or rejects its configuration fails the whole proxy, as Envoy refuses
+    /// the filter.
+    pub fn new(plugin: &Plugin, options: ProxyOptions, clock: Clock) -> Result<Proxy, HostError> {
+        let name = if options.name.is_empty() { plugin.name().to_owned() } else { options.name.clone() };
+        let mut properties = PropertyMap::default();
+        let defaults: [(&str, &[u8]); 7] = [
+            ("plugin_name", name.as_bytes()),
+            ("plugin_root_id", options.root_id.as_bytes()),
+            ("plugin_vm_id", options.vm_id.as_bytes()),
+            ("cluster_name", b"backend"),
+            ("route_name", b"default"),
+            ("source.address", b"127.0.0.1:40000"),
+            ("destination.address", b"127.0.0.1:10000"),
+        ];
+        for (k, v) in defaults {
+            properties.set(&path_key(k), v);
+        }
+        for (k, v) in &options.properties {
+            properties.set(&path_key(k), v);
+        }
+        let shared = Arc::new(ProxyShared {
+            filter: plugin.name_arc(),
+            vm_id: options.vm_id.clone(),
+            root_id: options.root_id.clone(),
+            clock,
+            vm_config: options.vm_config.clone(),
+            plugin_config: options.plugin_config.clone(),
+            log_level: options.log_level,
+            clusters: options.clusters.clone(),
+            properties,
+            logs: Mutex::new(LogSink::new(options.max_log_records)),
+            shared_data: Mutex::new(SharedData::default()),
+            queues: Mutex::new(Queues::default()),
+            metrics: Mutex::new(Registry::default()),
+            calls: Mutex::new(Calls::default()),
+            any_calls: Default::default(),
+            queue_ready: Default::default(),
+        });
+        let mut proxy = Proxy {
+            vms: Vec::with_capacity(options.workers + 1),
+            shared: shared.clone(),
+            plugin: plugin.clone(),
+            next_connection: 0,
+        };
+        for index in 0..=options.workers {
+            let vm = Vm::start(
+                plugin,
+                shared.clone(),
+                index,
+                options.limits.memory_bytes,
+                options.limits.callback_deadline,
+                options.failure_policy,
+            )?;
+            proxy.vms.push(vm);
+        }
+        proxy.after_step();
+        Ok(proxy)
+    }
+
+    /// The filter this proxy runs.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// The clock the proxy reads.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// The vm_id.
+    pub fn vm_id(&self) -> &str {
+        &self.shared.vm_id
+    }
+
+    /// The root_id.
+    pub fn root_id(&self) -> &str {
+        &self.shared.root_id
+    }
+
+    /// Number of worker VMs.
+    pub fn workers(&self) -> usize {
+        self.vms.len() - 1
+    }
+
+    /// Worker `i` (0-based), to open streams on.
+    pub fn worker(&mut self, i: usize) -> Result<Worker<'_>, HostError> {
+        if i >= self.workers() {
+            return Err(HostError::usage(format!("worker {i} does not exist (the proxy has {})", self.workers())));
+        }
+        Ok(Worker { proxy: self, index: i + 1 })
+    }
+
+    /// Reopens the handle of an HTTP stream that is still open.
+    pub fn http_stream(&mut self, id: StreamId) -> Option<Http<'_>> {
+        let vm = self.vms.get(id.thread.index())?;
+        match vm.store.data().streams.get(&id.context) {
+            Some(StreamData::Http(_)) => Some(Http { proxy: self, id }),
+            _ => None,
+        }
+    }
+
+    /// Reopens the handle of a TCP connection that is still open.
+    pub fn tcp_stream(&mut self, id: StreamId) -> Option<Tcp<'_>> {
+        let vm = self.vms.get(id.thread.index())?;
+        match vm.store.data().streams.get(&id.context) {
+            Some(StreamData::Tcp(_)) => Some(Tcp { proxy: self, id }),
+            _ => None,
+        }
+    }
+
+    /// Why a VM failed, if it did.
+    pub fn failure(&self, thread: Thread) -> Option<&HostError> {
+        self.vms.get(thread.index())?.failed.as_ref()
+    }
+
+    fn next_connection_id(&mut self) -> u64 {
+        self.next_connection += 1;
+        self.next_connection
+    }
+
+    /// Moves a simulated clock to `t_ns`, firing on the way, in time order, every tick due on
+    /// every VM (ties: main first, then workers in order) and every call timeout (before
+    /// ticks due at the same time). On a real-time clock fires what is due now. Returns the
+    /// failures that happened (those VMs are now failed).
+    pub fn advance_to(&mut self, t_ns: u64) -> Vec<HostError> {
+        let mut errors = Vec::new();
+        let clock = self.shared.clock.clone();
+        let limit = if clock.is_simulated() { t_ns } else { clock.now_ns() };
+        loop {
+            let tick = self.vms.iter().enumerate().filter_map(|(i, vm)| vm.next_tick().map(|t| (t, i))).min();
+            let timeout = if self.shared.calls_outstanding() { lock(&self.shared.calls).next_deadline() } else { None };
+            match (tick, timeout) {
+                (_, Some((due, id))) if due <= limit && tick.is_none_or(|(t, _)| due <= t) => {
+                    clock.set_ns(due);
+                    if let Err(e) = self.answer_call(id, CallAnswer::timeout()) {
+                        errors.push(e);
+                    }
+                }
+                (Some((due, i)), _) if due <= limit => {
+                    clock.set_ns(due);
+                    if let Err(e) = self.vms[i].tick(due) {
+                        errors.push(e);
+                    }
+                    self.after_step();
+                }
+                _ => break,
+            }
+        }
+        clock.set_ns(t_ns);
+        errors
+    }
+
+    /// `advance_to(now + by)`.
+    pub fn advance(&mut self, by: Duration) -> Vec<HostError> {
+        let by_ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let t = self.shared.clock.now_ns().saturating_add(by_ns);
+        self.advance_to(t)
+    }
+
+    /// Fires what is due at the clock's current time.
+    pub fn tick(&mut self) -> Vec<HostError> {
+        let now = self.shared.clock.now_ns();
+        self.advance_to(now)
+    }
+
+    /// Calls the filters made that wait for an answer, in the order they were made.
+    pub fn pending_calls(&self) -> Vec<PendingCall> {
+        lock(&self.shared.calls).pending.values().map(|c| c.public.clone()).collect()
+    }
+
+    /// Answers a pending call: the VM that made it gets `proxy_on_http_call_response` (or the
+    /// gRPC callbacks) with the originating context effective.
+    pub fn answer_call(&mut self, id: CallId, answer: CallAnswer) -> Result<(), HostError> {
+        let record = lock(&self.shared.calls).pending.remove(&id);
+        let Some(record) = record else {
+            return Err(HostError::usage(format!("no pending call {}", id.0)));
+        };
+        let vm = &mut self.vms[record.instance];
+        if vm.failed.is_some() {
+            return Ok(());
+        }
+        let result = vm.deliver_call(record, answer);
+        self.after_step();
+        result
+    }
+
+    /// Every metric the filter defined, aggregated across VMs (same name = same stat).
+    pub fn metrics(&self) -> Vec<Metric> {
+        lock(&self.shared.metrics).snapshot()
+    }
+
+    /// One metric by name, if defined.
+    pub fn metric(&self, name: &str) -> Option<Metric> {
+        self.metrics().into_iter().find(|m| m.name == name)
+    }
+
+    /// The metrics in Prometheus text format with Envoy's names (no `envoy_` prefix for
+    /// Wasm metrics, non-alphanumerics as `_`).
+    pub fn render_prometheus(&self) -> String {
+        render_prometheus(&self.metrics())
+    }
+
+    /// A copy of the log lines kept so far.
+    pub fn logs(&self) -> Vec<LogRecord> {
+        lock(&self.shared.logs).records.iter().cloned().collect()
+    }
+
+    /// Takes the log lines kept so far.
+    pub fn drain_logs(&self) -> Vec<LogRecord> {
+        lock(&self.shared.logs).records.drain(..).collect()
+    }
+
+    /// Log lines dropped because the sink was full.
+    pub fn dropped_logs(&self) -> u64 {
+        lock(&self.shared.logs).dropped
+    }
+
+    /// A shared-data entry (value, cas).
+    pub fn shared_data(&self, key: &[u8]) -> Option<(Vec<u8>, u32)> {
+        lock(&self.shared.shared_data).get(key).map(|(v, cas)| (v.to_vec(), cas))
+    }
+
+    /// Every shared-data key, sorted.
+    pub fn shared_data_keys(&self) -> Vec<Vec<u8>> {
+        lock(&self.shared.shared_data).keys()
+    }
+
+    /// Items waiting in a shared queue, None if it was never registered.
+    pub fn queue_depth(&self, name: &str) -> Option<usize> {
+        lock(&self.shared.queues).depth(name.as_bytes())
+    }
+
+    /// Delivers pending `proxy_on_queue_ready` notifications (cpp-host posts them to the
+    /// registrant's thread: they run after the step that enqueued, never inside it).
+    pub(crate) fn after_step(&mut self) {
+        if !self.shared.queue_ready.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for _ in 0..MAX_QUEUE_ROUNDS {
+            let ready = std::mem::take(&mut lock(&self.shared.queues).ready);
+            if ready.is_empty() {
+                return;
+            }
+            for (registrant, token) in ready {
+                if let Some(vm) = self.vms.get_mut(registrant.instance) {
+                    if vm.failed.is_none() {
+                        // A failure is recorded on the VM and logged; streams see it next.
+                        let _ = vm.queue_ready(registrant.root_context, token);
+                    }
+                }
+            }
+        }
+        self.shared.log(
+            Thread::Main,
+            LogLevel::Warn,
+            format!("more than {MAX_QUEUE_ROUNDS} rounds of queue notifications in one step; the rest wait for the next step"),
+        );
+        self.shared.queue_ready.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,157 @@
+// Shared data (key → value with CAS versions) and shared queues of one proxy (= one vm_id),
+// seen by all its VMs, with proxy-wasm-cpp-host's rules.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::abi::status;
+
+/// Key → (value, cas). The CAS counter is global to the proxy and never 0, as in cpp-host
+/// `shared_data.cc`: 0 in a `set` means "unconditional".
+#[derive(Default)]
+pub(crate) struct SharedData {
+    map: HashMap<Vec<u8>, (Vec<u8>, u32)>,
+    next_cas: u32,
+}
+
+impl SharedData {
+    fn next_cas(&mut self) -> u32 {
+        self.next_cas = self.next_cas.wrapping_add(1);
+        if self.next_cas == 0 {
+            self.next_cas = 1;
+        }
+        self.next_cas
+    }
+
+    /// The value and its CAS, or None.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<(&[u8], u32)> {
+        self.map.get(key).map(|(v, cas)| (v.as_slice(), *cas))
+    }
+
+    /// Sets `key`. On an existing key a non-zero `cas` must match (else CAS_MISMATCH); on a
+    /// missing key `cas` is ignored (creation races: last writer wins), as in cpp-host.
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8], cas: u32) -> i32 {
+        let next = self.next_cas();
+        match self.map.get_mut(key) {
+            Some(entry) => {
+                if cas != 0 && cas != entry.1 {
+                    return status::CAS_MISMATCH;
+                }
+                entry.0.clear();
+                entry.0.extend_from_slice(value);
+                entry.1 = next;
+            }
+            None => {
+                self.map.insert(key.to_vec(), (value.to_vec(), next));
+            }
+        }
+        status::OK
+    }
+
+    /// All keys, sorted, for inspection by the caller.
+    pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys: Vec<_> = self.map.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+}
+
+/// Who is told about new items: the last VM (and its root context) to register the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Registrant {
+    pub instance: usize,
+    pub root_context: u32,
+}
+
+struct Queue {
+    registrant: Registrant,
+    items: VecDeque<Vec<u8>>,
+}
+
+/// Shared queues by name (the vm_id is the proxy's own), tokens from 1.
+#[derive(Default)]
+pub(crate) struct Queues {
+    by_name: HashMap<Vec<u8>, u32>,
+    queues: HashMap<u32, Queue>,
+    /// `proxy_on_queue_ready` notifications not delivered yet, in enqueue order. cpp-host posts
+    /// them to the registrant's thread, so they run after the current callback, never inside it.
+    pub(crate) ready: Vec<(Registrant, u32)>,
+}
+
+impl Queues {
+    /// Registers (or re-registers) `name`; the caller becomes the one notified.
+    pub(crate) fn register(&mut self, name: &[u8], registrant: Registrant) -> u32 {
+        if let Some(&token) = self.by_name.get(name) {
+            if let Some(q) = self.queues.get_mut(&token) {
+                q.registrant = registrant;
+            }
+            return token;
+        }
+        let token = u32::try_from(self.by_name.len() + 1).unwrap_or(u32::MAX);
+        self.by_name.insert(name.to_vec(), token);
+        self.queues.insert(token, Queue { registrant, items: VecDeque::new() });
+        token
+    }
+
+    pub(crate) fn resolve(&self, name: &[u8]) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    pub(crate) fn enqueue(&mut self, token: u32, value: &[u8]) -> i32 {
+        match self.queues.get_mut(&token) {
+            Some(q) => {
+                q.items.push_back(value.to_vec());
+                let registrant = q.registrant;
+                self.ready.push((registrant, token));
+                status::OK
+            }
+            None => status::NOT_FOUND,
+        }
+    }
+
+    /// Ok(Some(item)), Ok(None) when empty, Err(NOT_FOUND) for an unknown token.
+    pub(crate) fn dequeue(&mut self, token: u32) -> Result<Option<Vec<u8>>, i32> {
+        match self.queues.get_mut(&token) {
+            Some(q) => Ok(q.items.pop_front()),
+            None => Err(status::NOT_FOUND),
+        }
+    }
+
+    /// Items waiting in `name`, for inspection by the caller.
+    pub(crate) fn depth(&self, name: &[u8]) -> Option<usize> {
+        let token = self.by_name.get(name)?;
+        self.queues.get(token).map(|q| q.items.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_rules_follow_cpp_host() {
+        let mut d = SharedData::default();
+        assert_eq!(d.set(b"k", b"v1", 12345), status::OK, "creation ignores cas");
+        let (_, cas) = d.get(b"k").expect("set");
+        assert_ne!(cas, 0);
+        assert_eq!(d.set(b"k", b"v2", cas + 1), status::CAS_MISMATCH);
+        assert_eq!(d.set(b"k", b"v2", cas), status::OK);
+        let (v, cas2) = d.get(b"k").expect("set");
+        assert_eq!(v, b"v2");
+        assert_ne!(cas2, cas);
+        assert_eq!(d.set(b"k", b"v3", 0), status::OK, "0 is unconditional");
+    }
+
+    #[test]
+    fn last_registrant_is_notified() {
+        let mut q = Queues::default();
+        let a = Registrant { instance: 1, root_context: 1 };
+        let b = Registrant { instance: 2, root_context: 1 };
+        let t = q.register(b"q", a);
+        assert_eq!(q.register(b"q", b), t);
+        assert_eq!(q.enqueue(t, b"x"), status::OK);
+        assert_eq!(q.ready, vec![(b, t)]);
+        assert_eq!(q.dequeue(t), Ok(Some(b"x".to_vec())));
+        assert_eq!(q.dequeue(t), Ok(None));
+        assert_eq!(q.dequeue(99), Err(status::NOT_FOUND));
+    }
+}

@@ -1,0 +1,229 @@
+// What one VM's wasmtime `Store` holds: the guest's memory and allocator, its contexts and
+// streams, timers and deferred actions, and a handle on the proxy-wide shared state.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use wasmtime::{Memory, ResourceLimiter, TypedFunc};
+
+use super::calls::Calls;
+use super::error::Thread;
+use super::logs::{LogLevel, LogRecord, LogSink};
+use super::metrics::Registry;
+use super::properties::PropertyMap;
+use super::shared::{Queues, SharedData};
+use super::stream::{HttpData, LocalReply, StreamData};
+use crate::clock::Clock;
+
+/// Proxy-Wasm ABI versions the host loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AbiVersion {
+    V0_2_0,
+    V0_2_1,
+}
+
+/// State every VM of one proxy shares (Envoy: per vm_id, process-wide).
+pub(crate) struct ProxyShared {
+    pub filter: Arc<str>,
+    pub vm_id: String,
+    pub root_id: String,
+    pub clock: Clock,
+    pub vm_config: Vec<u8>,
+    pub plugin_config: Vec<u8>,
+    /// Lines below this level are not kept; `proxy_get_log_level` returns it.
+    pub log_level: LogLevel,
+    pub clusters: Vec<String>,
+    pub properties: PropertyMap,
+    pub logs: Mutex<LogSink>,
+    pub shared_data: Mutex<SharedData>,
+    pub queues: Mutex<Queues>,
+    pub metrics: Mutex<Registry>,
+    pub calls: Mutex<Calls>,
+    /// Set once any call was made, so that finishing a stream skips the calls lock until then.
+    pub any_calls: AtomicBool,
+    /// Set when a queue notification waits, so that steps skip the queues lock otherwise.
+    pub queue_ready: AtomicBool,
+}
+
+/// Locks a mutex, recovering from poisoning: the host never panics while holding these
+/// locks, and a poisoned lock must not turn into a second panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ProxyShared {
+    pub(crate) fn calls_outstanding(&self) -> bool {
+        self.any_calls.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn log(&self, thread: Thread, level: LogLevel, message: String) {
+        if level < self.log_level {
+            return;
+        }
+        let time_ns = self.clock.now_ns();
+        lock(&self.logs).push(LogRecord { time_ns, level, thread, message });
+    }
+}
+
+/// A hasher for context ids, which are small sequential integers: identity is enough.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+/// Work a hostcall asks for that Envoy runs only after the VM call returns.
+#[derive(Debug)]
+pub(crate) enum Deferred {
+    /// `proxy_continue_stream(stream_type)` for `context`.
+    Continue { context: u32, stream: i32 },
+    /// `proxy_close_stream(stream_type)` for `context`.
+    Close { context: u32, stream: i32 },
+    /// `proxy_send_local_response` for `context`.
+    LocalReply { context: u32, reply: LocalReply },
+}
+
+/// The response of a call being delivered (`on_http_call_response` / gRPC callbacks).
+#[derive(Default)]
+pub(crate) struct CallResponse {
+    pub headers: super::headers::HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: super::headers::HeaderMap,
+}
+
+/// The memory limit of a VM; remembers that it was hit so that the resulting trap is
+/// reported as a memory-limit failure.
+pub(crate) struct MemoryLimit {
+    pub max_bytes: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory growth to {desired} bytes refused: the limit is {} bytes",
+                self.max_bytes
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any filter.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The data of one VM's store.
+pub(crate) struct HostState {
+    pub shared: Arc<ProxyShared>,
+    pub thread: Thread,
+    pub instance: usize,
+    pub memory: Option<Memory>,
+    /// `proxy_on_memory_allocate`, else `malloc`.
+    pub alloc: Option<TypedFunc<i32, i32>>,
+    pub limits: MemoryLimit,
+    /// True during `_initialize`/`main`: Envoy allows only logging and WASI there.
+    pub restricted: bool,
+    /// The callback running now, for error messages and for what is readable in it.
+    pub callback: &'static str,
+    pub root_context: u32,
+    pub next_context: u32,
+    /// The context the running callback was called for.
+    pub active_context: u32,
+    /// The context hostcalls act on (`proxy_set_effective_context` changes it).
+    pub effective_context: u32,
+    pub streams: IdMap<StreamData>,
+    /// Finished HTTP streams kept for reuse, so that an exchange does not allocate.
+    pub pool: Vec<Box<HttpData>>,
+    /// Tick period in nanoseconds (0 = off) and when the next tick is due.
+    pub tick_period_ns: u64,
+    pub next_tick_ns: Option<u64>,
+    /// Metric ids this VM handed out, per metric type: id = 4 * k + type, value = stat index.
+    pub metric_ids: [Vec<usize>; 3],
+    /// `proxy_get_status`: code and message of the last call response.
+    pub status: (u32, Vec<u8>),
+    pub call_response: Option<CallResponse>,
+    /// Tokens of this VM's calls and gRPC calls (Envoy: 4k, 4k + 1).
+    pub next_http_token: u32,
+    pub next_grpc_token: u32,
+    pub deferred: Vec<Deferred>,
+    /// Bytes about to be handed to the guest (see `memory::hand_over`).
+    pub scratch: Vec<u8>,
+    /// Properties set on the root context.
+    pub root_properties: PropertyMap,
+    /// WASI `random_get` state: deterministic per VM (seeded from the VM's index).
+    pub rng: u64,
+    /// Unknown imports already warned about (warn once each).
+    pub warned: Vec<String>,
+}
+
+impl HostState {
+    pub(crate) fn new(shared: Arc<ProxyShared>, instance: usize, memory_bytes: usize) -> HostState {
+        HostState {
+            shared,
+            thread: Thread::from_index(instance),
+            instance,
+            memory: None,
+            alloc: None,
+            limits: MemoryLimit { max_bytes: memory_bytes, hit: false },
+            restricted: false,
+            callback: "instantiate",
+            root_context: 0,
+            next_context: 1,
+            active_context: 0,
+            effective_context: 0,
+            streams: IdMap::default(),
+            pool: Vec::new(),
+            tick_period_ns: 0,
+            next_tick_ns: None,
+            metric_ids: [Vec::new(), Vec::new(), Vec::new()],
+            status: (0, Vec::new()),
+            call_response: None,
+            next_http_token: 0,
+            next_grpc_token: 1,
+            deferred: Vec::new(),
+            scratch: Vec::new(),
+            root_properties: PropertyMap::default(),
+            rng: 0x853c_49e6_748f_ea9b ^ (instance as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            warned: Vec::new(),
+        }
+    }
+
+    pub(crate) fn log(&self, level: LogLevel, message: String) {
+        self.shared.log(self.thread, level, message);
+    }
+
+    pub(crate) fn alloc_context_id(&mut self) -> u32 {
+        let id = self.next_context;
+        self.next_context += 1;
+        id
+    }
+
+    /// Next pseudo-random u64 (xorshift64*): deterministic, never the wall clock.
+    pub(crate) fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
