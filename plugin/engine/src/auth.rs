@@ -69,18 +69,21 @@ pub struct Verified {
     pub forget_after: u64,
 }
 
+/// A control call as received: what the signature covers, and the two auth headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Signed<'a> {
+    pub method: &'a str,
+    /// `:path`, with any query string.
+    pub path: &'a str,
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
 /// Verifies a call's signature and timestamp (constant-time comparison). `now` and `window`
 /// in milliseconds.
-pub fn verify(
-    key: &[u8],
-    window: u64,
-    now: u64,
-    method: &str,
-    path: &str,
-    timestamp: Option<&str>,
-    signature: Option<&str>,
-    body: &[u8],
-) -> Result<Verified, CommandError> {
+pub fn verify(key: &[u8], window: u64, now: u64, call: Signed<'_>) -> Result<Verified, CommandError> {
+    let Signed { method, path, timestamp, signature, body } = call;
     let timestamp = timestamp.ok_or_else(|| CommandError::Unauthorized(format!("missing {TIMESTAMP_HEADER}")))?;
     let signature = signature.ok_or_else(|| CommandError::Unauthorized(format!("missing {SIGNATURE_HEADER}")))?;
     let seconds: u64 = timestamp
@@ -112,7 +115,14 @@ mod tests {
     #[test]
     fn a_signed_request_verifies_once() {
         let sig = sign(KEY, "POST", "/.ebb/v1/faults", 1_000, b"{}");
-        let ok = verify(KEY, 300_000, 1_000_000, "POST", "/.ebb/v1/faults", Some("1000"), Some(&sig), b"{}").unwrap();
+        let call = Signed {
+            method: "POST",
+            path: "/.ebb/v1/faults",
+            timestamp: Some("1000"),
+            signature: Some(&sig),
+            body: b"{}",
+        };
+        let ok = verify(KEY, 300_000, 1_000_000, call).unwrap();
         let mut seen = SeenSignatures::default();
         seen.remember(&ok.signature, ok.forget_after, 1_000_000).unwrap();
         assert_eq!(seen.remember(&ok.signature, ok.forget_after, 1_000_001).unwrap_err().status(), 401);
@@ -122,7 +132,8 @@ mod tests {
     fn any_change_or_staleness_is_refused() {
         let sig = sign(KEY, "POST", "/.ebb/v1/faults", 1_000, b"{}");
         let check = |m: &str, p: &str, ts: Option<&str>, s: Option<&str>, body: &[u8], now: u64| {
-            verify(KEY, 300_000, now, m, p, ts, s, body).unwrap_err().to_string()
+            let call = Signed { method: m, path: p, timestamp: ts, signature: s, body };
+            verify(KEY, 300_000, now, call).unwrap_err().to_string()
         };
         assert!(
             check("DELETE", "/.ebb/v1/faults", Some("1000"), Some(&sig), b"{}", 1_000_000).contains("bad signature")

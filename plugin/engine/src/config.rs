@@ -151,6 +151,7 @@ impl ConfigError {
 }
 
 /// Deserializes JSON, reporting the path of the offending field (with line and column).
+#[cfg(feature = "field-paths")]
 pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -159,6 +160,12 @@ pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Conf
     })?;
     de.end().map_err(|e| ConfigError::new(".", e.to_string()))?;
     Ok(value)
+}
+
+/// Deserializes JSON; without `field-paths` the message still names the field, line and column.
+#[cfg(not(feature = "field-paths"))]
+pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    serde_json::from_slice(bytes).map_err(|e| ConfigError::new(".", e.to_string()))
 }
 
 impl Config {

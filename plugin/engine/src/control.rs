@@ -1,13 +1,13 @@
 // The control API's routes and responses: parse a call, apply a mutation to the fault set, and
 // render state as JSON. Authentication is in `auth`; the filter layer does the shared-data I/O.
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{from_json, Config};
+use crate::config::{from_json, Config, Protocol};
 use crate::duration::Duration;
 use crate::engine::{Engine, PoolStatus};
 use crate::error::CommandError;
-use crate::fault::{Fault, FaultRequest};
+use crate::fault::{Fault, FaultRequest, FaultSpec};
 use crate::state::FaultSet;
 
 /// A read of the proxy's state.
@@ -25,7 +25,7 @@ pub enum View {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mutation {
     /// `POST {prefix}faults` with a fault as the body.
-    Add(FaultRequest),
+    Add(Box<FaultRequest>),
     /// `DELETE {prefix}faults/{id}`
     Clear(String),
     /// `DELETE {prefix}faults`: the kill switch.
@@ -35,6 +35,7 @@ pub enum Mutation {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per control call; boxing buys nothing
 pub enum Call {
     View(View),
     Mutate(Mutation),
@@ -52,7 +53,7 @@ pub fn parse_call(prefix: &str, method: &str, path: &str, body: &[u8]) -> Result
         (["faults"], "GET") => Ok(Call::View(View::Faults)),
         (["faults"], "POST") => {
             let request: FaultRequest = from_json(body).map_err(|e| CommandError::invalid(e.path, e.message))?;
-            Ok(Call::Mutate(Mutation::Add(request)))
+            Ok(Call::Mutate(Mutation::Add(Box::new(request))))
         }
         (["faults"], "DELETE") => Ok(Call::Mutate(Mutation::ClearAll)),
         (["faults"], _) => Err(wrong()),
@@ -70,42 +71,124 @@ pub fn parse_call(prefix: &str, method: &str, path: &str, body: &[u8]) -> Result
     }
 }
 
+/// A control API response body. Fields a response does not carry are omitted; the same type
+/// reads responses back (harness, recovery tools).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    /// HTTP status, on refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why the call was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed: Option<bool>,
+    /// The proxy's clock, ms since the Unix epoch (`state` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<u64>,
+    /// The fault just added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Vec<FaultView>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<Vec<PoolView>>,
+    /// Ids of the faults removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared: Option<Vec<String>>,
+}
+
+impl Response {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A fault as the control API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultView {
+    pub id: String,
+    /// `drain`, `deploy`, `abort`, `delay` or `reset`.
+    pub kind: String,
+    pub pool: Option<String>,
+    /// `active`, `scheduled` (start_in not reached) or `expired`.
+    pub state: String,
+    /// A deploy whose rollout is under way.
+    pub deploying: bool,
+    pub start_ms: u64,
+    pub expires_ms: u64,
+    pub expires_in: Duration,
+    pub from_config: bool,
+    pub spec: FaultSpec,
+}
+
+/// A pool as the control API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub protocol: Protocol,
+    pub expected_hosts: u32,
+    pub available_hosts: u32,
+    pub capacity: u64,
+    pub deploy_in_progress: bool,
+    pub faults: Vec<String>,
+}
+
+fn done(cleared: Vec<String>) -> Response {
+    Response { ok: true, cleared: Some(cleared), ..Response::default() }
+}
+
 /// Applies a mutation; returns the HTTP status and the response body. On error nothing changes.
-pub fn apply(set: &mut FaultSet, config: &Config, mutation: &Mutation, now: u64) -> Result<(u16, Value), CommandError> {
+pub fn apply(
+    set: &mut FaultSet,
+    config: &Config,
+    mutation: &Mutation,
+    now: u64,
+) -> Result<(u16, Response), CommandError> {
     set.prune(now);
     match mutation {
         Mutation::Add(request) => {
-            let fault = set.add(config, request, now)?;
-            Ok((201, json!({"ok": true, "fault": fault_json(fault, now)})))
+            let fault = fault_view(set.add(config, request, now)?, now);
+            Ok((201, Response { ok: true, fault: Some(fault), ..Response::default() }))
         }
-        Mutation::Clear(id) => {
-            let fault = set.clear(id)?;
-            Ok((200, json!({"ok": true, "cleared": [fault.id]})))
-        }
-        Mutation::ClearAll => Ok((200, json!({"ok": true, "cleared": set.clear_all()}))),
-        Mutation::Restore(pool) => Ok((200, json!({"ok": true, "cleared": set.restore_pool(config, pool)?}))),
+        Mutation::Clear(id) => Ok((200, done(vec![set.clear(id)?.id]))),
+        Mutation::ClearAll => Ok((200, done(set.clear_all()))),
+        Mutation::Restore(pool) => Ok((200, done(set.restore_pool(config, pool)?))),
     }
 }
 
 /// Renders a view of the engine's state at `now`.
-pub fn view(engine: &Engine, view: &View, now: u64) -> Value {
-    let faults = || -> Vec<Value> { engine.faults().live(now).map(|f| fault_json(f, now)).collect() };
-    let pools = || -> Vec<Value> {
-        (0..engine.config().pools.len()).filter_map(|i| engine.pool_status(i, now)).map(|s| pool_json(&s)).collect()
+pub fn view(engine: &Engine, view: &View, now: u64) -> Response {
+    let faults = || Some(engine.faults().live(now).map(|f| fault_view(f, now)).collect());
+    let pools = || {
+        Some(
+            (0..engine.config().pools.len())
+                .filter_map(|i| engine.pool_status(i, now))
+                .map(|s| pool_view(&s))
+                .collect(),
+        )
     };
     match view {
-        View::Faults => json!({"ok": true, "faults": faults()}),
-        View::Pools => json!({"ok": true, "pools": pools()}),
-        View::State => json!({"ok": true, "armed": true, "now_ms": now, "faults": faults(), "pools": pools()}),
+        View::Faults => Response { ok: true, faults: faults(), ..Response::default() },
+        View::Pools => Response { ok: true, pools: pools(), ..Response::default() },
+        View::State => Response {
+            ok: true,
+            armed: Some(true),
+            now_ms: Some(now),
+            faults: faults(),
+            pools: pools(),
+            ..Response::default()
+        },
     }
 }
 
 /// The body of a refusal.
-pub fn error_json(err: &CommandError) -> Value {
-    json!({"ok": false, "status": err.status(), "error": err.to_string()})
+pub fn error_response(err: &CommandError) -> Response {
+    Response { ok: false, status: Some(err.status()), error: Some(err.to_string()), ..Response::default() }
 }
 
-pub fn fault_json(fault: &Fault, now: u64) -> Value {
+pub fn fault_view(fault: &Fault, now: u64) -> FaultView {
     let state = if fault.expired(now) {
         "expired"
     } else if fault.active(now) {
@@ -113,30 +196,30 @@ pub fn fault_json(fault: &Fault, now: u64) -> Value {
     } else {
         "scheduled"
     };
-    json!({
-        "id": fault.id,
-        "kind": fault.spec.name(),
-        "pool": fault.pool(),
-        "state": state,
-        "deploying": fault.deploying(now),
-        "start_ms": fault.start_ms,
-        "expires_ms": fault.expires_ms,
-        "expires_in": Duration::from_millis(fault.expires_ms.saturating_sub(now)).to_string(),
-        "from_config": fault.from_config,
-        "spec": fault.spec,
-    })
+    FaultView {
+        id: fault.id.clone(),
+        kind: fault.spec.name().to_string(),
+        pool: fault.pool().map(str::to_string),
+        state: state.to_string(),
+        deploying: fault.deploying(now),
+        start_ms: fault.start_ms,
+        expires_ms: fault.expires_ms,
+        expires_in: Duration::from_millis(fault.expires_ms.saturating_sub(now)),
+        from_config: fault.from_config,
+        spec: fault.spec.clone(),
+    }
 }
 
-pub fn pool_json(s: &PoolStatus) -> Value {
-    json!({
-        "name": s.name,
-        "protocol": s.protocol,
-        "expected_hosts": s.expected_hosts,
-        "available_hosts": s.available_hosts,
-        "capacity": s.capacity,
-        "deploy_in_progress": s.deploy_in_progress,
-        "faults": s.faults,
-    })
+pub fn pool_view(s: &PoolStatus) -> PoolView {
+    PoolView {
+        name: s.name.clone(),
+        protocol: s.protocol,
+        expected_hosts: s.expected_hosts,
+        available_hosts: s.available_hosts,
+        capacity: s.capacity,
+        deploy_in_progress: s.deploy_in_progress,
+        faults: s.faults.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -171,10 +254,10 @@ mod tests {
         let (status, body) =
             apply(&mut set, &config, &add(r#"{"id":"d1","drain":{"pool":"web","hosts":2}}"#), 0).unwrap();
         assert_eq!(status, 201);
-        assert_eq!(body["fault"]["state"], "active");
-        assert_eq!(body["fault"]["expires_in"], "10m");
+        let fault = body.fault.unwrap();
+        assert_eq!((fault.state.as_str(), fault.expires_in), ("active", Duration::from_secs(600)));
         let (_, body) = apply(&mut set, &config, &Mutation::Restore("web".into()), 5).unwrap();
-        assert_eq!(body["cleared"], json!(["d1"]));
+        assert_eq!(body.cleared, Some(vec!["d1".to_string()]));
         assert_eq!(apply(&mut set, &config, &Mutation::Clear("d1".into()), 5).unwrap_err().status(), 404);
     }
 }

@@ -222,19 +222,25 @@ impl Engine {
         for fault in self.faults.faults.iter().filter(|f| f.active(now)) {
             let applies = |target: Option<&str>| target.is_none() || target == pool_name;
             match &fault.spec {
-                FaultSpec::Delay(d) if plan.delay.is_none() && applies(d.pool.as_deref()) => {
-                    if d.matcher.matches(req) && self.rng.roll(d.percent) {
-                        plan.delay = Some((d.delay, fault.id.clone()));
-                    }
+                FaultSpec::Delay(d)
+                    if plan.delay.is_none()
+                        && applies(d.pool.as_deref())
+                        && d.matcher.matches(req)
+                        && self.rng.roll(d.percent) =>
+                {
+                    plan.delay = Some((d.delay, fault.id.clone()));
                 }
-                FaultSpec::Abort(a) if plan.action == Action::Forward && applies(a.pool.as_deref()) => {
-                    if a.matcher.matches(req) && self.rng.roll(a.percent) {
-                        plan.action = Action::Abort {
-                            status: a.status.unwrap_or(200),
-                            grpc_status: a.grpc_status,
-                            fault: fault.id.clone(),
-                        };
-                    }
+                FaultSpec::Abort(a)
+                    if plan.action == Action::Forward
+                        && applies(a.pool.as_deref())
+                        && a.matcher.matches(req)
+                        && self.rng.roll(a.percent) =>
+                {
+                    plan.action = Action::Abort {
+                        status: a.status.unwrap_or(200),
+                        grpc_status: a.grpc_status,
+                        fault: fault.id.clone(),
+                    };
                 }
                 _ => {}
             }

@@ -110,7 +110,7 @@ impl FaultSet {
                             "pool {pool}: draining {} of {} hosts exceeds limits.max_drain_fraction {} (at most {cap})",
                             held + new,
                             p.hosts,
-                            limits.max_drain_fraction
+                            crate::fault::decimal(limits.max_drain_fraction)
                         )));
                     }
                 }

@@ -9,7 +9,6 @@ use ebb_engine::control::{self as api, Call as Route};
 use ebb_engine::metrics::GlobalMetric;
 use ebb_engine::request::Request;
 use ebb_engine::CommandError;
-use serde_json::Value;
 
 use super::http::Reply;
 use super::{shared, Vm};
@@ -33,16 +32,24 @@ impl Call {
     }
 }
 
-fn json_reply(status: u16, body: &Value) -> Reply {
+fn json_reply(status: u16, body: &api::Response) -> Reply {
+    let mut text = String::from_utf8(body.to_json()).unwrap_or_default();
+    text.push('\n');
     Reply {
         status: u32::from(status),
         headers: vec![("content-type", "application/json".to_string()), ("cache-control", "no-store".to_string())],
-        body: format!("{body}\n"),
+        body: text,
     }
 }
 
 pub(crate) fn too_large(max: usize) -> Reply {
-    json_reply(413, &serde_json::json!({"ok": false, "status": 413, "error": format!("body over {max} bytes")}))
+    let body = api::Response {
+        ok: false,
+        status: Some(413),
+        error: Some(format!("body over {max} bytes")),
+        ..api::Response::default()
+    };
+    json_reply(413, &body)
 }
 
 /// Answers one control call. Refusals change nothing and are counted.
@@ -53,12 +60,12 @@ pub(crate) fn handle(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -
             let vm = vm.borrow();
             vm.metrics.add(GlobalMetric::CommandsRefused, 1);
             log::warn!("ebb: control {} {} refused: {e}", call.method, call.path);
-            json_reply(e.status(), &api::error_json(&e))
+            json_reply(e.status(), &api::error_response(&e))
         }
     }
 }
 
-fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16, Value), CommandError> {
+fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16, api::Response), CommandError> {
     let (config, prefix, key, window) = {
         let vm = vm.borrow();
         let engine = vm.engine.as_ref().ok_or_else(|| CommandError::NotFound("filter disarmed".into()))?;
@@ -67,16 +74,14 @@ fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16,
         (engine.config().clone(), control.path_prefix.clone(), control.key.clone(), control.window.as_millis())
     };
     // Authenticate before anything else: an unsigned caller learns nothing about routes or state.
-    let verified = auth::verify(
-        key.as_bytes(),
-        window,
-        now,
-        &call.method,
-        &call.path,
-        call.timestamp.as_deref(),
-        call.signature.as_deref(),
+    let signed = auth::Signed {
+        method: &call.method,
+        path: &call.path,
+        timestamp: call.timestamp.as_deref(),
+        signature: call.signature.as_deref(),
         body,
-    )?;
+    };
+    let verified = auth::verify(key.as_bytes(), window, now, signed)?;
     let route = api::parse_call(&prefix, &call.method, &call.path, body)?;
     shared::remember_signature(&verified.signature, verified.forget_after, now)?;
     match route {
