@@ -1,0 +1,39 @@
+// The `ebb` command line: one module per subcommand under `cli/`, each turning its
+// arguments into calls on the harness library and its result into an exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod args;
+mod request;
+
+/// Chaos-testing harness for proxies: runs proxy-wasm filters the way Envoy does.
+#[derive(Parser)]
+#[command(name = "ebb", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send one HTTP exchange (or TCP connection) through a filter and show what happened.
+    #[command(after_long_help = request::EXAMPLES)]
+    Request(request::Args),
+}
+
+/// Exit codes shared by every subcommand.
+pub(crate) mod exit {
+    /// Everything ran and the filter did not fail.
+    pub const OK: u8 = 0;
+    /// The filter failed (trap, deadline, memory limit, rejected configuration).
+    pub const FAILED: u8 = 1;
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Request(args) => request::run(args),
+    }
+}

@@ -1,0 +1,72 @@
+// Argument value parsers shared by subcommands: `STRING|@FILE`, `name: value` headers,
+// `KEY=VALUE` pairs and durations such as `1500ms`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// `STRING` or `@FILE` (the file's bytes).
+pub fn string_or_file(value: &str) -> anyhow::Result<Vec<u8>> {
+    match value.strip_prefix('@') {
+        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}")),
+        None => Ok(value.as_bytes().to_vec()),
+    }
+}
+
+/// `name: value` (the value may be empty; the name is lower-cased later by the host).
+pub fn header(value: &str) -> Result<(String, String), String> {
+    // Pseudo-headers start with ':' so split on the first ':' after the name.
+    let start = usize::from(value.starts_with(':'));
+    match value[start..].find(':') {
+        Some(i) => {
+            let (name, rest) = value.split_at(start + i);
+            Ok((name.trim().to_owned(), rest[1..].trim().to_owned()))
+        }
+        None => Err(format!("expected 'name: value', got {value:?}")),
+    }
+}
+
+/// `KEY=VALUE`.
+pub fn key_value(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {value:?}"))
+}
+
+/// `500ms`, `2s`, `1.5s`, `3m`, `1h`, `250us`, `10ns`.
+pub fn duration(value: &str) -> anyhow::Result<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: f64 = number.parse().with_context(|| format!("bad duration {value:?} (examples: 500ms, 2s, 1m)"))?;
+    let seconds = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("bad duration unit in {value:?} (use ns, us, ms, s, m or h)"),
+    };
+    if !(0.0..=1e9).contains(&seconds) {
+        bail!("duration {value:?} out of range");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_headers_durations_and_pairs() {
+        assert_eq!(header("X-A: 1").ok(), Some(("X-A".into(), "1".into())));
+        assert_eq!(header(":path: /x").ok(), Some((":path".into(), "/x".into())));
+        assert!(header("nocolon").is_err());
+        assert_eq!(duration("1500ms").ok(), Some(Duration::from_millis(1500)));
+        assert_eq!(duration("2s").ok(), Some(Duration::from_secs(2)));
+        assert!(duration("2 weeks").is_err());
+        assert_eq!(key_value("a=b=c").ok(), Some(("a".into(), "b=c".into())));
+    }
+}

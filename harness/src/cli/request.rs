@@ -1,0 +1,457 @@
+// `ebb request`: one HTTP exchange (or one TCP connection with --tcp) through any filter,
+// printing what reached the upstream, what the client got, the logs and the metrics.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use ebb_harness::{
+    CallAnswer, CallKind, Clock, FailurePolicy, Fault, HeaderMap, HostError, LogLevel, Message, Metric, Peer, Plugin,
+    Proxy, ProxyOptions, Step, StreamId,
+};
+use serde_json::{json, Value};
+
+use super::args;
+use super::exit;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # A GET through the filter, upstream answering 200 with a body:
+  ebb request --plugin dist/ebb.wasm --config '{}' -H 'x-user: 42' --path /api --response-body ok
+
+  # An auth filter that calls cluster `auth` first; the call is answered with 403:
+  ebb request --plugin authz.wasm --call-response 'auth=403:denied' --json
+
+  # Let 2.5 s of simulated time pass first, so that the filter's ticks fire:
+  ebb request --plugin dist/ebb.wasm --config @ebb.json --at 2500ms
+
+  # A network (TCP) filter: client data in, upstream data back:
+  ebb request --plugin tcp.wasm --tcp --data 'hello' --response-body 'world'
+
+Exit status: 0 when the exchange ran, 1 when the filter failed (trap, deadline,
+memory limit, rejected configuration), 2 for bad input or a harness error.";
+
+/// Arguments of `ebb request`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The filter (.wasm, Proxy-Wasm ABI 0.2.0 or 0.2.1).
+    #[arg(long, value_name = "FILTER.wasm")]
+    plugin: std::path::PathBuf,
+    /// Plugin configuration given to on_configure: a string, or @FILE.
+    #[arg(long, value_name = "STRING|@FILE", default_value = "")]
+    config: String,
+    /// VM configuration given to on_vm_start: a string, or @FILE.
+    #[arg(long, value_name = "STRING|@FILE", default_value = "")]
+    vm_config: String,
+    /// The filter's root_id.
+    #[arg(long, default_value = "")]
+    root_id: String,
+    /// The filter's vm_id.
+    #[arg(long, default_value = "")]
+    vm_id: String,
+    /// Request header 'name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "'name: value'", value_parser = args::header)]
+    headers: Vec<(String, String)>,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Request :authority.
+    #[arg(long, default_value = "example.com")]
+    authority: String,
+    /// Request body (none by default).
+    #[arg(long)]
+    body: Option<String>,
+    /// Status the upstream answers with.
+    #[arg(long, default_value_t = 200)]
+    response_status: u16,
+    /// Upstream response header 'name: value' (repeatable).
+    #[arg(long = "response-header", value_name = "'name: value'", value_parser = args::header)]
+    response_headers: Vec<(String, String)>,
+    /// Upstream response body (in --tcp mode: the data the upstream sends back).
+    #[arg(long)]
+    response_body: Option<String>,
+    /// Answer the filter's calls to CLUSTER with STATUS and BODY (repeatable). Calls to
+    /// other clusters are refused as Envoy refuses unknown clusters.
+    #[arg(long = "call-response", value_name = "CLUSTER=STATUS[:BODY]")]
+    call_responses: Vec<String>,
+    /// A property the filter can read, by dotted path (repeatable), e.g. source.address=10.0.0.1:5000.
+    #[arg(long = "property", value_name = "PATH=VALUE", value_parser = args::key_value)]
+    properties: Vec<(String, String)>,
+    /// Worker VMs to start (the exchange runs on worker 0).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Simulated time to let pass before the request (ticks fire), e.g. 1500ms.
+    #[arg(long, value_name = "DURATION")]
+    at: Option<String>,
+    /// Lowest log level kept (trace, debug, info, warn, error, critical).
+    #[arg(long, default_value = "trace")]
+    log_level: LogLevel,
+    /// Bypass the filter after it fails instead of answering 503 (Envoy FAIL_OPEN).
+    #[arg(long)]
+    fail_open: bool,
+    /// Drive a TCP connection through a network filter instead of an HTTP exchange.
+    #[arg(long)]
+    tcp: bool,
+    /// Client data for --tcp.
+    #[arg(long, requires = "tcp")]
+    data: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+struct CallResponse {
+    cluster: String,
+    status: u16,
+    body: String,
+}
+
+fn parse_call_response(value: &str) -> anyhow::Result<CallResponse> {
+    let (cluster, rest) =
+        value.split_once('=').with_context(|| format!("--call-response {value:?}: expected CLUSTER=STATUS[:BODY]"))?;
+    let (status, body) = rest.split_once(':').unwrap_or((rest, ""));
+    let status = status.parse().with_context(|| format!("--call-response {value:?}: bad status {status:?}"))?;
+    Ok(CallResponse { cluster: cluster.to_owned(), status, body: body.to_owned() })
+}
+
+/// What happened, for printing.
+#[derive(Default)]
+struct Report {
+    steps: Vec<(String, String)>,
+    upstream: Option<Message>,
+    response: Option<Message>,
+    local_reply: Option<ebb_harness::LocalReply>,
+    calls: Vec<Value>,
+    error: Option<HostError>,
+    stuck: bool,
+    tcp: Option<Value>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let plugin = Plugin::load(&args.plugin).context("cannot load the filter")?;
+    let calls: Vec<CallResponse> =
+        args.call_responses.iter().map(|v| parse_call_response(v)).collect::<anyhow::Result<_>>()?;
+    let options = ProxyOptions {
+        vm_id: args.vm_id.clone(),
+        root_id: args.root_id.clone(),
+        plugin_config: args::string_or_file(&args.config).context("--config")?,
+        vm_config: args::string_or_file(&args.vm_config).context("--vm-config")?,
+        workers: args.workers.max(1),
+        failure_policy: if args.fail_open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
+        properties: args.properties.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
+        clusters: calls.iter().map(|c| c.cluster.clone()).collect(),
+        log_level: args.log_level,
+        ..ProxyOptions::default()
+    };
+    let mut proxy = match Proxy::new(&plugin, options, Clock::default()) {
+        Ok(p) => p,
+        Err(e) if e.fault() == Fault::Filter => {
+            let report = Report { error: Some(e), ..Report::default() };
+            print(&args, &plugin, None, &report);
+            return Ok(ExitCode::from(exit::FAILED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut report = Report::default();
+    if let Some(at) = &args.at {
+        let d = args::duration(at).context("--at")?;
+        if let Some(e) = proxy.advance(d).into_iter().next() {
+            report.error = Some(e);
+        }
+    }
+    if report.error.is_none() {
+        if args.tcp {
+            run_tcp(&args, &mut proxy, &mut report)?;
+        } else {
+            run_http(&args, &mut proxy, &calls, &mut report)?;
+        }
+    }
+    print(&args, &plugin, Some(&proxy), &report);
+    Ok(ExitCode::from(if report.error.is_some() { exit::FAILED } else { exit::OK }))
+}
+
+/// Records a step; answers the filter's calls while it pauses. Returns false when the
+/// exchange cannot go on (paused for good, local reply, reset, failure).
+fn settle(
+    proxy: &mut Proxy,
+    id: StreamId,
+    what: &str,
+    mut step: Step,
+    calls: &[CallResponse],
+    report: &mut Report,
+) -> bool {
+    loop {
+        report.steps.push((what.to_owned(), step.name().to_owned()));
+        match step {
+            Step::Continue => return true,
+            Step::Pause => {
+                let pending = proxy.pending_calls();
+                if pending.is_empty() {
+                    report.stuck = true;
+                    return false;
+                }
+                for call in pending {
+                    let answer = calls.iter().find(|c| c.cluster == call.cluster);
+                    let (answer, shown) = match (answer, &call.kind) {
+                        (Some(c), CallKind::Http) => (
+                            CallAnswer::http(c.status, &[("content-length", c.body.len().to_string())], c.body.clone()),
+                            json!(c.status),
+                        ),
+                        (Some(c), CallKind::Grpc { .. }) => (
+                            CallAnswer::Grpc {
+                                status: u32::from(c.status),
+                                message: c.body.clone().into_bytes(),
+                                initial_metadata: HeaderMap::new(),
+                                trailing_metadata: HeaderMap::new(),
+                            },
+                            json!(c.status),
+                        ),
+                        (None, _) => (CallAnswer::Failure, json!("reset")),
+                    };
+                    report.calls.push(json!({
+                        "cluster": call.cluster,
+                        "kind": call.kind,
+                        "headers": pairs(&call.headers),
+                        "body": String::from_utf8_lossy(&call.body),
+                        "answer": shown,
+                    }));
+                    if let Err(e) = proxy.answer_call(call.id, answer) {
+                        report.error = Some(e);
+                        return false;
+                    }
+                }
+                step = match proxy.http_stream(id) {
+                    Some(mut h) => h.resume(),
+                    None => return false,
+                };
+                if matches!(step, Step::Pause) && proxy.pending_calls().is_empty() {
+                    report.steps.push((what.to_owned(), "pause".into()));
+                    report.stuck = true;
+                    return false;
+                }
+            }
+            Step::LocalReply(_) | Step::Closed { .. } => return false,
+            Step::Failed(e) => {
+                report.error = Some(e);
+                return false;
+            }
+        }
+    }
+}
+
+fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut Report) -> anyhow::Result<()> {
+    let mut headers = vec![
+        (":method".to_owned(), args.method.clone()),
+        (":path".to_owned(), args.path.clone()),
+        (":authority".to_owned(), args.authority.clone()),
+        (":scheme".to_owned(), "http".to_owned()),
+    ];
+    headers.extend(args.headers.iter().cloned());
+    let body = args.body.clone().unwrap_or_default();
+    let id = {
+        let http = proxy.worker(0)?.http();
+        http.id()
+    };
+    let step = reopen(proxy, id)?.request_headers(&headers, body.is_empty());
+    let mut going = settle(proxy, id, "request_headers", step, calls, report);
+    if going && !body.is_empty() {
+        let step = reopen(proxy, id)?.request_body(body.as_bytes(), true);
+        going = settle(proxy, id, "request_body", step, calls, report);
+    }
+    if going {
+        let mut response = vec![(":status".to_owned(), args.response_status.to_string())];
+        response.extend(args.response_headers.iter().cloned());
+        let rbody = args.response_body.clone().unwrap_or_default();
+        if !rbody.is_empty() && !response.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+            response.push(("content-length".into(), rbody.len().to_string()));
+        }
+        let step = reopen(proxy, id)?.response_headers(&response, rbody.is_empty());
+        going = settle(proxy, id, "response_headers", step, calls, report);
+        if going && !rbody.is_empty() {
+            let step = reopen(proxy, id)?.response_body(rbody.as_bytes(), true);
+            settle(proxy, id, "response_body", step, calls, report);
+        }
+    }
+    let mut http = reopen(proxy, id)?;
+    report.upstream = http.upstream_request();
+    report.response = http.client_response();
+    report.local_reply = http.local_reply();
+    if let Err(e) = http.finish() {
+        report.error.get_or_insert(e);
+    }
+    Ok(())
+}
+
+fn reopen(proxy: &mut Proxy, id: StreamId) -> anyhow::Result<ebb_harness::Http<'_>> {
+    match proxy.http_stream(id) {
+        Some(h) => Ok(h),
+        None => bail!("the stream went away"),
+    }
+}
+
+fn run_tcp(args: &Args, proxy: &mut Proxy, report: &mut Report) -> anyhow::Result<()> {
+    let mut tcp = proxy.worker(0)?.tcp();
+    let mut steps = Vec::new();
+    let mut error = None;
+    let mut record = |what: &str, step: Step| -> bool {
+        steps.push((what.to_owned(), step.name().to_owned()));
+        match step {
+            Step::Failed(e) => {
+                error = Some(e);
+                false
+            }
+            Step::Closed { .. } => false,
+            _ => true,
+        }
+    };
+    let mut going = record("new_connection", tcp.new_connection());
+    if going {
+        if let Some(data) = &args.data {
+            going = record("downstream_data", tcp.downstream_data(data.as_bytes(), false));
+        }
+    }
+    if going {
+        if let Some(data) = &args.response_body {
+            record("upstream_data", tcp.upstream_data(data.as_bytes(), false));
+        }
+    }
+    let close_requests = tcp.close_requests();
+    let to_upstream = tcp.to_upstream();
+    let to_downstream = tcp.to_downstream();
+    let mut close_error = tcp.downstream_close(Peer::Remote).err();
+    if close_error.is_none() {
+        close_error = tcp.upstream_close(Peer::Local).err();
+    }
+    if let Err(e) = tcp.finish() {
+        close_error.get_or_insert(e);
+    }
+    report.steps = steps;
+    report.error = error.or(close_error);
+    report.tcp = Some(json!({
+        "to_upstream": String::from_utf8_lossy(&to_upstream),
+        "to_downstream": String::from_utf8_lossy(&to_downstream),
+        "close_requests": close_requests.iter().map(|c| format!("{c:?}").to_lowercase()).collect::<Vec<_>>(),
+    }));
+    Ok(())
+}
+
+fn pairs(map: &HeaderMap) -> Value {
+    Value::Array(map.to_strings().into_iter().map(|(k, v)| json!([k, v])).collect())
+}
+
+fn message(m: &Option<Message>, status: bool) -> Value {
+    match m {
+        None => Value::Null,
+        Some(m) => {
+            let mut v = json!({
+                "headers": pairs(&m.headers),
+                "body": String::from_utf8_lossy(&m.body),
+                "trailers": pairs(&m.trailers),
+                "complete": m.complete,
+            });
+            if status {
+                v["status"] = json!(m.headers.get_str(":status").and_then(|s| s.parse::<u16>().ok()));
+            }
+            v
+        }
+    }
+}
+
+fn metric_json(m: &Metric) -> Value {
+    json!({ "name": m.name, "type": m.kind, "value": m.value })
+}
+
+fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
+    let logs = proxy.map(Proxy::logs).unwrap_or_default();
+    let metrics = proxy.map(Proxy::metrics).unwrap_or_default();
+    if args.json {
+        let mut out = json!({
+            "filter": plugin.name(),
+            "steps": report.steps.iter().map(|(w, s)| json!({"step": w, "result": s})).collect::<Vec<_>>(),
+            "upstream": message(&report.upstream, false),
+            "local_reply": report.local_reply.as_ref().map(|r| json!({
+                "status": r.status,
+                "headers": pairs(&r.headers),
+                "body": String::from_utf8_lossy(&r.body),
+                "details": r.details,
+            })),
+            "response": message(&report.response, true),
+            "calls": report.calls,
+            "stuck": report.stuck,
+            "logs": logs,
+            "metrics": metrics.iter().map(metric_json).collect::<Vec<_>>(),
+            "warnings": plugin.warnings(),
+            "error": report.error.as_ref().map(ToString::to_string),
+        });
+        if let Some(tcp) = &report.tcp {
+            out["tcp"] = tcp.clone();
+        }
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return;
+    }
+    println!("filter: {}", plugin.name());
+    for w in plugin.warnings() {
+        println!("warning: {w}");
+    }
+    for (what, result) in &report.steps {
+        println!("step {what}: {result}");
+    }
+    for call in &report.calls {
+        println!("call to {} answered {}", call["cluster"], call["answer"]);
+    }
+    if let Some(tcp) = &report.tcp {
+        println!("to upstream: {}", tcp["to_upstream"]);
+        println!("to client:   {}", tcp["to_downstream"]);
+        println!("close requests: {}", tcp["close_requests"]);
+    } else {
+        match &report.upstream {
+            None => println!("upstream: never reached"),
+            Some(m) => {
+                println!("upstream got:");
+                print_message(m);
+            }
+        }
+        if let Some(r) = &report.local_reply {
+            println!("local reply: {} ({})", r.status, r.details);
+        }
+        match &report.response {
+            None => println!("client got: nothing"),
+            Some(m) => {
+                println!("client got:");
+                print_message(m);
+            }
+        }
+    }
+    if report.stuck {
+        println!("note: the filter paused and never resumed the stream");
+    }
+    if !logs.is_empty() {
+        println!("logs:");
+        for l in &logs {
+            println!("  [{} {}] {}", l.level.as_str(), l.thread, l.message);
+        }
+    }
+    if !metrics.is_empty() {
+        println!("metrics:");
+        for m in &metrics {
+            println!("  {} ({:?}) = {}", m.name, m.kind, m.value);
+        }
+    }
+    if let Some(e) = &report.error {
+        println!("error: {e}");
+    }
+}
+
+fn print_message(m: &Message) {
+    for (k, v) in m.headers.to_strings() {
+        println!("  {k}: {v}");
+    }
+    if !m.body.is_empty() {
+        println!("  body: {}", String::from_utf8_lossy(&m.body));
+    }
+    for (k, v) in m.trailers.to_strings() {
+        println!("  trailer {k}: {v}");
+    }
+}

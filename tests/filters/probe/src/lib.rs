@@ -1,0 +1,461 @@
+//! The conformance probe: a Rust SDK filter that runs the hostcalls each request asks for
+//! (request header `x-probe: cmd,cmd,...`) and logs what the host answered, one line per
+//! command (`probe <cmd> => <result>`), so that tests can assert the host's behaviour.
+//! Root behaviour comes from the plugin configuration, `key=value;key=value`:
+//! `tick=MS`, `queue=NAME`, `shared_tick=KEY`, `reject=1`, `type=tcp`.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use log::{error, info};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, PeerType, Status};
+
+/// Raw hostcalls, for asserting status codes the SDK would turn into panics.
+#[allow(clashing_extern_declarations)]
+mod raw {
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        pub fn proxy_get_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_continue_stream(stream_type: u32) -> u32;
+        pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        pub fn proxy_get_log_level(return_level: *mut u32) -> u32;
+        pub fn proxy_set_effective_context(context_id: u32) -> u32;
+    }
+
+    /// (status, value) of a header map lookup.
+    pub fn get_header(map: u32, key: &str) -> (u32, Option<String>) {
+        let mut ptr: *mut u8 = std::ptr::null_mut();
+        let mut len: usize = 0;
+        let status = unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut ptr, &mut len) };
+        if status != 0 || ptr.is_null() {
+            return (status, None);
+        }
+        // The host allocated exactly `len` bytes with our allocator: we own them now.
+        let bytes = unsafe { Vec::from_raw_parts(ptr, len, len) };
+        (status, Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root { id, config: HashMap::new(), ticks: None, queue: None })
+    });
+}}
+
+fn parse_config(bytes: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(bytes)
+        .split(';')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+struct Root {
+    id: u32,
+    config: HashMap<String, String>,
+    ticks: Option<u32>,
+    queue: Option<u32>,
+}
+
+impl Context for Root {}
+
+/// Adds 1 to a shared-data counter with compare-and-swap; returns the value written.
+fn shared_increment(key: &str) -> Result<u64, Status> {
+    for _ in 0..8 {
+        let (value, cas) = hostcalls::get_shared_data(key)?;
+        let n = value.and_then(|v| String::from_utf8(v).ok()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1;
+        match hostcalls::set_shared_data(key, Some(n.to_string().as_bytes()), cas) {
+            Ok(()) => return Ok(n),
+            Err(Status::CasMismatch) => info!("probe shared {key}: cas mismatch, retrying"),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Status::CasMismatch)
+}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, size: usize) -> bool {
+        let vm = self.get_vm_configuration().unwrap_or_default();
+        info!("on_vm_start root={} size={} vm_config={}", self.id, size, String::from_utf8_lossy(&vm));
+        true
+    }
+
+    fn on_configure(&mut self, size: usize) -> bool {
+        let cfg = self.get_plugin_configuration().unwrap_or_default();
+        info!("on_configure root={} size={} config={}", self.id, size, String::from_utf8_lossy(&cfg));
+        self.config = parse_config(&cfg);
+        if self.config.get("reject").is_some() {
+            error!("probe rejects its configuration");
+            return false;
+        }
+        if let Some(ms) = self.config.get("tick").and_then(|v| v.parse::<u64>().ok()) {
+            self.ticks = hostcalls::define_metric(MetricType::Counter, "probe.ticks").ok();
+            self.set_tick_period(Duration::from_millis(ms));
+        }
+        if let Some(name) = self.config.get("queue").cloned() {
+            let id = self.register_shared_queue(&name);
+            self.queue = Some(id);
+            info!("probe registered queue {name} as {id}");
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        info!("on_tick root={} now={now}", self.id);
+        if let Some(id) = self.ticks {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        if let Some(key) = self.config.get("shared_tick") {
+            info!("probe shared_tick => {:?}", shared_increment(key));
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        while let Ok(Some(item)) = self.dequeue_shared_queue(queue_id) {
+            info!("on_queue_ready queue={queue_id} item={}", String::from_utf8_lossy(&item));
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        info!("create_http_context id={context_id} root={}", self.id);
+        Some(Box::new(Probe { id: context_id, buffer_body: false, response_local_reply: None }))
+    }
+
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        info!("create_stream_context id={context_id}");
+        Some(Box::new(TcpProbe { id: context_id }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        if self.config.get("type").map(String::as_str) == Some("tcp") {
+            Some(ContextType::StreamContext)
+        } else {
+            Some(ContextType::HttpContext)
+        }
+    }
+}
+
+struct Probe {
+    id: u32,
+    buffer_body: bool,
+    response_local_reply: Option<u32>,
+}
+
+fn kv(arg: &str) -> (&str, &str) {
+    arg.split_once('=').unwrap_or((arg, ""))
+}
+
+fn metric_type(kind: &str) -> MetricType {
+    match kind {
+        "gauge" => MetricType::Gauge,
+        "histogram" => MetricType::Histogram,
+        _ => MetricType::Counter,
+    }
+}
+
+fn show(bytes: Option<Vec<u8>>) -> String {
+    match bytes {
+        None => "None".into(),
+        Some(b) => match String::from_utf8(b.clone()) {
+            Ok(s) if !s.contains('\0') && (b.len() != 8 || s.chars().all(|c| !c.is_control())) => {
+                format!("text:{s}")
+            }
+            _ if b.len() == 8 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b);
+                format!("int:{}", i64::from_le_bytes(a))
+            }
+            _ => format!("bytes:{b:?}"),
+        },
+    }
+}
+
+impl Probe {
+    /// Runs one command; returns true if the request must pause.
+    fn run(&mut self, cmd: &str) -> bool {
+        let (name, arg) = cmd.split_once(':').unwrap_or((cmd, ""));
+        let mut pause = false;
+        let result: String = match name {
+            "get" => format!("{:?}", raw::get_header(0, arg)),
+            "get-map" => {
+                let (map, key) = arg.split_once(':').unwrap_or(("0", arg));
+                format!("{:?}", raw::get_header(map.parse().unwrap_or(0), key))
+            }
+            "add" => {
+                let (k, v) = kv(arg);
+                self.add_http_request_header(k, v);
+                "ok".into()
+            }
+            "replace" => {
+                let (k, v) = kv(arg);
+                self.set_http_request_header(k, Some(v));
+                "ok".into()
+            }
+            "remove" => {
+                self.remove_http_request_header(arg);
+                "ok".into()
+            }
+            "pairs" => {
+                self.get_http_request_headers().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("|")
+            }
+            "set-pairs" => {
+                let pairs: Vec<(&str, &str)> = arg.split('|').map(kv).collect();
+                self.set_http_request_headers(pairs);
+                "ok".into()
+            }
+            "local-reply" => {
+                let code = arg.parse().unwrap_or(403);
+                self.send_http_response(code, vec![("x-local", "1")], Some(b"denied by probe"));
+                pause = true;
+                "sent".into()
+            }
+            "resp-local-reply" => {
+                self.response_local_reply = arg.parse().ok();
+                "armed".into()
+            }
+            "pause" => {
+                pause = true;
+                "pausing".into()
+            }
+            "call" | "call-bad" => {
+                let mut headers = vec![(":method", "GET"), (":path", "/check")];
+                if name == "call" {
+                    headers.push((":authority", "auth"));
+                }
+                let r = self.dispatch_http_call(arg, headers, Some(b"ping"), vec![], Duration::from_millis(500));
+                pause = r.is_ok();
+                format!("{r:?}")
+            }
+            "continue-upstream" => format!("status={}", unsafe { raw::proxy_continue_stream(3) }),
+            "effective" => format!("status={}", unsafe { raw::proxy_set_effective_context(arg.parse().unwrap_or(0)) }),
+            "log-level" => {
+                let mut level = 99u32;
+                let status = unsafe { raw::proxy_get_log_level(&mut level) };
+                format!("status={status} level={level}")
+            }
+            "panic" => panic!("probe was asked to panic"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "shared-inc" => format!("{:?}", shared_increment(arg)),
+            "shared-get" => {
+                let (v, cas) = self.get_shared_data(arg);
+                format!("{} cas={cas:?}", show(v))
+            }
+            "shared-set" => {
+                let (k, rest) = kv(arg);
+                let (v, cas) = rest.split_once('@').unwrap_or((rest, "0"));
+                let cas = cas.parse::<u32>().ok().filter(|c| *c != 0);
+                format!("{:?}", self.set_shared_data(k, Some(v.as_bytes()), cas))
+            }
+            "enqueue" => {
+                let (q, v) = kv(arg);
+                let vm =
+                    self.get_property(vec!["plugin_vm_id"]).and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
+                match self.resolve_shared_queue(&vm, q) {
+                    Some(id) => format!("{:?}", self.enqueue_shared_queue(id, Some(v.as_bytes()))),
+                    None => "no such queue".into(),
+                }
+            }
+            "metric" => {
+                // metric:KIND:NAME=DELTA (increment, raw status)
+                let (kind, rest) = arg.split_once(':').unwrap_or(("counter", arg));
+                let (n, delta) = kv(rest);
+                match hostcalls::define_metric(metric_type(kind), n) {
+                    Ok(id) => {
+                        format!("status={}", unsafe { raw::proxy_increment_metric(id, delta.parse().unwrap_or(1)) })
+                    }
+                    Err(e) => format!("define failed {e:?}"),
+                }
+            }
+            "record" => {
+                let (kind, rest) = arg.split_once(':').unwrap_or(("counter", arg));
+                let (n, v) = kv(rest);
+                let id = hostcalls::define_metric(metric_type(kind), n);
+                format!("{:?}", id.and_then(|id| hostcalls::record_metric(id, v.parse().unwrap_or(0))))
+            }
+            "metric-get" => {
+                let (kind, n) = arg.split_once(':').unwrap_or(("counter", arg));
+                let id = hostcalls::define_metric(metric_type(kind), n);
+                format!("{:?}", id.and_then(hostcalls::get_metric))
+            }
+            "prop" => show(self.get_property(arg.split('.').collect())),
+            "set-prop" => {
+                let (k, v) = kv(arg);
+                self.set_property(k.split('.').collect(), Some(v.as_bytes()));
+                "ok".into()
+            }
+            "time" => {
+                format!("{}", self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+            }
+            "buffer-body" => {
+                self.buffer_body = true;
+                "armed".into()
+            }
+            "close" => {
+                self.reset_http_request();
+                "ok".into()
+            }
+            "" => return false,
+            other => format!("unknown command {other}"),
+        };
+        info!("probe {cmd} => {result}");
+        pause
+    }
+}
+
+impl Context for Probe {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, trailers: usize) {
+        info!("on_http_call_response token={token} headers={headers} body={body} trailers={trailers}");
+        if headers == 0 {
+            let (code, message) = self.get_grpc_status();
+            info!("probe call failed status={code} message={message:?}");
+            self.send_http_response(503, vec![], Some(b"auth unavailable"));
+            return;
+        }
+        let status = self.get_http_call_response_header(":status").unwrap_or_default();
+        let body = self.get_http_call_response_body(0, body).unwrap_or_default();
+        info!("probe call answered status={status} body={}", String::from_utf8_lossy(&body));
+        if status == "200" {
+            self.resume_http_request();
+        } else {
+            self.send_http_response(403, vec![("x-auth", "denied")], Some(b"denied"));
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        info!("on_done id={}", self.id);
+        true
+    }
+}
+
+impl HttpContext for Probe {
+    fn on_http_request_headers(&mut self, n: usize, eos: bool) -> Action {
+        info!("on_request_headers id={} n={n} eos={eos}", self.id);
+        let commands = self.get_http_request_header("x-probe").unwrap_or_default();
+        let mut pause = false;
+        for cmd in commands.split(',') {
+            pause |= self.run(cmd.trim());
+        }
+        if pause {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
+        info!("on_request_body id={} size={size} eos={eos}", self.id);
+        if !self.buffer_body {
+            return Action::Continue;
+        }
+        if !eos {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let mut wrapped = b"[".to_vec();
+        wrapped.extend_from_slice(&body);
+        wrapped.push(b']');
+        self.set_http_request_body(0, size, &wrapped);
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, n: usize) -> Action {
+        info!("on_request_trailers id={} n={n}", self.id);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, n: usize, eos: bool) -> Action {
+        let status = self.get_http_response_header(":status").unwrap_or_default();
+        info!("on_response_headers id={} n={n} eos={eos} status={status}", self.id);
+        self.set_http_response_header("x-probe-seen", Some("1"));
+        if let Some(code) = self.response_local_reply.take() {
+            self.send_http_response(code, vec![], Some(b"replaced by probe"));
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
+        info!("on_response_body id={} size={size} eos={eos}", self.id);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        info!("on_log id={}", self.id);
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        info!("on_delete id={}", self.id);
+    }
+}
+
+struct TcpProbe {
+    id: u32,
+}
+
+impl Context for TcpProbe {}
+
+impl StreamContext for TcpProbe {
+    fn on_new_connection(&mut self) -> Action {
+        info!("on_new_connection id={}", self.id);
+        Action::Continue
+    }
+
+    fn on_downstream_data(&mut self, size: usize, eos: bool) -> Action {
+        let data = self.get_downstream_data(0, size).unwrap_or_default();
+        let text = String::from_utf8_lossy(&data).into_owned();
+        info!("on_downstream_data id={} size={size} eos={eos} data={text}", self.id);
+        if text.contains("close") {
+            self.close_downstream();
+        }
+        if text.contains("upper") {
+            self.set_downstream_data(0, size, text.to_uppercase().as_bytes());
+        }
+        if text.contains("hold") && !eos {
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
+    fn on_upstream_data(&mut self, size: usize, eos: bool) -> Action {
+        let data = self.get_upstream_data(0, size).unwrap_or_default();
+        info!("on_upstream_data id={} size={size} eos={eos} data={}", self.id, String::from_utf8_lossy(&data));
+        Action::Continue
+    }
+
+    fn on_downstream_close(&mut self, peer: PeerType) {
+        info!("on_downstream_close id={} peer={}", self.id, peer as u32);
+    }
+
+    fn on_upstream_close(&mut self, peer: PeerType) {
+        info!("on_upstream_close id={} peer={}", self.id, peer as u32);
+    }
+
+    fn on_log(&mut self) {
+        info!("on_log id={}", self.id);
+    }
+}
