@@ -13,6 +13,9 @@ use ebb_engine::CommandError;
 use super::http::Reply;
 use super::{shared, Vm};
 
+/// Header carrying a command's JSON (the alternative to a body; see `http`).
+pub(crate) const COMMAND_HEADER: &str = "x-ebb-command";
+
 /// A control call's headers, kept while its body is buffered.
 pub(crate) struct Call {
     method: String,
@@ -83,7 +86,11 @@ fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16,
     };
     let verified = auth::verify(key.as_bytes(), window, now, signed)?;
     let route = api::parse_call(&prefix, &call.method, &call.path, body)?;
-    shared::remember_signature(&verified.signature, verified.forget_after, now)?;
+    // Changes are single-use: a captured signed change cannot be replayed. Reads change nothing,
+    // so identical reads within a second (say, polling every worker) are allowed.
+    if matches!(route, Route::Mutate(_)) {
+        shared::remember_signature(&verified.signature, verified.forget_after, now)?;
+    }
     match route {
         Route::View(view) => {
             let mut vm = vm.borrow_mut();

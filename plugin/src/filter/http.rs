@@ -287,7 +287,12 @@ impl HttpContext for Http {
             if let Some(path) = lazy.header(":path") {
                 if path.starts_with(&prefix) {
                     self.control = Some(control::Call::from_headers(&mut lazy, path));
-                    // Never forwarded: wait for the whole body, then answer.
+                    // The command travels in a header by default: Envoy does not hand a body to a
+                    // filter that paused in on_request_headers unless the listener sets
+                    // allow_on_headers_stop_iteration. Never forwarded either way.
+                    if let Some(command) = lazy.header(control::COMMAND_HEADER) {
+                        return self.finish_control(command.as_bytes());
+                    }
                     return if end_of_stream { self.finish_control(&[]) } else { Action::Pause };
                 }
             }
