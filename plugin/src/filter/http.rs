@@ -97,11 +97,13 @@ pub(crate) fn property_string(path: &[&str]) -> Option<String> {
     (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// `destination.port`: Envoy encodes integers as 8 bytes little-endian.
+/// `destination.port`: Envoy encodes integers as 8 bytes little-endian; other hosts give text.
 pub(crate) fn property_port() -> Option<u16> {
     let bytes = hostcalls::get_property(vec!["destination", "port"]).ok().flatten()?;
-    let raw: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-    u16::try_from(u64::from_le_bytes(raw)).ok()
+    if let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) {
+        return u16::try_from(u64::from_le_bytes(raw)).ok();
+    }
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
 fn fault_reply(status: u16, grpc_status: Option<u32>, fault: &str) -> Reply {
