@@ -259,3 +259,45 @@ fn tcp_resets_close_a_share_of_new_connections() {
     drop(tcp);
     assert_eq!(gauge(&p, "ebb.pool.ssh.reset_total"), 1);
 }
+
+#[test]
+fn a_drain_queue_admits_when_a_slot_frees_and_sheds_at_its_timeout() {
+    let queue = r#","faults":[{"id":"q","drain":{"pool":"web","hosts":2,"queue":{"max":2,"timeout":"500ms"}}}]"#;
+    let mut p = proxy(&config(queue), 1);
+    let (a, _) = open(&mut p, 0, &get("web.example"));
+    let (_b, _) = open(&mut p, 0, &get("web.example"));
+    let (c, step) = open(&mut p, 0, &get("web.example"));
+    assert!(matches!(step, Step::Pause), "over capacity with a queue: wait, {step:?}");
+    complete(&mut p, a);
+    p.advance(Duration::from_millis(20));
+    assert!(p.http_stream(c).unwrap().upstream_request().is_some(), "admitted once a slot freed");
+    let (d, step) = open(&mut p, 0, &get("web.example"));
+    assert!(matches!(step, Step::Pause));
+    p.advance(Duration::from_millis(600));
+    let reply = p.http_stream(d).unwrap().client_response().expect("answered after the queue timeout");
+    assert_eq!(reply.headers.get_str(":status").as_deref(), Some("503"));
+    assert_eq!(gauge(&p, "ebb.pool.web.queued_total"), 2);
+    assert_eq!(gauge(&p, "ebb.pool.web.shed_total"), 1);
+}
+
+#[test]
+fn junk_headers_and_commands_never_break_the_filter() {
+    let mut p = proxy(&config(r#","header_faults":true"#), 1);
+    let junk = ["", "\u{0}\u{1}", "999999999999", "-5", "1e9", "{\"drain\":", "\u{fffd}\u{fffd}", "503 503"];
+    for value in junk {
+        let mut headers = get("web.example");
+        for name in ["x-ebb-abort", "x-ebb-abort-grpc", "x-ebb-delay", "x-ebb-timestamp", "x-ebb-signature"] {
+            headers.push((name.into(), value.into()));
+        }
+        let (id, step) = open(&mut p, 0, &headers);
+        assert!(matches!(step, Step::Continue), "{value:?}: {step:?}");
+        complete(&mut p, id);
+        let (status, _) = control(&mut p, 0, "POST", "/.ebb/v1/faults", value);
+        assert!(status == 400 || status == 401, "{value:?}: {status}");
+        let (status, _) = control(&mut p, 0, "PATCH", &format!("/.ebb/v1/{value}"), "");
+        assert!((400..500).contains(&status), "{value:?}: {status}");
+    }
+    let thread = p.worker(0).unwrap().thread();
+    assert!(p.failure(thread).is_none(), "the VM never trapped");
+    assert_eq!(gauge(&p, "ebb.active_faults"), 0);
+}
