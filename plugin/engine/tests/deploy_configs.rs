@@ -148,6 +148,7 @@ fn envoy_filters_share_a_vm_fail_open_and_pick_their_side_by_root_id() {
     }
     let names: Vec<&str> = filters.iter().map(|f| f.plugin["name"].as_str().unwrap_or("")).collect();
     let mut unique = names.clone();
+    unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "plugin names tell the filters apart in Envoy's logs: {names:?}");
 }
