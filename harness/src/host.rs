@@ -19,7 +19,7 @@ mod worker;
 
 pub use calls::{CallAnswer, CallId, CallKind, PendingCall};
 pub use error::{FailureKind, Fault, HostError, Thread};
-pub use headers::{parse_pairs, HeaderMap, PairsError};
+pub use headers::{parse_pairs, HeaderMap, Pair, PairsError};
 pub use logs::{LogLevel, LogRecord};
 pub use metrics::{prometheus_name, render_prometheus, Metric, MetricKind, HISTOGRAM_BUCKETS};
 pub use module::Plugin;

@@ -570,7 +570,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
                     &parse_pairs(slice(mem, tp, tl)?).map_err(|_| status::BAD_ARGUMENT)?,
                 );
                 // Envoy: unknown cluster, negative timeout or missing :path/:method/:authority.
-                if !st.shared.clusters.iter().any(|c| *c == cluster)
+                if !st.shared.clusters.contains(&cluster)
                     || timeout_ms < 0
                     || headers.get(b":path").is_none()
                     || headers.get(b":method").is_none()
@@ -616,7 +616,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
                 let metadata =
                     HeaderMap::from_pairs(&parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::PARSE_FAILURE)?);
                 let message = slice(mem, bp, bl)?.to_vec();
-                if !st.shared.clusters.iter().any(|c| *c == cluster) || timeout_ms < 0 {
+                if !st.shared.clusters.contains(&cluster) || timeout_ms < 0 {
                     return Err(status::PARSE_FAILURE);
                 }
                 let token = st.next_grpc_token;

@@ -4,28 +4,32 @@
 /// An ordered multimap of header names to values, both raw bytes.
 ///
 /// Keys are lower-cased (ASCII) on every write, as Envoy's `LowerCaseString` does; lookups are
-/// case-insensitive. Entry buffers are kept when the map is cleared so that a reused map does
-/// not allocate on the hot path.
+/// case-insensitive. All bytes live in one buffer that is kept when the map is cleared, so a
+/// reused map does not allocate on the hot path; replaced values are appended and the old
+/// bytes left until the next `clear`.
 #[derive(Clone, Default)]
 pub struct HeaderMap {
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
-    len: usize,
+    data: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    key: u32,
+    key_len: u32,
+    value: u32,
+    value_len: u32,
 }
 
 impl std::fmt::Debug for HeaderMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(
-                self.iter()
-                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned())),
-            )
-            .finish()
+        f.debug_list().entries(self.to_strings()).finish()
     }
 }
 
 impl PartialEq for HeaderMap {
     fn eq(&self, other: &HeaderMap) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
+        self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
@@ -44,27 +48,36 @@ impl HeaderMap {
 
     /// Number of entries (repeated keys count once each).
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
     /// True when the map has no entries.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.entries.is_empty()
     }
 
     /// Removes every entry, keeping the buffers.
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.data.clear();
+        self.entries.clear();
+    }
+
+    fn key_of(&self, e: &Entry) -> &[u8] {
+        &self.data[e.key as usize..(e.key + e.key_len) as usize]
+    }
+
+    fn value_of(&self, e: &Entry) -> &[u8] {
+        &self.data[e.value as usize..(e.value + e.value_len) as usize]
     }
 
     /// Entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.entries[..self.len].iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
+        self.entries.iter().map(|e| (self.key_of(e), self.value_of(e)))
     }
 
     /// The first value of `key` (case-insensitive), as Envoy's `get` returns it.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.position(key).map(|i| self.entries[i].1.as_slice())
+        self.position(key).map(|i| self.value_of(&self.entries[i]))
     }
 
     /// The first value of `key` as text (lossy), for reports.
@@ -73,20 +86,22 @@ impl HeaderMap {
     }
 
     fn position(&self, key: &[u8]) -> Option<usize> {
-        self.entries[..self.len].iter().position(|(k, _)| k.eq_ignore_ascii_case(key))
+        self.entries.iter().position(|e| self.key_of(e).eq_ignore_ascii_case(key))
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        (start as u32, bytes.len() as u32)
     }
 
     /// Appends an entry (Envoy `addCopy`): repeated keys are kept.
     pub fn add(&mut self, key: &[u8], value: &[u8]) {
-        if self.len == self.entries.len() {
-            self.entries.push((Vec::new(), Vec::new()));
-        }
-        let (k, v) = &mut self.entries[self.len];
-        k.clear();
-        k.extend(key.iter().map(u8::to_ascii_lowercase));
-        v.clear();
-        v.extend_from_slice(value);
-        self.len += 1;
+        let (k, key_len) = self.push_bytes(key);
+        // In place after a plain copy: vectorizes, unlike a per-byte mapping iterator.
+        self.data[k as usize..].make_ascii_lowercase();
+        let (v, value_len) = self.push_bytes(value);
+        self.entries.push(Entry { key: k, key_len, value: v, value_len });
     }
 
     /// Appends every pair.
@@ -101,9 +116,9 @@ impl HeaderMap {
     pub fn replace(&mut self, key: &[u8], value: &[u8]) {
         match self.position(key) {
             Some(i) => {
-                let v = &mut self.entries[i].1;
-                v.clear();
-                v.extend_from_slice(value);
+                let (v, value_len) = self.push_bytes(value);
+                self.entries[i].value = v;
+                self.entries[i].value_len = value_len;
                 self.remove_from(key, i + 1);
             }
             None => self.add(key, value),
@@ -116,21 +131,18 @@ impl HeaderMap {
     }
 
     fn remove_from(&mut self, key: &[u8], start: usize) {
-        let mut i = start;
-        while i < self.len {
-            if self.entries[i].0.eq_ignore_ascii_case(key) {
-                // Rotate the removed entry past the end so its buffers are reused later.
-                self.entries[i..self.len].rotate_left(1);
-                self.len -= 1;
-            } else {
-                i += 1;
-            }
-        }
+        let data = &self.data;
+        let mut index = 0;
+        self.entries.retain(|e| {
+            let keep = index < start || !data[e.key as usize..(e.key + e.key_len) as usize].eq_ignore_ascii_case(key);
+            index += 1;
+            keep
+        });
     }
 
     /// Size of the serialized form (0 for an empty map: the ABI's null result).
     pub fn serialized_len(&self) -> usize {
-        if self.len == 0 {
+        if self.entries.is_empty() {
             return 0;
         }
         4 + self.iter().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>()
@@ -139,12 +151,12 @@ impl HeaderMap {
     /// Writes the serialized form into `out`, which must be `serialized_len()` long:
     /// `u32 count`, `count × (u32 key_len, u32 value_len)`, then `key\0value\0` per entry.
     pub fn serialize_into(&self, out: &mut [u8]) {
-        if self.len == 0 {
+        if self.entries.is_empty() {
             return;
         }
-        out[..4].copy_from_slice(&(self.len as u32).to_le_bytes());
+        out[..4].copy_from_slice(&(self.len() as u32).to_le_bytes());
         let mut sizes = 4;
-        let mut data = 4 + 8 * self.len;
+        let mut data = 4 + 8 * self.len();
         for (k, v) in self.iter() {
             out[sizes..sizes + 4].copy_from_slice(&(k.len() as u32).to_le_bytes());
             out[sizes + 4..sizes + 8].copy_from_slice(&(v.len() as u32).to_le_bytes());
@@ -190,9 +202,12 @@ impl HeaderMap {
 #[error("malformed serialized header map: {0}")]
 pub struct PairsError(&'static str);
 
+/// One (key, value) of a serialized map, borrowed from it.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// Parses the ABI's serialized pair format. Empty input (and a lone NUL, which the spec
 /// also allows) is an empty map.
-pub fn parse_pairs(bytes: &[u8]) -> Result<Vec<(&[u8], &[u8])>, PairsError> {
+pub fn parse_pairs(bytes: &[u8]) -> Result<Vec<Pair<'_>>, PairsError> {
     if bytes.len() <= 1 {
         return Ok(Vec::new());
     }

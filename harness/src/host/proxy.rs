@@ -373,7 +373,8 @@ impl Proxy {
     /// Delivers pending `proxy_on_queue_ready` notifications (cpp-host posts them to the
     /// registrant's thread: they run after the step that enqueued, never inside it).
     pub(crate) fn after_step(&mut self) {
-        if !self.shared.queue_ready.swap(false, Ordering::AcqRel) {
+        // A plain load first: the swap is a locked instruction, and this runs on every step.
+        if !self.shared.queue_ready.load(Ordering::Acquire) || !self.shared.queue_ready.swap(false, Ordering::AcqRel) {
             return;
         }
         for _ in 0..MAX_QUEUE_ROUNDS {

@@ -152,6 +152,7 @@ pub(crate) struct HostState {
     pub effective_context: u32,
     pub streams: IdMap<StreamData>,
     /// Finished HTTP streams kept for reuse, so that an exchange does not allocate.
+    #[allow(clippy::vec_box)] // boxes move between the pool and the stream table as is
     pub pool: Vec<Box<HttpData>>,
     /// Tick period in nanoseconds (0 = off) and when the next tick is due.
     pub tick_period_ns: u64,

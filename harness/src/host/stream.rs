@@ -798,11 +798,13 @@ impl Vm {
         let instance = self.store.data().instance;
         let st = self.store.data_mut();
         // Actions deferred by on_done/on_log/on_delete of this stream have nothing to act on.
-        st.deferred.retain(|d| match d {
-            Deferred::Continue { context, .. }
-            | Deferred::Close { context, .. }
-            | Deferred::LocalReply { context, .. } => *context != ctx,
-        });
+        if !st.deferred.is_empty() {
+            st.deferred.retain(|d| match d {
+                Deferred::Continue { context, .. }
+                | Deferred::Close { context, .. }
+                | Deferred::LocalReply { context, .. } => *context != ctx,
+            });
+        }
         if let Some(StreamData::Http(h)) = st.streams.remove(&ctx) {
             if st.pool.len() < 64 {
                 st.pool.push(h);

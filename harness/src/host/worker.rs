@@ -14,6 +14,9 @@ use super::module::{Plugin, EPOCH_TICK};
 use super::state::{CallResponse, HostState, ProxyShared};
 use super::FailurePolicy;
 
+/// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`.
+pub(crate) type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
 /// Every callback the host may call, looked up once per instance.
 #[derive(Default)]
 pub(crate) struct Exports {
@@ -39,7 +42,7 @@ pub(crate) struct Exports {
     pub on_response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub on_response_trailers: Option<TypedFunc<(i32, i32), i32>>,
-    pub on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    pub on_http_call_response: Option<CallResponseFn>,
     pub on_grpc_receive_initial_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,
     pub on_grpc_receive: Option<TypedFunc<(i32, i32, i32), ()>>,
     pub on_grpc_receive_trailing_metadata: Option<TypedFunc<(i32, i32, i32), ()>>,

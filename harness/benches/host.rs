@@ -1,0 +1,139 @@
+//! Exchanges per second through the host (`make bench`, or `cargo bench -p ebb-harness`).
+//!
+//! One exchange = open a stream, request headers (6, end of stream), response headers (4,
+//! end of stream), finish (done, log, delete): the six callbacks Envoy makes for a bodiless
+//! request. Measured, in one run so that they compare:
+//! - `bare_wasmtime_six_calls`: the same six guest exports called straight through wasmtime
+//!   with no host logic (the floor);
+//! - `host_only`: the host's own per-exchange work with a filter that exports no callbacks;
+//! - `passthrough`: the Rust SDK pass-through test filter through the host;
+//! - `ebb_no_fault`: `dist/ebb.wasm` with config `{}`, when it exists.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ebb_harness::{Clock, Plugin, Proxy, ProxyOptions};
+
+const REQUEST: [(&str, &str); 6] = [
+    (":method", "GET"),
+    (":path", "/api/v1/items?id=42"),
+    (":authority", "app.example.com"),
+    (":scheme", "https"),
+    ("user-agent", "ebb-bench/1.0"),
+    ("x-request-id", "5f2b8c1e-0c7a-4f57-9a3e-1d2c3b4a5f60"),
+];
+const RESPONSE: [(&str, &str); 4] =
+    [(":status", "200"), ("content-type", "application/json"), ("content-length", "2"), ("server", "app")];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Builds the pass-through test filter (a no-op when up to date) and returns its path.
+fn passthrough_wasm() -> PathBuf {
+    let root = workspace();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--target", "wasm32-wasip1", "--profile", "wasm", "-p", "ebb-testfilter-passthrough"])
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "building the pass-through filter failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    target.join("wasm32-wasip1/wasm/ebb_testfilter_passthrough.wasm")
+}
+
+/// A module with the ABI marker and a memory, and no callbacks: the host's work alone.
+fn empty_filter() -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend([0x01, 0x04, 0x01, 0x60, 0x00, 0x00]); // type: () -> ()
+    m.extend([0x03, 0x02, 0x01, 0x00]); // one function of type 0
+    m.extend([0x05, 0x03, 0x01, 0x00, 0x01]); // one memory, 1 page
+    let marker = b"proxy_abi_version_0_2_1";
+    let mut exports = vec![0x02, 0x06];
+    exports.extend(b"memory");
+    exports.extend([0x02, 0x00, marker.len() as u8]);
+    exports.extend(marker);
+    exports.extend([0x00, 0x00]);
+    m.extend([0x07, exports.len() as u8]);
+    m.extend(exports);
+    m.extend([0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b]); // body: end
+    m
+}
+
+fn exchange(proxy: &mut Proxy) {
+    let mut http = proxy.worker(0).expect("worker 0").http();
+    http.request_headers(&REQUEST, true);
+    http.response_headers(&RESPONSE, true);
+    http.finish().expect("finish");
+}
+
+fn bench_proxy(c: &mut Criterion, name: &str, plugin: &Plugin, config: &[u8]) {
+    let options = ProxyOptions { plugin_config: config.to_vec(), ..ProxyOptions::default() };
+    let mut proxy = Proxy::new(plugin, options, Clock::default()).expect("proxy starts");
+    let mut group = c.benchmark_group("exchange");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(name, |b| b.iter(|| exchange(&mut proxy)));
+    group.finish();
+}
+
+/// The floor: the six exports of an exchange called straight through wasmtime.
+fn bench_bare(c: &mut Criterion, wasm: &Path) {
+    use wasmtime::{Config, Engine, Linker, Module, Store};
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).expect("engine");
+    let module = Module::from_file(&engine, wasm).expect("module");
+    let mut linker: Linker<()> = Linker::new(&engine);
+    linker.define_unknown_imports_as_traps(&module).expect("stubs");
+    let mut store = Store::new(&engine, ());
+    store.set_epoch_deadline(u64::MAX / 2);
+    let instance = linker.instantiate(&mut store, &module).expect("instantiate");
+    let init = instance.get_typed_func::<(), ()>(&mut store, "_initialize").expect("_initialize");
+    let create = instance.get_typed_func::<(i32, i32), ()>(&mut store, "proxy_on_context_create").expect("create");
+    let headers = |s: &mut Store<()>, n: &str| {
+        instance.get_typed_func::<(i32, i32, i32), i32>(&mut *s, n).expect("headers callback")
+    };
+    let req = headers(&mut store, "proxy_on_request_headers");
+    let resp = headers(&mut store, "proxy_on_response_headers");
+    let done = instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_done").expect("done");
+    let log = instance.get_typed_func::<i32, ()>(&mut store, "proxy_on_log").expect("log");
+    let delete = instance.get_typed_func::<i32, ()>(&mut store, "proxy_on_delete").expect("delete");
+    init.call(&mut store, ()).expect("init");
+    create.call(&mut store, (1, 0)).expect("root");
+    let mut ctx = 2;
+    let mut group = c.benchmark_group("exchange");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("bare_wasmtime_six_calls", |b| {
+        b.iter(|| {
+            ctx += 1;
+            create.call(&mut store, (ctx, 1)).expect("create");
+            req.call(&mut store, (ctx, 6, 1)).expect("request headers");
+            resp.call(&mut store, (ctx, 4, 1)).expect("response headers");
+            done.call(&mut store, ctx).expect("done");
+            log.call(&mut store, ctx).expect("log");
+            delete.call(&mut store, ctx).expect("delete");
+        })
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let passthrough = passthrough_wasm();
+    bench_bare(c, &passthrough);
+    let empty = Plugin::from_bytes("empty", &empty_filter()).expect("empty filter loads");
+    bench_proxy(c, "host_only", &empty, b"");
+    let plugin = Plugin::load(&passthrough).expect("pass-through loads");
+    bench_proxy(c, "passthrough", &plugin, b"");
+    let ebb = workspace().join("dist/ebb.wasm");
+    if ebb.exists() {
+        let plugin = Plugin::load(&ebb).expect("dist/ebb.wasm loads");
+        bench_proxy(c, "ebb_no_fault", &plugin, b"{}");
+    } else {
+        eprintln!("dist/ebb.wasm missing (run `make wasm`): skipping ebb_no_fault");
+    }
+}
+
+criterion_group!(host, benches);
+criterion_main!(host);
