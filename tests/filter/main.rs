@@ -113,6 +113,27 @@ fn call(
 }
 
 #[test]
+fn a_control_call_with_a_body_is_refused_at_once_not_left_hanging() {
+    let mut p = proxy(&config(""), 1);
+    let headers = [(":method", "POST"), (":path", "/.ebb/v1/faults"), (":authority", "ebb-control")];
+    let mut http = p.worker(0).unwrap().http();
+    let Step::LocalReply(reply) = http.request_headers(&headers, false) else {
+        panic!("expected an answer at the headers")
+    };
+    assert_eq!(reply.status, 400);
+    assert!(String::from_utf8_lossy(&reply.body).contains("x-ebb-command"));
+    assert!(http.upstream_request().is_none());
+}
+
+#[test]
+fn a_disarmed_filter_still_never_forwards_control_calls() {
+    let mut p = proxy(r#"{"pools":"not a list"}"#, 1);
+    let (status, r) = control(&mut p, 0, "DELETE", "/.ebb/v1/faults", "");
+    assert_eq!(status, 503, "{r:?}");
+    assert!(r.error.unwrap().contains("disarmed"));
+}
+
+#[test]
 fn invalid_configuration_disarms_and_passes_traffic() {
     let mut p =
         proxy(r#"{"pools":[{"name":"web","hosts":0,"capacity_per_host":1}],"faults":[{"abort":{"status":503}}]}"#, 2);
@@ -239,6 +260,15 @@ fn header_faults_only_when_opted_in() {
     let mut on = proxy(&config(r#","header_faults":true"#), 1);
     let Step::LocalReply(reply) = open(&mut on, 0, &headers).1 else { panic!("expected an abort") };
     assert_eq!(reply.status, 503);
+}
+
+#[test]
+fn a_reset_without_a_pool_closes_every_new_connection() {
+    let config = r#"{"faults":[{"id":"r","reset":{"percent":100}}]}"#;
+    let options = ProxyOptions { root_id: "ebb_tcp".into(), plugin_config: config.into(), ..ProxyOptions::default() };
+    let mut p = Proxy::new(&plugin(), options, Clock::default()).unwrap();
+    let step = p.worker(0).unwrap().tcp().new_connection();
+    assert!(!matches!(step, Step::Continue), "{step:?}");
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub struct PoolConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolMatch {
-    /// Envoy's upstream cluster name (property `xds.cluster_name`).
+    /// Envoy's upstream cluster name (property `xds.cluster_name`; HTTP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// The `:authority` header (HTTP only), compared case-insensitively, port ignored.
@@ -137,7 +137,7 @@ fn default_window() -> Duration {
 
 /// A configuration problem: the JSON path of the field and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
+#[error("{}{message}", if path == "." { String::new() } else { format!("{path}: ") })]
 pub struct ConfigError {
     /// JSON path such as `pools[1].capacity_per_host`, or `.` for the whole document.
     pub path: String,
@@ -201,11 +201,15 @@ impl Config {
                 return Err(ConfigError::new(at("capacity_per_host"), "must be at least 1"));
             }
             if pool.protocol == Protocol::Tcp
-                && (pool.matcher.authority.is_some() || pool.matcher.path_prefix.is_some())
+                && (pool.matcher.authority.is_some()
+                    || pool.matcher.path_prefix.is_some()
+                    || pool.matcher.cluster.is_some())
             {
+                // The network filter runs before tcp_proxy picks a cluster, so the cluster is
+                // never known when a connection arrives.
                 return Err(ConfigError::new(
                     at("match"),
-                    "a tcp pool matches on cluster or port; authority and path_prefix are HTTP-only",
+                    "a tcp pool matches on port only (or nothing: every connection of the listener)",
                 ));
             }
         }
@@ -298,6 +302,10 @@ mod tests {
             ),
             (
                 r#"{"pools":[{"name":"s","protocol":"tcp","match":{"path_prefix":"/"},"hosts":1,"capacity_per_host":1}]}"#,
+                "pools[0].match",
+            ),
+            (
+                r#"{"pools":[{"name":"s","protocol":"tcp","match":{"cluster":"ssh"},"hosts":1,"capacity_per_host":1}]}"#,
                 "pools[0].match",
             ),
             (r#"{"limits":{"max_drain_fraction":1.5}}"#, "limits.max_drain_fraction"),

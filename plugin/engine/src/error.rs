@@ -22,6 +22,9 @@ pub enum CommandError {
     /// Method not allowed on this route (405).
     #[error("method {0} not allowed here")]
     Method(String),
+    /// A transient failure on the proxy's side, such as contended shared data (503: retry).
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 impl CommandError {
@@ -42,6 +45,7 @@ impl CommandError {
             CommandError::Method(_) => 405,
             CommandError::Conflict(_) => 409,
             CommandError::OverCap(_) => 422,
+            CommandError::Busy(_) => 503,
         }
     }
 }

@@ -13,10 +13,12 @@ use ebb_engine::CommandError;
 use super::http::Reply;
 use super::{shared, Vm};
 
-/// Header carrying a command's JSON (the alternative to a body; see `http`).
+/// Header carrying a command's JSON (see `http` for why not the body).
 pub(crate) const COMMAND_HEADER: &str = "x-ebb-command";
+/// The prefix guarded while the filter is disarmed (the configured one is unknown then).
+pub(crate) const DEFAULT_PREFIX: &str = "/.ebb/";
 
-/// A control call's headers, kept while its body is buffered.
+/// A control call's method, path and authentication headers.
 pub(crate) struct Call {
     method: String,
     path: String,
@@ -45,14 +47,16 @@ fn json_reply(status: u16, body: &api::Response) -> Reply {
     }
 }
 
-pub(crate) fn too_large(max: usize) -> Reply {
+/// A control call that sent a body: refused at once, so the caller does not wait for a body
+/// the proxy may never pass to the filter.
+pub(crate) fn body_refused() -> Reply {
     let body = api::Response {
         ok: false,
-        status: Some(413),
-        error: Some(format!("body over {max} bytes")),
+        status: Some(400),
+        error: Some(format!("send the command in the {COMMAND_HEADER} header, not the request body")),
         ..api::Response::default()
     };
-    json_reply(413, &body)
+    json_reply(400, &body)
 }
 
 /// Answers one control call. Refusals change nothing and are counted.
@@ -71,7 +75,9 @@ pub(crate) fn handle(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -
 fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16, api::Response), CommandError> {
     let (config, prefix, key, window) = {
         let vm = vm.borrow();
-        let engine = vm.engine.as_ref().ok_or_else(|| CommandError::NotFound("filter disarmed".into()))?;
+        let engine = vm.engine.as_ref().ok_or_else(|| {
+            CommandError::Busy("filter disarmed: its configuration is invalid (see the proxy log)".into())
+        })?;
         let control =
             engine.config().control.as_ref().ok_or_else(|| CommandError::NotFound("control API is off".into()))?;
         (engine.config().clone(), control.path_prefix.clone(), control.key.clone(), control.window.as_millis())
@@ -114,7 +120,7 @@ fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16,
                 Ok(Some(done)) => done,
                 Ok(None) => return Err(CommandError::NotFound("nothing to change".into())),
                 Err(status) => {
-                    return Err(CommandError::invalid("", format!("shared state busy ({status:?}); retry")));
+                    return Err(CommandError::Busy(format!("shared state contended ({status:?}); retry")));
                 }
             };
             let mut vm = vm.borrow_mut();

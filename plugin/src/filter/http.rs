@@ -13,9 +13,6 @@ use proxy_wasm::types::{Action, MapType};
 
 use super::{control, now_ms, shared, Vm};
 
-/// Largest control API body accepted, in bytes.
-const MAX_CONTROL_BODY: usize = 64 * 1024;
-
 /// A request's accounting, shared with the timer list while it waits.
 #[derive(Default)]
 pub(crate) struct ReqState {
@@ -32,7 +29,7 @@ pub(crate) enum Wait {
     /// A delay fault; then the rest of the plan.
     Delay { action: Verdict, admission: Admission },
     /// A slot of a drained pool's capacity; shed at `deadline`.
-    Queue { pool: usize, capacity: u64, deadline: u64 },
+    Queue { pool: usize, capacity: u64, deadline: u64, fault: String },
 }
 
 pub(crate) struct Pending {
@@ -178,7 +175,7 @@ fn settle(
                     vm.pending.push(Pending {
                         context_id,
                         due: now,
-                        wait: Wait::Queue { pool: index, capacity, deadline: now + q.timeout.as_millis() },
+                        wait: Wait::Queue { pool: index, capacity, deadline: now + q.timeout.as_millis(), fault },
                         req: req.clone(),
                     });
                     Outcome::Wait
@@ -210,7 +207,7 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
                         actions.push((p.context_id, outcome));
                     }
                 }
-                Wait::Queue { pool, capacity, deadline } => {
+                Wait::Queue { pool, capacity, deadline, ref fault } => {
                     let name = vm.engine.as_ref().and_then(|e| e.config().pools.get(pool)).map(|p| p.name.clone());
                     let Some(name) = name else {
                         actions.push((p.context_id, Outcome::Forward));
@@ -226,7 +223,7 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
                         Some(false) if now >= deadline => {
                             full = true;
                             vm.metrics.pool_add(pool, PoolMetric::Shed, 1);
-                            actions.push((p.context_id, Outcome::Reply(shed_reply(&name, "queue-timeout"))));
+                            actions.push((p.context_id, Outcome::Reply(shed_reply(&name, fault))));
                         }
                         Some(false) => {
                             full = true;
@@ -255,21 +252,11 @@ pub(crate) struct Http {
     context_id: u32,
     vm: Rc<RefCell<Vm>>,
     req: Rc<RefCell<ReqState>>,
-    /// Set while a control API call's body is being buffered.
-    control: Option<control::Call>,
 }
 
 impl Http {
     pub fn new(context_id: u32, vm: Rc<RefCell<Vm>>) -> Self {
-        Http { context_id, vm, req: Rc::default(), control: None }
-    }
-
-    fn finish_control(&mut self, body: &[u8]) -> Action {
-        if let Some(call) = self.control.take() {
-            let reply = control::handle(&self.vm, &call, body, now_ms());
-            reply.send();
-        }
-        Action::Pause
+        Http { context_id, vm, req: Rc::default() }
     }
 }
 
@@ -281,23 +268,32 @@ impl HttpContext for Http {
         let prefix = {
             let vm = self.vm.borrow();
             match vm.engine.as_ref() {
-                None => return Action::Continue,
+                // Disarmed: the configured prefix is unknown, so guard the default one rather
+                // than forward signed control calls upstream.
+                None => Some(control::DEFAULT_PREFIX.to_string()),
                 Some(e) => e.config().control.as_ref().map(|c| c.path_prefix.clone()),
             }
         };
         if let Some(prefix) = prefix {
             if let Some(path) = lazy.header(":path") {
                 if path.starts_with(&prefix) {
-                    self.control = Some(control::Call::from_headers(&mut lazy, path));
-                    // The command travels in a header by default: Envoy does not hand a body to a
-                    // filter that paused in on_request_headers unless the listener sets
-                    // allow_on_headers_stop_iteration. Never forwarded either way.
-                    if let Some(command) = lazy.header(control::COMMAND_HEADER) {
-                        return self.finish_control(command.as_bytes());
-                    }
-                    return if end_of_stream { self.finish_control(&[]) } else { Action::Pause };
+                    // Never forwarded. The command travels in a header: Envoy does not hand a
+                    // body to a filter that paused on headers (unless the listener sets
+                    // allow_on_headers_stop_iteration), so waiting for one could hang the caller.
+                    let call = control::Call::from_headers(&mut lazy, path);
+                    let command = lazy.header(control::COMMAND_HEADER);
+                    let reply = match (command, end_of_stream) {
+                        (Some(command), _) => control::handle(&self.vm, &call, command.as_bytes(), now_ms()),
+                        (None, true) => control::handle(&self.vm, &call, &[], now_ms()),
+                        (None, false) => control::body_refused(),
+                    };
+                    reply.send();
+                    return Action::Pause;
                 }
             }
+        }
+        if self.vm.borrow().engine.is_none() {
+            return Action::Continue;
         }
         let now = now_ms();
         let mut guard = self.vm.borrow_mut();
@@ -341,36 +337,6 @@ impl HttpContext for Http {
                 Action::Pause
             }
         }
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.control.is_none() {
-            return Action::Continue;
-        }
-        if body_size > MAX_CONTROL_BODY {
-            self.control = None;
-            control::too_large(MAX_CONTROL_BODY).send();
-            return Action::Pause;
-        }
-        if !end_of_stream {
-            return Action::Pause; // the host buffers; the last call sees the whole body
-        }
-        let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.finish_control(&body)
-    }
-
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.control.is_some() {
-            let size = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, MAX_CONTROL_BODY)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            return self.finish_control(&size);
-        }
-        Action::Continue
     }
 
     fn on_log(&mut self) {

@@ -80,7 +80,7 @@ pub fn remember_signature(signature: &str, forget_after: u64, now: u64) -> Resul
     match (refusal, outcome) {
         (Some(e), _) => Err(e),
         (None, Ok(_)) => Ok(()),
-        (None, Err(_)) => Err(ebb_engine::CommandError::Unauthorized("could not record the signature; retry".into())),
+        (None, Err(_)) => Err(ebb_engine::CommandError::Busy("could not record the signature; retry".into())),
     }
 }
 

@@ -66,17 +66,21 @@ impl StreamContext for Tcp {
             let mut guard = self.vm.borrow_mut();
             let vm = &mut *guard;
             let Some(engine) = vm.engine.as_mut() else { return Action::Continue };
-            let Some(pool) = engine.match_pool(Protocol::Tcp, &mut Conn) else { return Action::Continue };
-            self.pool = Some(pool);
-            self.open = true;
-            vm.metrics.pool_add(pool, PoolMetric::Requests, 1);
-            vm.metrics.pool_add(pool, PoolMetric::InFlight, 1);
-            let plan = engine.decide_tcp(now, Some(pool));
+            let pool = engine.match_pool(Protocol::Tcp, &mut Conn);
+            if let Some(pool) = pool {
+                self.pool = Some(pool);
+                self.open = true;
+                vm.metrics.pool_add(pool, PoolMetric::Requests, 1);
+                vm.metrics.pool_add(pool, PoolMetric::InFlight, 1);
+            }
+            let plan = engine.decide_tcp(now, pool);
             match plan.action {
                 Verdict::Close { fault } => {
                     let reset =
                         engine.faults().faults.iter().any(|f| f.id == fault && matches!(f.spec, FaultSpec::Reset(_)));
-                    vm.metrics.pool_add(pool, if reset { PoolMetric::Reset } else { PoolMetric::Blackholed }, 1);
+                    if let Some(pool) = pool {
+                        vm.metrics.pool_add(pool, if reset { PoolMetric::Reset } else { PoolMetric::Blackholed }, 1);
+                    }
                     true
                 }
                 _ => match plan.admission {

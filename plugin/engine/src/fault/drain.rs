@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{check_pool, FaultKind};
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::duration::Duration;
 use crate::error::CommandError;
 
@@ -70,6 +70,12 @@ impl FaultKind for Drain {
 
     fn check(&self, config: &Config, _ttl: Duration) -> Result<(), CommandError> {
         let hosts = check_pool(config, &self.pool, "drain.pool", None)?;
+        if self.queue.is_some() && config.pool(&self.pool).is_some_and(|(_, p)| p.protocol == Protocol::Tcp) {
+            return Err(CommandError::invalid(
+                "drain.queue",
+                "only HTTP pools queue; tcp connections over capacity are refused",
+            ));
+        }
         match (self.hosts, self.fraction) {
             (Some(_), Some(_)) => return Err(CommandError::invalid("drain", "give hosts or fraction, not both")),
             (None, None) => return Err(CommandError::invalid("drain", "give hosts (a count) or fraction (0 to 1)")),
