@@ -95,7 +95,7 @@ impl RootContext for Root {
         let cfg = self.get_plugin_configuration().unwrap_or_default();
         info!("on_configure root={} size={} config={}", self.id, size, String::from_utf8_lossy(&cfg));
         self.config = parse_config(&cfg);
-        if self.config.get("reject").is_some() {
+        if self.config.contains_key("reject") {
             error!("probe rejects its configuration");
             return false;
         }
@@ -435,7 +435,7 @@ impl StreamContext for TcpProbe {
         if text.contains("upper") {
             self.set_downstream_data(0, size, text.to_uppercase().as_bytes());
         }
-        if text.contains("hold") && !eos {
+        if text.trim_end().ends_with("hold") && !eos {
             return Action::Pause;
         }
         Action::Continue

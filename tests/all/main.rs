@@ -1,0 +1,20 @@
+//! ebb's integration tests: one binary, a module per topic, helpers in `util`.
+//! Run with `cargo test -p ebb-tests`; the test filters under `tests/filters/` (and the
+//! `ebb` command, and the ebb filter) are built from source by the first test that needs them.
+
+mod util;
+
+mod bodies;
+mod calls;
+mod cli;
+mod ebb_filter;
+mod failures;
+mod headers;
+mod lifecycle;
+mod local_reply;
+mod metrics;
+mod modules;
+mod properties;
+mod shared;
+mod tcp;
+mod ticks;
