@@ -311,6 +311,28 @@ fn fail_closed_reply() -> LocalReply {
     }
 }
 
+/// Applies a callback's action (0 = Continue, else Pause) at `stage` of a side.
+fn apply_action(h: &mut HttpData, which: Which, stage: Paused, action: i32) {
+    if h.local_reply.is_some() || h.closed.is_some() {
+        return;
+    }
+    let side = h.side(which);
+    if action != 0 {
+        side.paused = stage;
+        return;
+    }
+    side.paused = Paused::No;
+    match stage {
+        Paused::Headers => side.headers_forwarded = true,
+        Paused::Body => side.forward_body(),
+        Paused::Trailers => {
+            side.forward_body();
+            side.trailers_forwarded = true;
+        }
+        Paused::No => {}
+    }
+}
+
 /// The stream-driving half of a VM.
 impl Vm {
     fn http(&mut self, ctx: u32) -> Option<&mut HttpData> {
@@ -408,7 +430,8 @@ impl Vm {
         }
     }
 
-    fn check_open(&mut self, ctx: u32, which: Which, needs_headers: bool) -> Result<(), Step> {
+    /// The stream, if a step on `which` is allowed now; else the step to return.
+    fn check_open(&mut self, ctx: u32, which: Which, needs_headers: bool) -> Result<&mut HttpData, Step> {
         let Some(h) = self.http(ctx) else {
             return Err(Step::Failed(HostError::usage(format!(
                 "no HTTP stream with context {ctx} (finished already?)"
@@ -417,6 +440,7 @@ impl Vm {
         if h.local_reply.is_some() || h.closed.is_some() {
             return Err(Step::Failed(HostError::usage("the exchange is over (local reply or reset); finish it")));
         }
+        let reached = h.request.headers_forwarded || h.bypass;
         let side = h.side(which);
         if needs_headers && !side.has_headers {
             return Err(Step::Failed(HostError::usage("send headers first")));
@@ -427,13 +451,13 @@ impl Vm {
         if needs_headers && side.end_stream {
             return Err(Step::Failed(HostError::usage("end of stream was already sent")));
         }
-        if which == Which::Response && !h.request.headers_forwarded && !h.bypass {
+        if which == Which::Response && !reached {
             return Err(Step::Failed(HostError::usage(
                 "the request never reached the upstream: there is no response to send",
             )));
         }
         h.last = Some(which);
-        Ok(())
+        Ok(h)
     }
 
     pub(crate) fn http_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -443,11 +467,9 @@ impl Vm {
         headers: &[(K, V)],
         end_of_stream: bool,
     ) -> Step {
-        if let Err(step) = self.check_open(ctx, which, false) {
-            return step;
-        }
-        let Some(h) = self.http(ctx) else {
-            return Step::Continue;
+        let h = match self.check_open(ctx, which, false) {
+            Ok(h) => h,
+            Err(step) => return step,
         };
         let side = h.side(which);
         side.headers.clear();
@@ -472,17 +494,13 @@ impl Vm {
             Ok(a) => a.unwrap_or(0),
             Err(e) => return self.stream_failed(ctx, e),
         };
-        self.apply_action(ctx, which, Paused::Headers, action);
-        self.run_deferred();
-        self.http_outcome(ctx, which)
+        self.settle(ctx, which, Paused::Headers, action)
     }
 
     pub(crate) fn http_body(&mut self, ctx: u32, which: Which, chunk: &[u8], end_of_stream: bool) -> Step {
-        if let Err(step) = self.check_open(ctx, which, true) {
-            return step;
-        }
-        let Some(h) = self.http(ctx) else {
-            return Step::Continue;
+        let h = match self.check_open(ctx, which, true) {
+            Ok(h) => h,
+            Err(step) => return step,
         };
         let side = h.side(which);
         side.body.extend_from_slice(chunk);
@@ -518,9 +536,7 @@ impl Vm {
             Ok(a) => a.unwrap_or(0),
             Err(e) => return self.stream_failed(ctx, e),
         };
-        self.apply_action(ctx, which, Paused::Body, action);
-        self.run_deferred();
-        self.http_outcome(ctx, which)
+        self.settle(ctx, which, Paused::Body, action)
     }
 
     pub(crate) fn http_trailers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -529,11 +545,9 @@ impl Vm {
         which: Which,
         trailers: &[(K, V)],
     ) -> Step {
-        if let Err(step) = self.check_open(ctx, which, true) {
-            return step;
-        }
-        let Some(h) = self.http(ctx) else {
-            return Step::Continue;
+        let h = match self.check_open(ctx, which, true) {
+            Ok(h) => h,
+            Err(step) => return step,
         };
         let side = h.side(which);
         side.trailers.clear();
@@ -568,9 +582,7 @@ impl Vm {
             Ok(a) => a.unwrap_or(0),
             Err(e) => return self.stream_failed(ctx, e),
         };
-        self.apply_action(ctx, which, Paused::Trailers, action);
-        self.run_deferred();
-        self.http_outcome(ctx, which)
+        self.settle(ctx, which, Paused::Trailers, action)
     }
 
     fn stream_failed(&mut self, ctx: u32, e: HostError) -> Step {
@@ -583,29 +595,20 @@ impl Vm {
         Step::Failed(e)
     }
 
-    /// Applies a callback's action (0 = Continue, else Pause) at `stage` of a side.
-    fn apply_action(&mut self, ctx: u32, which: Which, stage: Paused, action: i32) {
-        let Some(h) = self.http(ctx) else {
-            return;
-        };
-        if h.local_reply.is_some() || h.closed.is_some() {
-            return;
-        }
-        let side = h.side(which);
-        if action != 0 {
-            side.paused = stage;
-            return;
-        }
-        side.paused = Paused::No;
-        match stage {
-            Paused::Headers => side.headers_forwarded = true,
-            Paused::Body => side.forward_body(),
-            Paused::Trailers => {
-                side.forward_body();
-                side.trailers_forwarded = true;
+    /// Applies a callback's action, runs what it deferred, and says where the stream stands.
+    fn settle(&mut self, ctx: u32, which: Which, stage: Paused, action: i32) -> Step {
+        let deferred = !self.store.data().deferred.is_empty();
+        if let Some(h) = self.http(ctx) {
+            apply_action(h, which, stage, action);
+            if !deferred && h.local_reply.is_none() && h.closed.is_none() {
+                // The common case: nothing deferred, so the side's state is the answer.
+                return if h.side(which).paused == Paused::No { Step::Continue } else { Step::Pause };
             }
-            Paused::No => {}
         }
+        if deferred {
+            self.run_deferred();
+        }
+        self.http_outcome(ctx, which)
     }
 
     /// Runs what hostcalls deferred (continue, close, local reply) until nothing is left.
@@ -813,7 +816,7 @@ impl Vm {
         if !st.deferred.is_empty() {
             self.run_deferred();
         }
-        let shared = self.store.data().shared.clone();
+        let shared = &self.store.data().shared;
         if shared.calls_outstanding() {
             super::state::lock(&shared.calls).cancel_context(instance, ctx);
         }
