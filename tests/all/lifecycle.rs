@@ -78,3 +78,49 @@ fn an_abi_0_2_0_module_loads_and_0_1_0_does_not() {
     let err = Plugin::from_bytes("ancient", &util::tiny_module(&["proxy_abi_version_0_1_0"], true)).expect_err("0.1.0");
     assert!(err.to_string().contains("0.1.0"), "{err}");
 }
+
+/// A module whose `_initialize` calls `proxy_set_tick_period_milliseconds(100)`.
+fn hostcall_in_initialize() -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend([0x01, 0x09, 0x02, 0x60, 0x01, 0x7f, 0x01, 0x7f, 0x60, 0x00, 0x00]); // (i32)->i32, ()->()
+    let name = b"proxy_set_tick_period_milliseconds";
+    let mut import = vec![0x01, 0x03];
+    import.extend(b"env");
+    import.push(name.len() as u8);
+    import.extend(name);
+    import.extend([0x00, 0x00]);
+    m.extend([0x02, import.len() as u8]);
+    m.extend(import);
+    m.extend([0x03, 0x03, 0x02, 0x01, 0x01]); // functions 1 and 2: () -> ()
+    m.extend([0x05, 0x03, 0x01, 0x00, 0x01]);
+    let mut exports = vec![0x03, 0x06];
+    exports.extend(b"memory");
+    exports.extend([0x02, 0x00, 0x0b]);
+    exports.extend(b"_initialize");
+    exports.extend([0x00, 0x01, 0x17]);
+    exports.extend(b"proxy_abi_version_0_2_1");
+    exports.extend([0x00, 0x02]);
+    m.extend([0x07, exports.len() as u8]);
+    m.extend(exports);
+    // _initialize: i32.const 100, call 0, drop; marker: empty.
+    m.extend([0x0a, 0x0d, 0x02, 0x08, 0x00, 0x41, 0xe4, 0x00, 0x10, 0x00, 0x1a, 0x0b, 0x02, 0x00, 0x0b]);
+    m
+}
+
+#[test]
+fn only_logging_and_wasi_are_allowed_during_initialize() {
+    let plugin = Plugin::from_bytes("eager.wasm", &hostcall_in_initialize()).expect("loads");
+    let err = Proxy::new(&plugin, ProxyOptions::default(), Clock::default())
+        .err()
+        .expect("a hostcall in _initialize fails the VM start");
+    let text = err.to_string();
+    assert!(matches!(err, HostError::Callback { callback: "_initialize", .. }), "{err:?}");
+    assert!(text.contains("proxy_set_tick_period_milliseconds") && text.contains("eager.wasm"), "{text}");
+}
+
+#[test]
+fn a_proxy_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Proxy>();
+    assert_send::<Plugin>();
+}
