@@ -7,7 +7,8 @@
 //!   with no host logic (the floor);
 //! - `host_only`: the host's own per-exchange work with a filter that exports no callbacks;
 //! - `passthrough`: the Rust SDK pass-through test filter through the host;
-//! - `ebb_no_fault`: `dist/ebb.wasm` with config `{}`, when it exists.
+//! - `ebb_no_fault`: `dist/ebb.wasm` with config `{}`, when it exists;
+//! - `start/*`: starting a proxy of 2 workers (3 VMs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,6 +120,20 @@ fn bench_bare(c: &mut Criterion, wasm: &Path) {
     group.finish();
 }
 
+/// Starting a proxy of 2 workers (3 VMs: instantiate, `_initialize`, root context, vm_start,
+/// configure each): what a scenario of 100 proxies pays 100 times.
+fn bench_start(c: &mut Criterion, name: &str, plugin: &Plugin, config: &[u8]) {
+    let mut group = c.benchmark_group("start");
+    group.sample_size(20);
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let options = ProxyOptions { plugin_config: config.to_vec(), workers: 2, ..ProxyOptions::default() };
+            Proxy::new(plugin, options, Clock::default()).expect("proxy starts")
+        })
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let passthrough = passthrough_wasm();
     bench_bare(c, &passthrough);
@@ -126,10 +141,12 @@ fn benches(c: &mut Criterion) {
     bench_proxy(c, "host_only", &empty, b"");
     let plugin = Plugin::load(&passthrough).expect("pass-through loads");
     bench_proxy(c, "passthrough", &plugin, b"");
+    bench_start(c, "passthrough_2_workers", &plugin, b"");
     let ebb = workspace().join("dist/ebb.wasm");
     if ebb.exists() {
         let plugin = Plugin::load(&ebb).expect("dist/ebb.wasm loads");
         bench_proxy(c, "ebb_no_fault", &plugin, b"{}");
+        bench_start(c, "ebb_2_workers", &plugin, b"{}");
     } else {
         eprintln!("dist/ebb.wasm missing (run `make wasm`): skipping ebb_no_fault");
     }
