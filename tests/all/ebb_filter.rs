@@ -62,3 +62,34 @@ fn a_static_abort_answers_on_every_worker_then_expires_from_ticks_alone() {
     let text = proxy.render_prometheus();
     assert!(text.contains("ebb_aborted_total{} 2"), "{text}");
 }
+
+#[test]
+fn a_capacity_drain_sheds_over_capacity_across_workers() {
+    let mut proxy = ebb(
+        r#"{"pools":[{"name":"web","hosts":2,"capacity_per_host":1}],
+            "faults":[{"id":"d1","ttl":"1h","drain":{"pool":"web","hosts":1}}],"tick":"100ms"}"#,
+        2,
+    );
+    // One host left × capacity 1: the first request in flight takes the whole budget.
+    let first = {
+        let mut http = proxy.worker(0).expect("worker").http();
+        let step = http.request_headers(&util::request(""), true);
+        assert!(matches!(step, Step::Continue), "admitted: {step:?}");
+        http.id()
+    };
+    let mut http = proxy.worker(1).expect("worker").http();
+    let step = http.request_headers(&util::request(""), true);
+    let Step::LocalReply(reply) = step else {
+        panic!("expected the second request to be shed, got {step:?}\nlogs: {:#?}", proxy.logs());
+    };
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.headers.get(b"x-envoy-overloaded"), Some(&b"true"[..]));
+    http.finish().expect("finish");
+    let mut http = proxy.http_stream(first).expect("first still open");
+    http.response_headers(&[(":status", "200")], true);
+    http.finish().expect("finish");
+    assert_eq!(gauge(&proxy, "ebb.pool.web.shed_total"), 1);
+    assert_eq!(gauge(&proxy, "ebb.pool.web.available_hosts"), 1);
+    // The budget is free again: the next request is admitted on either worker.
+    assert!(matches!(util::exchange(&mut proxy, 1, ""), Step::Continue));
+}

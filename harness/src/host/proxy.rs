@@ -141,6 +141,23 @@ impl Proxy {
     /// A VM that fails or rejects its configuration fails the whole proxy, as Envoy refuses
     /// the filter.
     pub fn new(plugin: &Plugin, options: ProxyOptions, clock: Clock) -> Result<Proxy, HostError> {
+        Proxy::start(plugin, options, clock, Arc::default(), Arc::default())
+    }
+
+    /// Starts a second filter configuration in the same Envoy and `vm_id` as `self` — the
+    /// network filter beside the HTTP one, say. Like Envoy, it shares `self`'s shared data and
+    /// stats (same name, same stat); its VMs, timers, calls, logs and queues are its own.
+    pub fn new_beside(&self, plugin: &Plugin, options: ProxyOptions, clock: Clock) -> Result<Proxy, HostError> {
+        Proxy::start(plugin, options, clock, self.shared.shared_data.clone(), self.shared.metrics.clone())
+    }
+
+    fn start(
+        plugin: &Plugin,
+        options: ProxyOptions,
+        clock: Clock,
+        shared_data: Arc<Mutex<SharedData>>,
+        metrics: Arc<Mutex<Registry>>,
+    ) -> Result<Proxy, HostError> {
         let name = if options.name.is_empty() { plugin.name().to_owned() } else { options.name.clone() };
         let mut properties = PropertyMap::default();
         let defaults: [(&str, &[u8]); 7] = [
@@ -169,9 +186,9 @@ impl Proxy {
             clusters: options.clusters.clone(),
             properties,
             logs: Mutex::new(LogSink::new(options.max_log_records)),
-            shared_data: Mutex::new(SharedData::default()),
+            shared_data,
             queues: Mutex::new(Queues::default()),
-            metrics: Mutex::new(Registry::default()),
+            metrics,
             calls: Mutex::new(Calls::default()),
             any_calls: Default::default(),
             queue_ready: Default::default(),

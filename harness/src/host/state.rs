@@ -37,9 +37,11 @@ pub(crate) struct ProxyShared {
     pub clusters: Vec<String>,
     pub properties: PropertyMap,
     pub logs: Mutex<LogSink>,
-    pub shared_data: Mutex<SharedData>,
+    /// Shared per vm_id: a proxy started `beside` another shares its data (see `Proxy::new_beside`).
+    pub shared_data: Arc<Mutex<SharedData>>,
     pub queues: Mutex<Queues>,
-    pub metrics: Mutex<Registry>,
+    /// Envoy's stats are process-wide by name: shared like `shared_data`.
+    pub metrics: Arc<Mutex<Registry>>,
     pub calls: Mutex<Calls>,
     /// Set once any call was made, so that finishing a stream skips the calls lock until then.
     pub any_calls: AtomicBool,

@@ -240,7 +240,13 @@ impl Vm {
             FailureKind::Trap
         };
         let request = st.streams.get(&context).map(|s| s.describe(context));
-        let message = format!("{e:?}");
+        // The error's first line only: a trap's Display is "error while executing at wasm
+        // backtrace: ..."; the trap itself says what happened. The full report goes to the log.
+        let message = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        let report = format!("{e:?}");
         st.deferred.clear();
         let err = HostError::Callback {
             filter: st.shared.filter.clone(),
@@ -248,10 +254,10 @@ impl Vm {
             callback,
             request,
             kind,
-            message: message.clone(),
+            message,
         };
         // Envoy logs "Function: proxy_on_... failed: ..." at critical and fails the VM.
-        st.log(LogLevel::Critical, format!("Function: {callback} failed ({kind}): {message}"));
+        st.log(LogLevel::Critical, format!("Function: {callback} failed ({kind}): {report}"));
         self.failed = Some(err.clone());
         err
     }
