@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod args;
+mod check;
+mod replay;
 mod request;
 
 /// Chaos-testing harness for proxies: runs proxy-wasm filters the way Envoy does.
@@ -21,6 +23,11 @@ enum Command {
     /// Send one HTTP exchange (or TCP connection) through a filter and show what happened.
     #[command(after_long_help = request::EXAMPLES)]
     Request(request::Args),
+    /// Replay an incident scenario through the filter and judge it against its SLOs.
+    #[command(after_long_help = replay::EXAMPLES)]
+    Replay(replay::Args),
+    /// Check scenario files without running them.
+    Check(check::Args),
 }
 
 /// Exit codes shared by every subcommand.
@@ -35,5 +42,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Request(args) => request::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

@@ -15,8 +15,14 @@
 //! # Ok::<(), ebb_harness::HostError>(())
 //! ```
 
+pub mod alert;
 pub mod clock;
+pub mod control;
 pub mod host;
+pub mod report;
+pub mod scenario;
+pub mod sim;
+pub mod slo;
 
 pub use clock::Clock;
 pub use host::*;

@@ -2,9 +2,6 @@
 //! several workers, a simulated clock, shared data, ticks. Each test is a behaviour an SRE
 //! relies on in staging.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use ebb_engine::auth::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -13,20 +10,13 @@ use ebb_harness::{Clock, Plugin, Proxy, ProxyOptions, Step};
 
 const KEY: &str = "staging-key-0123456789";
 
-/// Builds ebb.wasm once per test run, so tests never use a stale binary.
+#[path = "../all/util.rs"]
+mod util;
+
+/// ebb.wasm, built from source once per test run so tests never use a stale binary.
 fn plugin() -> Plugin {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    let path = WASM.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "--quiet", "--target", "wasm32-wasip1", "--profile", "wasm", "-p", "ebb-plugin"])
-            .output()
-            .expect("run cargo");
-        assert!(out.status.success(), "cargo build -p ebb-plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        root.join("target/wasm32-wasip1/wasm/ebb_plugin.wasm")
-    });
-    Plugin::load(path).unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
+    let path = util::ebb_wasm();
+    Plugin::load(&path).unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
 }
 
 fn config(extra: &str) -> String {

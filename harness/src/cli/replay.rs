@@ -1,0 +1,81 @@
+// `ebb replay`: run a scenario through the real filter on a simulated clock and print the
+// timeline and SLO verdicts; exit 0 when every SLO is met, 1 when one is missed.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ebb_harness::host::Plugin;
+use ebb_harness::scenario::Scenario;
+use ebb_harness::sim;
+
+pub const EXAMPLES: &str = "Examples:
+  # The seed incident as it happened (its capacity SLOs fail, exit 1):
+  ebb replay scenarios/bitbucket-2021-02-05.json
+
+  # The same with the capacity alert added, the report as JSON for CI:
+  ebb replay scenarios/bitbucket-capacity-alert.json --json out/report.json
+
+Exit status: 0 every SLO met, 1 an SLO missed, 2 invalid scenario or harness error.
+NO_COLOR=1 turns colours off.";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The scenario file (JSON; see scenarios/ and docs/scenarios.md).
+    #[arg(value_name = "SCENARIO.json")]
+    scenario: PathBuf,
+    /// The filter to replay with.
+    #[arg(long, value_name = "FILTER.wasm", default_value = "dist/ebb.wasm")]
+    plugin: PathBuf,
+    /// Write the whole result as JSON (the report contract) to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Replace the scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print only the verdict line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    if let Some(seed) = args.seed {
+        scenario.seed = seed;
+    }
+    let plugin = Plugin::load(&args.plugin).with_context(|| format!("loading {}", args.plugin.display()))?;
+    let tty = std::io::stderr().is_terminal();
+    let mut last = -1i64;
+    let mut progress = |done: f64| {
+        let pct = (done * 100.0) as i64;
+        if tty && !args.quiet && pct != last {
+            last = pct;
+            let bar = "#".repeat((pct / 4) as usize);
+            eprint!("\r  replaying {:<25} {pct:>3}%", bar);
+            if pct >= 100 {
+                eprint!("\r{:60}\r", "");
+            }
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let report = sim::replay(&scenario, &plugin, &mut progress)?;
+    if let Some(path) = &args.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut text = serde_json::to_string_pretty(&report)?;
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if args.quiet {
+        println!("{}: {}", report.scenario, report.verdict);
+    } else {
+        print!("{}", report.render(color));
+    }
+    if let Some(path) = &args.json {
+        println!("report: {}", path.display());
+    }
+    Ok(ExitCode::from(if report.passed() { 0 } else { 1 }))
+}

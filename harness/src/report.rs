@@ -1,0 +1,191 @@
+// The replay's result (contract 4: versioned JSON for users' CI) and its terminal rendering:
+// a compact timeline and one verdict row per SLO.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::time::clock_label;
+use crate::scenario::ClockTime;
+
+/// The report format version.
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub version: u32,
+    pub scenario: String,
+    pub description: String,
+    /// UTC clock time of t = 0.
+    pub start: String,
+    pub seed: u64,
+    pub duration_s: f64,
+    /// `pass` when every SLO was met.
+    pub verdict: String,
+    /// The verdict the scenario says it should have, if it says.
+    pub expected: Option<String>,
+    pub requests: Requests,
+    pub slos: Vec<SloResult>,
+    pub alerts: Vec<AlertResult>,
+    pub pools: Vec<PoolResult>,
+    /// What happened, in order.
+    pub events: Vec<Event>,
+    /// Per-minute series for charts.
+    pub series: Vec<PoolSeries>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Requests {
+    /// Requests and connections that went through the .wasm.
+    pub simulated: u64,
+    /// Real requests each simulated one stands for.
+    pub sample: u32,
+    /// simulated x sample.
+    pub represented: u64,
+    /// Calls of the filter that failed (traps, deadlines), if any.
+    pub filter_failures: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SloResult {
+    pub name: String,
+    pub pass: bool,
+    /// What was required, in words (`<= 10m`).
+    pub target: String,
+    /// What the replay measured, in words (`7h 2m`, `never`, `0.4%`).
+    pub measured: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertResult {
+    pub name: String,
+    pub pool: String,
+    /// Seconds from the start when it started firing, and when it stopped.
+    pub fired_s: Vec<f64>,
+    pub resolved_s: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolResult {
+    pub name: String,
+    /// First scrape showing fewer hosts than expected with no deployment in progress.
+    pub capacity_lost_s: Option<f64>,
+    /// First alert on the pool firing at or after the loss.
+    pub detected_s: Option<f64>,
+    /// First scrape after the loss showing the expected hosts again.
+    pub restored_s: Option<f64>,
+    /// First and last scrape interval in which customers were impaired.
+    pub impact_start_s: Option<f64>,
+    pub impact_end_s: Option<f64>,
+    pub min_capacity_ratio: f64,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub t_s: f64,
+    /// `deploy`, `command`, `alert`, `resolved`, `recovery`, `capacity_lost`, `capacity_restored`,
+    /// `impact_start`, `impact_end`, `refused`, `filter_failure`.
+    pub kind: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolSeries {
+    pub pool: String,
+    /// Minute starts, seconds from the start.
+    pub t_s: Vec<f64>,
+    pub requests: Vec<u64>,
+    pub errors: Vec<u64>,
+    pub available_ratio: Vec<f64>,
+    /// p90 latency in seconds (0 when no requests finished).
+    pub p90_s: Vec<f64>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+
+    fn clock(&self, t: f64) -> String {
+        let start = ClockTime::parse(&self.start).unwrap_or_default();
+        clock_label(start, t)
+    }
+
+    /// The terminal rendering: timeline, pools, verdict table. `color` adds ANSI colours.
+    pub fn render(&self, color: bool) -> String {
+        let paint =
+            |code: &str, text: &str| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} ({} from {} UTC, seed {})",
+            paint("1", &self.scenario),
+            human(self.duration_s),
+            self.start,
+            self.seed
+        );
+        let _ = writeln!(
+            out,
+            "{} simulated requests through ebb.wasm, each standing for {} real ({} in all)",
+            self.requests.simulated, self.requests.sample, self.requests.represented
+        );
+        if self.requests.filter_failures > 0 {
+            let _ = writeln!(out, "{}", paint("31", &format!("filter failures: {}", self.requests.filter_failures)));
+        }
+        let _ = writeln!(out, "\ntimeline (UTC):");
+        for e in &self.events {
+            let code = match e.kind.as_str() {
+                "alert" | "impact_start" | "capacity_lost" | "refused" | "filter_failure" => "31",
+                "recovery" | "resolved" | "capacity_restored" | "impact_end" => "32",
+                _ => "0",
+            };
+            let _ = writeln!(out, "  {}  {:<17} {}", self.clock(e.t_s), paint(code, &e.kind), e.text);
+        }
+        let _ = writeln!(out, "\npools:");
+        let at = |t: Option<f64>| t.map_or("-".to_string(), |t| self.clock(t));
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>9} {:>9} {:>9} {:>15} {:>9} {:>9}",
+            "pool", "lost", "detected", "restored", "impact", "min cap", "errors"
+        );
+        for p in &self.pools {
+            let impact = match (p.impact_start_s, p.impact_end_s) {
+                (Some(a), Some(b)) => format!("{}-{}", &self.clock(a)[..5], &self.clock(b)[..5]),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>9} {:>9} {:>9} {:>15} {:>8.0}% {:>9}",
+                p.name,
+                at(p.capacity_lost_s),
+                at(p.detected_s),
+                at(p.restored_s),
+                impact,
+                p.min_capacity_ratio * 100.0,
+                p.errors
+            );
+        }
+        let _ = writeln!(out, "\nSLOs:");
+        let width = self.slos.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+        let _ = writeln!(out, "  {:<6} {:<width$}  {:<12} measured", "", "slo", "target");
+        for s in &self.slos {
+            let mark = if s.pass { paint("32", "pass  ") } else { paint("31", "FAIL  ") };
+            let _ = writeln!(out, "  {mark} {:<width$}  {:<12} {}", s.name, s.target, s.measured);
+        }
+        let verdict = if self.passed() { paint("1;32", "PASS") } else { paint("1;31", "FAIL") };
+        let expected = match &self.expected {
+            Some(e) if e == &self.verdict => " (as the scenario expects)".to_string(),
+            Some(e) => format!(" (the scenario expects {e})"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "\nverdict: {verdict}{expected}");
+        out
+    }
+}
+
+/// `7h2m`, `45s`, `1m30s`: durations in reports.
+pub fn human(seconds: f64) -> String {
+    ebb_engine::Duration::from_millis((seconds.max(0.0) * 1000.0).round() as u64 / 1000 * 1000).to_string()
+}

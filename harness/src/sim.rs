@@ -1,0 +1,775 @@
+// The replay: a discrete-event simulation in which synthetic traffic passes through the real
+// filter in simulated proxies, is served by simulated pools, and feeds scrapes, alert rules,
+// recovery actions and, at the end, the report with its SLO verdicts.
+
+pub mod stats;
+pub mod traffic;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use ebb_engine::metrics::PoolMetric;
+use ebb_engine::rng::Rng;
+use ebb_engine::{FaultRequest, Protocol};
+
+use crate::alert::{Alert, Transition};
+use crate::clock::Clock;
+use crate::control;
+use crate::host::{HostError, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
+use crate::report::{self, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
+use crate::scenario::{Scenario, Service};
+use crate::slo;
+use stats::{Bucket, Sample};
+use traffic::Curve;
+
+/// 2021-02-05T00:00:00Z: replays run on the incident's day, so the filter sees plausible times.
+const EPOCH_DAY_S: u64 = 1_612_483_200;
+/// How often paused requests (delays, queues) are looked at, in ms.
+const POLL_MS: u64 = 10;
+/// Filter failures reported one by one in the timeline; the rest are counted.
+const MAX_FAILURE_EVENTS: u64 = 5;
+
+/// Why a replay could not run (the scenario loaded; the host or filter could not start).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("proxy {proxy}: {source}")]
+    Proxy { proxy: usize, source: HostError },
+    #[error("the filter refused the replay's configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Scrape,
+    Deploy(usize),
+    Timeline(usize),
+    Recovery(usize),
+    Poll,
+    Done(usize),
+    Arrival(usize),
+}
+
+struct Flight {
+    proxy: usize,
+    stream: StreamId,
+    pool: usize,
+    start_ns: u64,
+    /// Holding an upstream slot (to release when done).
+    serving: bool,
+}
+
+struct PoolSim {
+    curve: Curve,
+    protocol: Protocol,
+    headers: Vec<(String, String)>,
+    mean_ms: u64,
+    exponential: bool,
+    timeout_ns: u64,
+    capacity_per_host: u64,
+    /// Upstream slots (available hosts x capacity) and how many are busy.
+    slots: u64,
+    busy: u64,
+    waiting: VecDeque<(usize, u64)>,
+    bucket: Bucket,
+    samples: Vec<Sample>,
+    requests: u64,
+    errors: u64,
+}
+
+struct Sim<'s> {
+    scenario: &'s Scenario,
+    /// Host proxies per simulated Envoy: HTTP side, then TCP side if any pool is TCP.
+    sides: usize,
+    key: String,
+    proxies: Vec<Proxy>,
+    pools: Vec<PoolSim>,
+    alerts: Vec<Alert>,
+    flights: Vec<Option<Flight>>,
+    free: Vec<usize>,
+    paused: Vec<usize>,
+    poll_armed: bool,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    seq: u64,
+    rng: Rng,
+    start_ns: u64,
+    end_ns: u64,
+    next_proxy: usize,
+    nonce: u64,
+    events: Vec<Event>,
+    simulated: u64,
+    filter_failures: u64,
+}
+
+/// Replays `scenario` through `plugin`; `progress` hears the fraction done now and then.
+pub fn replay(scenario: &Scenario, plugin: &Plugin, progress: &mut dyn FnMut(f64)) -> Result<Report, ReplayError> {
+    let mut sim = Sim::new(scenario, plugin)?;
+    sim.run(progress);
+    Ok(sim.report())
+}
+
+impl<'s> Sim<'s> {
+    fn new(scenario: &'s Scenario, plugin: &Plugin) -> Result<Sim<'s>, ReplayError> {
+        let config = serde_json::to_vec(&scenario.plugin_config()).map_err(|e| ReplayError::Config(e.to_string()))?;
+        let start_ns = (EPOCH_DAY_S * 1000 + scenario.start.millis()) * 1_000_000;
+        // Each simulated Envoy runs the HTTP filter (root_id `ebb`) and, when a pool is TCP, the
+        // network filter (root_id `ebb_tcp`) beside it on the same vm_id, as deploy/envoy does:
+        // they share data and stats, so commands sent to the HTTP side reach the TCP side.
+        let sides: &[(&str, Protocol)] = if scenario.pools.iter().any(|p| p.protocol == Protocol::Tcp) {
+            &[("ebb", Protocol::Http), ("ebb_tcp", Protocol::Tcp)]
+        } else {
+            &[("ebb", Protocol::Http)]
+        };
+        let mut proxies = Vec::new();
+        for i in 0..scenario.topology.proxies as usize {
+            for (side, (root_id, _)) in sides.iter().enumerate() {
+                let options = ProxyOptions {
+                    name: "ebb".into(),
+                    vm_id: "ebb".into(),
+                    root_id: (*root_id).into(),
+                    plugin_config: config.clone(),
+                    workers: scenario.topology.workers as usize,
+                    ..ProxyOptions::default()
+                };
+                // One clock per proxy: each is advanced lazily, to the moment it is next used.
+                let clock = Clock::simulated(start_ns);
+                let proxy = match proxies.last() {
+                    Some(http) if side > 0 => Proxy::new_beside(http, plugin, options, clock),
+                    _ => Proxy::new(plugin, options, clock),
+                }
+                .map_err(|source| ReplayError::Proxy { proxy: i, source })?;
+                proxies.push(proxy);
+            }
+        }
+        let sides = sides.len();
+        let pools = scenario
+            .pools
+            .iter()
+            .map(|p| {
+                let traffic: Vec<_> = scenario.traffic.iter().filter(|t| t.pool == p.name).collect();
+                let headers = match p.protocol {
+                    Protocol::Http => vec![
+                        (":method".into(), "GET".into()),
+                        (":path".into(), "/".into()),
+                        (":authority".into(), p.authority()),
+                        (":scheme".into(), "https".into()),
+                        ("user-agent".into(), "ebb-replay".into()),
+                    ],
+                    Protocol::Tcp => Vec::new(),
+                };
+                PoolSim {
+                    curve: Curve::new(scenario, &traffic),
+                    protocol: p.protocol,
+                    headers,
+                    mean_ms: p.service_time.as_millis(),
+                    exponential: p.service == Service::Exponential,
+                    timeout_ns: p.timeout.as_millis() * 1_000_000,
+                    capacity_per_host: u64::from(p.capacity_per_host),
+                    slots: u64::from(p.hosts) * u64::from(p.capacity_per_host),
+                    busy: 0,
+                    waiting: VecDeque::new(),
+                    bucket: Bucket::default(),
+                    samples: Vec::new(),
+                    requests: 0,
+                    errors: 0,
+                }
+            })
+            .collect();
+        let alerts = scenario
+            .alerts
+            .iter()
+            .map(|rule| {
+                let pool = scenario.pools.iter().position(|p| p.name == rule.pool).unwrap_or(0);
+                Alert::new(rule.clone(), pool)
+            })
+            .collect();
+        let mut sim = Sim {
+            scenario,
+            sides,
+            key: scenario.control_key(),
+            proxies,
+            pools,
+            alerts,
+            flights: Vec::new(),
+            free: Vec::new(),
+            paused: Vec::new(),
+            poll_armed: false,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng: Rng::new(scenario.seed),
+            start_ns,
+            end_ns: start_ns + scenario.duration.as_millis() * 1_000_000,
+            next_proxy: 0,
+            nonce: 0,
+            events: Vec::new(),
+            simulated: 0,
+            filter_failures: 0,
+        };
+        let ms = |at| start_ns + scenario.offset_ms(at) * 1_000_000;
+        for (i, run) in scenario.deploys.iter().enumerate() {
+            sim.schedule(ms(run.at), Ev::Deploy(i));
+        }
+        for (i, action) in scenario.timeline.iter().enumerate() {
+            sim.schedule(ms(action.at), Ev::Timeline(i));
+        }
+        sim.schedule(start_ns + scenario.scrape_interval.as_millis() * 1_000_000, Ev::Scrape);
+        for p in 0..sim.pools.len() {
+            sim.next_arrival(p, 0.0);
+        }
+        // Proxies start with their filter configured; let the first tick publish the gauges.
+        Ok(sim)
+    }
+
+    fn schedule(&mut self, t_ns: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t_ns, self.seq, ev)));
+    }
+
+    fn t_s(&self, t_ns: u64) -> f64 {
+        (t_ns - self.start_ns) as f64 / 1e9
+    }
+
+    fn event(&mut self, t_ns: u64, kind: &str, text: String) {
+        let t_s = self.t_s(t_ns);
+        self.events.push(Event { t_s, kind: kind.into(), text });
+    }
+
+    fn next_arrival(&mut self, pool: usize, after_s: f64) {
+        let end_s = self.t_s(self.end_ns);
+        if let Some(t) = self.pools[pool].curve.next_arrival(after_s, end_s, &mut self.rng) {
+            self.schedule(self.start_ns + (t * 1e9) as u64, Ev::Arrival(pool));
+        }
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(f64)) {
+        let total = (self.end_ns - self.start_ns) as f64;
+        let mut reported = 0.0;
+        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
+            if t > self.end_ns {
+                break;
+            }
+            match ev {
+                Ev::Arrival(pool) => self.arrive(pool, t),
+                Ev::Done(flight) => self.done(flight, t),
+                Ev::Poll => self.poll(t),
+                Ev::Scrape => self.scrape(t),
+                Ev::Deploy(i) => self.deploy(i, t),
+                Ev::Timeline(i) => self.timeline(i, t),
+                Ev::Recovery(i) => self.recover(i, t),
+            }
+            let done = (t - self.start_ns) as f64 / total;
+            if done - reported >= 0.01 {
+                reported = done;
+                progress(done);
+            }
+        }
+        progress(1.0);
+    }
+
+    /// The host proxy serving `protocol` for simulated Envoy `envoy`.
+    fn side(&self, envoy: usize, protocol: Protocol) -> usize {
+        envoy * self.sides + usize::from(protocol == Protocol::Tcp && self.sides > 1)
+    }
+
+    fn advance(&mut self, proxy: usize, t: u64) {
+        for e in self.proxies[proxy].advance_to(t) {
+            self.failure(t, format!("proxy {proxy}: {e}"));
+        }
+    }
+
+    fn failure(&mut self, t: u64, text: String) {
+        self.filter_failures += 1;
+        if self.filter_failures <= MAX_FAILURE_EVENTS {
+            self.event(t, "filter_failure", text);
+        }
+    }
+
+    fn alloc(&mut self, flight: Flight) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.flights[i] = Some(flight);
+                i
+            }
+            None => {
+                self.flights.push(Some(flight));
+                self.flights.len() - 1
+            }
+        }
+    }
+
+    fn arrive(&mut self, pool: usize, t: u64) {
+        self.next_arrival(pool, self.t_s(t));
+        self.simulated += 1;
+        let envoy = self.next_proxy;
+        self.next_proxy = (self.next_proxy + 1) % self.scenario.topology.proxies as usize;
+        let worker = (self.rng.next_u64() % u64::from(self.scenario.topology.workers)) as usize;
+        let protocol = self.pools[pool].protocol;
+        let proxy = self.side(envoy, protocol);
+        self.advance(proxy, t);
+        let (stream, step) = match self.proxies[proxy].worker(worker) {
+            Ok(w) => match protocol {
+                Protocol::Http => {
+                    let mut http = w.http();
+                    let step = http.request_headers(&self.pools[pool].headers, true);
+                    (http.id(), step)
+                }
+                Protocol::Tcp => {
+                    let mut tcp = w.tcp();
+                    let step = tcp.new_connection();
+                    (tcp.id(), step)
+                }
+            },
+            Err(e) => {
+                self.failure(t, format!("proxy {proxy} worker {worker}: {e}"));
+                return;
+            }
+        };
+        let flight = self.alloc(Flight { proxy, stream, pool, start_ns: t, serving: false });
+        self.handle(flight, step, t);
+    }
+
+    /// What the filter did with a new request or connection.
+    fn handle(&mut self, flight: usize, step: Step, t: u64) {
+        match step {
+            Step::Continue => self.admit(flight, t),
+            Step::Pause => {
+                self.paused.push(flight);
+                if !self.poll_armed {
+                    self.poll_armed = true;
+                    self.schedule(t + POLL_MS * 1_000_000, Ev::Poll);
+                }
+            }
+            Step::LocalReply(reply) => {
+                let error = reply.status >= 500 || reply.grpc_status.is_some_and(|g| g != 0);
+                self.finish(flight, t, error, true);
+            }
+            Step::Closed { .. } => self.finish(flight, t, true, true),
+            Step::Failed(e) => {
+                self.failure(t, e.to_string());
+                self.finish(flight, t, true, true);
+            }
+        }
+    }
+
+    /// Hands a forwarded request to its pool: served at once or queued for a free host.
+    fn admit(&mut self, flight: usize, t: u64) {
+        let Some(f) = self.flights[flight].as_ref() else { return };
+        let pool = f.pool;
+        let p = &mut self.pools[pool];
+        if p.busy < p.slots {
+            p.busy += 1;
+            let service = traffic::service_ms(p.mean_ms, p.exponential, &mut self.rng);
+            if let Some(f) = self.flights[flight].as_mut() {
+                f.serving = true;
+            }
+            self.schedule(t + service * 1_000_000, Ev::Done(flight));
+        } else {
+            p.waiting.push_back((flight, t));
+        }
+    }
+
+    /// The upstream answered (or the connection ended): respond through the filter.
+    fn done(&mut self, flight: usize, t: u64) {
+        let Some(f) = self.flights[flight].as_ref() else { return };
+        let (proxy, stream, pool) = (f.proxy, f.stream, f.pool);
+        self.advance(proxy, t);
+        match self.pools[pool].protocol {
+            Protocol::Http => {
+                if let Some(mut http) = self.proxies[proxy].http_stream(stream) {
+                    http.response_headers(&[(":status", "200"), ("content-type", "text/html")], true);
+                }
+            }
+            Protocol::Tcp => {
+                if let Some(mut tcp) = self.proxies[proxy].tcp_stream(stream) {
+                    let _ = tcp.downstream_close(Peer::Remote);
+                }
+            }
+        }
+        self.finish(flight, t, false, false);
+        self.release(pool, t);
+    }
+
+    /// A host of `pool` is free: serve the next waiting request, failing those that waited
+    /// past the pool's timeout.
+    fn release(&mut self, pool: usize, t: u64) {
+        self.pools[pool].busy = self.pools[pool].busy.saturating_sub(1);
+        while self.pools[pool].busy < self.pools[pool].slots {
+            let Some((next, since)) = self.pools[pool].waiting.pop_front() else { break };
+            if t.saturating_sub(since) > self.pools[pool].timeout_ns {
+                self.respond_error(next, t);
+                continue;
+            }
+            self.admit(next, t);
+        }
+    }
+
+    /// The pool gave up on a queued request: 503 through the filter.
+    fn respond_error(&mut self, flight: usize, t: u64) {
+        let Some(f) = self.flights[flight].as_ref() else { return };
+        let (proxy, stream, pool) = (f.proxy, f.stream, f.pool);
+        self.advance(proxy, t);
+        if self.pools[pool].protocol == Protocol::Http {
+            if let Some(mut http) = self.proxies[proxy].http_stream(stream) {
+                http.response_headers(&[(":status", "503")], true);
+            }
+        }
+        self.finish(flight, t, true, false);
+    }
+
+    /// Records the outcome, ends the stream in the host and frees the flight.
+    fn finish(&mut self, flight: usize, t: u64, error: bool, by_filter: bool) {
+        let Some(f) = self.flights[flight].take() else { return };
+        self.free.push(flight);
+        let result = match self.pools[f.pool].protocol {
+            Protocol::Http => self.proxies[f.proxy].http_stream(f.stream).map(|h| h.finish()),
+            Protocol::Tcp => self.proxies[f.proxy].tcp_stream(f.stream).map(|c| c.finish()),
+        };
+        if let Some(Err(e)) = result {
+            self.failure(t, e.to_string());
+        }
+        let p = &mut self.pools[f.pool];
+        let latency_ms = (t - f.start_ns) / 1_000_000;
+        p.bucket.record(latency_ms, error, by_filter);
+        p.requests += 1;
+        p.errors += u64::from(error);
+    }
+
+    /// Looks at paused requests: resumed ones go upstream, answered ones are done.
+    fn poll(&mut self, t: u64) {
+        self.poll_armed = false;
+        let paused = std::mem::take(&mut self.paused);
+        for flight in paused {
+            let Some(f) = self.flights[flight].as_ref() else { continue };
+            let (proxy, stream) = (f.proxy, f.stream);
+            self.advance(proxy, t);
+            let (forwarded, reply) = match self.proxies[proxy].http_stream(stream) {
+                Some(mut http) => (http.upstream_request().is_some(), http.client_response()),
+                None => (false, None),
+            };
+            if let Some(reply) = reply {
+                let status = reply.headers.get_str(":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+                self.finish(flight, t, status >= 500, true);
+            } else if forwarded {
+                self.admit(flight, t);
+            } else {
+                self.paused.push(flight);
+            }
+        }
+        if !self.paused.is_empty() {
+            self.poll_armed = true;
+            self.schedule(t + POLL_MS * 1_000_000, Ev::Poll);
+        }
+    }
+
+    fn gauge(&self, proxy: usize, pool: &str, metric: PoolMetric) -> u64 {
+        self.proxies[proxy].metric(&metric.name(pool)).map_or(0, |m| m.value)
+    }
+
+    fn scrape(&mut self, t: u64) {
+        let next = t + self.scenario.scrape_interval.as_millis() * 1_000_000;
+        if next <= self.end_ns {
+            self.schedule(next, Ev::Scrape);
+        }
+        for proxy in 0..self.proxies.len() {
+            self.advance(proxy, t);
+        }
+        let t_s = self.t_s(t);
+        let scrape_s = self.scenario.scrape_interval.as_millis() as f64 / 1000.0;
+        for pool in 0..self.pools.len() {
+            let name = self.scenario.pools[pool].name.clone();
+            let (mut available, mut expected, mut deploying) = (u64::MAX, 0, false);
+            let protocol = self.pools[pool].protocol;
+            for envoy in 0..self.scenario.topology.proxies as usize {
+                let proxy = self.side(envoy, protocol);
+                available = available.min(self.gauge(proxy, &name, PoolMetric::AvailableHosts));
+                expected = expected.max(self.gauge(proxy, &name, PoolMetric::ExpectedHosts));
+                deploying |= self.gauge(proxy, &name, PoolMetric::DeployInProgress) > 0;
+            }
+            let p = &mut self.pools[pool];
+            // The hosts still in the pool are the ones that serve.
+            p.slots = available * p.capacity_per_host;
+            let bucket = std::mem::take(&mut p.bucket);
+            p.samples.push(Sample { t_s, available, expected, deploying, bucket });
+        }
+        let mut fired = Vec::new();
+        for (i, alert) in self.alerts.iter_mut().enumerate() {
+            let samples = &self.pools[alert.pool].samples;
+            match alert.evaluate(samples, samples.len() - 1, scrape_s) {
+                Some(Transition::Fired) => fired.push((i, true)),
+                Some(Transition::Resolved) => fired.push((i, false)),
+                None => {}
+            }
+        }
+        for (i, firing) in fired {
+            let name = self.alerts[i].rule.name.clone();
+            if firing {
+                self.event(
+                    t,
+                    "alert",
+                    format!("{name} fires ({} on {})", signal_name(&self.alerts[i]), self.alerts[i].rule.pool),
+                );
+                for (r, rule) in self.scenario.recovery.iter().enumerate() {
+                    if rule.on == name {
+                        self.schedule(t + rule.after.as_millis() * 1_000_000, Ev::Recovery(r));
+                    }
+                }
+            } else {
+                self.event(t, "resolved", format!("{name} resolved"));
+            }
+        }
+    }
+
+    /// Sends one control call to every simulated Envoy (its HTTP side; the TCP side shares its
+    /// data); returns the first refusal, if any.
+    fn command(&mut self, t: u64, method: &str, path: &str, body: Option<&str>) -> Option<String> {
+        let mut refusal = None;
+        for envoy in 0..self.scenario.topology.proxies as usize {
+            let proxy = self.side(envoy, Protocol::Http);
+            self.advance(proxy, t);
+            self.nonce += 1;
+            match control::call(&mut self.proxies[proxy], 0, &self.key, method, path, body, self.nonce) {
+                Ok((status, _)) if status < 300 => {}
+                Ok((status, r)) => {
+                    refusal.get_or_insert(format!("{status} {}", r.error.unwrap_or_default()));
+                }
+                Err(e) => {
+                    refusal.get_or_insert(e.to_string());
+                }
+            }
+        }
+        refusal
+    }
+
+    fn add_fault(&mut self, t: u64, fault: &FaultRequest) -> Option<String> {
+        let body = serde_json::to_string(fault).unwrap_or_default();
+        self.command(t, "POST", "/.ebb/v1/faults", Some(&body))
+    }
+
+    fn deploy(&mut self, i: usize, t: u64) {
+        let run = self.scenario.deploys[i].clone();
+        let outcome = match run.fail_at_batch {
+            Some(j) => format!(
+                "fails at batch {j}, {}",
+                if run.on_abort == ebb_engine::fault::OnAbort::Restore {
+                    "restores on abort"
+                } else {
+                    "leaves the batch drained"
+                }
+            ),
+            None => "completes".into(),
+        };
+        self.event(
+            t,
+            "deploy",
+            format!(
+                "deploy {} of {}: {} batches every {}, {outcome}",
+                i + 1,
+                run.pools.join(", "),
+                run.batches,
+                run.batch_interval
+            ),
+        );
+        for pool in &run.pools {
+            let fault = self.scenario.deploy_fault(i, &run, pool);
+            if let Some(why) = self.add_fault(t, &fault) {
+                self.event(t, "refused", format!("deploy {} of {pool} refused by the filter: {why}", i + 1));
+            }
+        }
+    }
+
+    fn timeline(&mut self, i: usize, t: u64) {
+        let action = self.scenario.timeline[i].clone();
+        let note = if action.note.is_empty() { String::new() } else { format!(" ({})", action.note) };
+        let (text, refusal) = if let Some(fault) = &action.command {
+            let kind = fault.spec().map(|s| s.name()).unwrap_or("fault");
+            (format!("command: add {kind} {}{note}", fault.id.clone().unwrap_or_default()), self.add_fault(t, fault))
+        } else if let Some(pool) = &action.restore {
+            (
+                format!("operator restores pool {pool}{note}"),
+                self.command(t, "POST", &format!("/.ebb/v1/pools/{pool}/restore"), None),
+            )
+        } else if let Some(id) = &action.clear {
+            (
+                format!("operator clears fault {id}{note}"),
+                self.command(t, "DELETE", &format!("/.ebb/v1/faults/{id}"), None),
+            )
+        } else {
+            (format!("kill switch{note}"), self.command(t, "DELETE", "/.ebb/v1/faults", None))
+        };
+        self.event(t, "command", text);
+        if let Some(why) = refusal {
+            self.event(t, "refused", why);
+        }
+    }
+
+    fn recover(&mut self, i: usize, t: u64) {
+        let rule = self.scenario.recovery[i].clone();
+        let (text, refusal) = match &rule.restore {
+            Some(pool) => (
+                format!("runbook for {}: restore pool {pool}", rule.on),
+                self.command(t, "POST", &format!("/.ebb/v1/pools/{pool}/restore"), None),
+            ),
+            None => {
+                (format!("runbook for {}: kill switch", rule.on), self.command(t, "DELETE", "/.ebb/v1/faults", None))
+            }
+        };
+        self.event(t, "recovery", text);
+        if let Some(why) = refusal {
+            self.event(t, "refused", why);
+        }
+    }
+
+    fn report(mut self) -> Report {
+        let scenario = self.scenario;
+        let mut pools = Vec::new();
+        let mut extra = Vec::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let name = scenario.pools[i].name.clone();
+            let s = &p.samples;
+            let lost = s.iter().position(|x| x.available < x.expected && !x.deploying);
+            let restored = lost.and_then(|l| s[l..].iter().find(|x| x.available >= x.expected)).map(|x| x.t_s);
+            let lost_s = lost.map(|l| s[l].t_s);
+            // Detected: the first alert on the pool to fire since the drop that ended in the
+            // loss began (errors often page while the drain is still "in progress"); an alert
+            // before the loss counts as detection at the loss.
+            let drop_start = lost.map(|l| {
+                let mut k = l;
+                while k > 0 && s[k - 1].available < s[k - 1].expected {
+                    k -= 1;
+                }
+                s[k].t_s
+            });
+            let detected = drop_start.zip(lost_s).and_then(|(from, l)| {
+                self.alerts
+                    .iter()
+                    .filter(|a| a.pool == i)
+                    .flat_map(|a| a.fired_s.iter().copied())
+                    .filter(|&f| f >= from)
+                    .fold(None, |m: Option<f64>, f| Some(m.map_or(f, |m: f64| m.min(f))))
+                    .map(|f| f.max(l))
+            });
+            let scrape_s = scenario.scrape_interval.as_millis() as f64 / 1000.0;
+            let n = ((scenario.impact.window.as_millis() as f64 / 1000.0) / scrape_s).round().max(1.0) as usize;
+            let impaired = |k: usize| {
+                let b = stats::window(s, k, n);
+                b.error_ratio().is_some_and(|r| r > scenario.impact.error_ratio)
+                    || scenario.impact.latency_p90.is_some_and(|l| b.quantile(0.9).is_some_and(|q| q > l))
+            };
+            let impact_start = (0..s.len()).find(|&k| impaired(k)).map(|k| s[k].t_s);
+            let impact_end = (0..s.len()).rev().find(|&k| impaired(k)).map(|k| s[k].t_s);
+            let min_ratio = s.iter().map(Sample::available_ratio).fold(1.0, f64::min);
+            if let Some(t) = lost_s {
+                extra.push(Event {
+                    t_s: t,
+                    kind: "capacity_lost".into(),
+                    text: format!("{name} below expected hosts, no deploy in progress"),
+                });
+            }
+            if let Some(t) = restored {
+                extra.push(Event {
+                    t_s: t,
+                    kind: "capacity_restored".into(),
+                    text: format!("{name} back to expected hosts"),
+                });
+            }
+            if let (Some(a), Some(b)) = (impact_start, impact_end) {
+                extra.push(Event {
+                    t_s: a.max(0.0),
+                    kind: "impact_start".into(),
+                    text: format!("{name} customers impaired"),
+                });
+                extra.push(Event { t_s: b, kind: "impact_end".into(), text: format!("{name} impairment ends") });
+            }
+            pools.push(PoolResult {
+                name,
+                capacity_lost_s: lost_s,
+                detected_s: detected,
+                restored_s: restored,
+                impact_start_s: impact_start.map(|a| a.max(0.0)),
+                impact_end_s: impact_end,
+                min_capacity_ratio: min_ratio,
+                requests: p.requests,
+                errors: p.errors,
+            });
+        }
+        self.events.extend(extra);
+        self.events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let samples: Vec<Vec<Sample>> = self.pools.iter().map(|p| p.samples.clone()).collect();
+        let slos = slo::evaluate(scenario, &pools, &self.alerts, &samples);
+        let verdict = if slos.iter().all(|s| s.pass) { "pass" } else { "fail" };
+        let alerts = self
+            .alerts
+            .iter()
+            .map(|a| AlertResult {
+                name: a.rule.name.clone(),
+                pool: a.rule.pool.clone(),
+                fired_s: a.fired_s.clone(),
+                resolved_s: a.resolved_s.clone(),
+            })
+            .collect();
+        let series = samples.iter().enumerate().map(|(i, s)| minute_series(&scenario.pools[i].name, s)).collect();
+        let sample = scenario.sample;
+        Report {
+            version: report::VERSION,
+            scenario: scenario.name.clone(),
+            description: scenario.description.clone(),
+            start: scenario.start.to_string(),
+            seed: scenario.seed,
+            duration_s: scenario.duration.as_millis() as f64 / 1000.0,
+            verdict: verdict.into(),
+            expected: scenario.expect.map(|v| v.as_str().to_string()),
+            requests: Requests {
+                simulated: self.simulated,
+                sample,
+                represented: self.simulated * u64::from(sample),
+                filter_failures: self.filter_failures,
+            },
+            slos,
+            alerts,
+            pools,
+            events: self.events,
+            series,
+        }
+    }
+}
+
+fn signal_name(alert: &Alert) -> String {
+    let rule = &alert.rule;
+    let threshold = match (rule.above, rule.below) {
+        (Some(a), _) => format!("> {a}"),
+        (None, Some(b)) => format!("< {b}"),
+        _ => String::new(),
+    };
+    format!("{:?} {threshold}", rule.signal).to_lowercase()
+}
+
+/// Aggregates scrapes into minutes for the report's charts.
+fn minute_series(pool: &str, samples: &[Sample]) -> PoolSeries {
+    let mut series = PoolSeries { pool: pool.to_string(), ..PoolSeries::default() };
+    let mut current: Option<(f64, Bucket, f64)> = None;
+    let flush = |series: &mut PoolSeries, (minute, b, ratio): (f64, Bucket, f64)| {
+        series.t_s.push(minute);
+        series.requests.push(b.requests);
+        series.errors.push(b.errors);
+        series.available_ratio.push(ratio);
+        series.p90_s.push(b.quantile(0.9).unwrap_or(0.0));
+    };
+    for s in samples {
+        let minute = ((s.t_s - 1e-9) / 60.0).floor().max(0.0) * 60.0;
+        match current.as_mut() {
+            Some((m, b, ratio)) if *m == minute => {
+                b.merge(&s.bucket);
+                *ratio = ratio.min(s.available_ratio());
+            }
+            _ => {
+                if let Some(done) = current.take() {
+                    flush(&mut series, done);
+                }
+                current = Some((minute, s.bucket.clone(), s.available_ratio()));
+            }
+        }
+    }
+    if let Some(done) = current {
+        flush(&mut series, done);
+    }
+    series
+}

@@ -1,0 +1,115 @@
+// Outcome statistics streamed into fixed buckets: per pool and scrape interval, counts and a
+// latency histogram. Nothing per request is kept, so memory is flat in the replay's length.
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bounds of the latency histogram, in milliseconds (the last bucket is open).
+pub const LATENCY_BOUNDS_MS: [u64; 20] =
+    [1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 30_000, 60_000];
+
+/// Outcomes of the requests (or connections) that finished in one interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub requests: u64,
+    /// Failed: 5xx local replies, upstream timeouts, refused or closed connections.
+    pub errors: u64,
+    /// Failed by the filter (shed, blackholed, aborted, reset).
+    pub shed: u64,
+    /// Counts per latency bound, then one for everything slower.
+    pub latency: [u64; 21],
+}
+
+impl Bucket {
+    pub fn record(&mut self, latency_ms: u64, error: bool, by_filter: bool) {
+        self.requests += 1;
+        self.errors += u64::from(error);
+        self.shed += u64::from(by_filter);
+        let i = LATENCY_BOUNDS_MS.iter().position(|b| latency_ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency[i] += 1;
+    }
+
+    pub fn merge(&mut self, other: &Bucket) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.shed += other.shed;
+        for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
+            *a += b;
+        }
+    }
+
+    pub fn error_ratio(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+
+    pub fn shed_ratio(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.shed as f64 / self.requests as f64)
+    }
+
+    /// The latency quantile `q` in seconds: the upper bound of the bucket that holds it
+    /// (as Prometheus' histogram_quantile would report at worst).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.requests == 0 {
+            return None;
+        }
+        let rank = (q * self.requests as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let ms =
+                    LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(2 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1]);
+                return Some(ms as f64 / 1000.0);
+            }
+        }
+        None
+    }
+}
+
+/// One scrape of one pool.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Seconds since the replay started.
+    pub t_s: f64,
+    /// The filter's gauges (lowest available and highest expected over proxies).
+    pub available: u64,
+    pub expected: u64,
+    pub deploying: bool,
+    /// What finished since the previous scrape.
+    pub bucket: Bucket,
+}
+
+impl Sample {
+    pub fn available_ratio(&self) -> f64 {
+        if self.expected == 0 {
+            1.0
+        } else {
+            self.available as f64 / self.expected as f64
+        }
+    }
+}
+
+/// Merges the buckets of the last `n` samples up to and including `end`.
+pub fn window(samples: &[Sample], end: usize, n: usize) -> Bucket {
+    let mut b = Bucket::default();
+    for s in &samples[(end + 1).saturating_sub(n)..=end] {
+        b.merge(&s.bucket);
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_ratios() {
+        let mut b = Bucket::default();
+        for ms in [10, 10, 10, 10, 10, 10, 10, 10, 10, 900] {
+            b.record(ms, ms > 500, false);
+        }
+        assert_eq!(b.quantile(0.5), Some(0.01));
+        assert_eq!(b.quantile(0.99), Some(1.0));
+        assert_eq!(b.error_ratio(), Some(0.1));
+        assert_eq!(Bucket::default().quantile(0.5), None);
+    }
+}

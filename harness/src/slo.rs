@@ -1,0 +1,90 @@
+// SLO verdicts: each objective of the scenario checked against what the replay measured
+// (pool capacity moments, alert firings, outcome windows), with target and measurement in words.
+
+use crate::alert::Alert;
+use crate::report::{human, PoolResult, SloResult};
+use crate::scenario::{Scenario, Slo};
+use crate::sim::stats::{window, Sample};
+
+/// Checks every SLO of `scenario`. `samples[i]` are pool i's scrapes.
+pub fn evaluate(
+    scenario: &Scenario,
+    pools: &[PoolResult],
+    alerts: &[Alert],
+    samples: &[Vec<Sample>],
+) -> Vec<SloResult> {
+    scenario.slos.iter().map(|slo| check(scenario, slo, pools, alerts, samples)).collect()
+}
+
+fn pool_index(scenario: &Scenario, name: &str) -> usize {
+    scenario.pools.iter().position(|p| p.name == name).unwrap_or(0)
+}
+
+fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert], samples: &[Vec<Sample>]) -> SloResult {
+    let name = slo.label();
+    let result =
+        |pass: bool, target: String, measured: String| SloResult { name: name.clone(), pass, target, measured };
+    let scrape_s = scenario.scrape_interval.as_millis() as f64 / 1000.0;
+    if let Some(p) = &slo.time_to_detect {
+        let pool = &pools[pool_index(scenario, &p.pool)];
+        let target = format!("<= {}", p.max);
+        return match (pool.capacity_lost_s, pool.detected_s) {
+            (None, _) => result(true, target, "no capacity loss".into()),
+            (Some(_), None) => result(false, target, "never".into()),
+            (Some(lost), Some(found)) => {
+                result(found - lost <= p.max.as_millis() as f64 / 1000.0, target, human(found - lost))
+            }
+        };
+    }
+    if let Some(p) = &slo.time_to_restore {
+        let pool = &pools[pool_index(scenario, &p.pool)];
+        let target = format!("<= {}", p.max);
+        return match (pool.capacity_lost_s, pool.restored_s) {
+            (None, _) => result(true, target, "no capacity loss".into()),
+            (Some(_), None) => result(false, target, "never".into()),
+            (Some(lost), Some(back)) => {
+                result(back - lost <= p.max.as_millis() as f64 / 1000.0, target, human(back - lost))
+            }
+        };
+    }
+    if let Some(n) = &slo.no_page {
+        let fired: Vec<String> = alerts
+            .iter()
+            .filter(|a| n.alerts.contains(&a.rule.name) && !a.fired_s.is_empty())
+            .map(|a| format!("{} x{}", a.rule.name, a.fired_s.len()))
+            .collect();
+        let measured = if fired.is_empty() { "silent".to_string() } else { fired.join(", ") };
+        return result(fired.is_empty(), "no firing".into(), measured);
+    }
+    if let Some(r) = &slo.error_ratio {
+        let s = &samples[pool_index(scenario, &r.pool)];
+        let n = (r.window.as_millis() as f64 / 1000.0 / scrape_s).round().max(1.0) as usize;
+        let worst = (0..s.len()).filter_map(|k| window(s, k, n).error_ratio()).fold(0.0, f64::max);
+        return result(worst <= r.max, format!("<= {}", percent(r.max)), format!("worst {}", percent(worst)));
+    }
+    if let Some(r) = &slo.latency_p99 {
+        let s = &samples[pool_index(scenario, &r.pool)];
+        let n = (r.window.as_millis() as f64 / 1000.0 / scrape_s).round().max(1.0) as usize;
+        let worst = (0..s.len()).filter_map(|k| window(s, k, n).quantile(0.99)).fold(0.0, f64::max);
+        return result(worst <= r.max, format!("<= {}s", r.max), format!("worst {worst}s"));
+    }
+    if let Some(b) = &slo.error_budget {
+        let pool = &pools[pool_index(scenario, &b.pool)];
+        let allowed = pool.requests as f64 * (1.0 - b.objective);
+        let consumed = if allowed > 0.0 { pool.errors as f64 / allowed } else { 0.0 };
+        return result(consumed <= b.max, format!("<= {}", percent(b.max)), format!("{} of budget", percent(consumed)));
+    }
+    result(false, "?".into(), "unknown objective".into())
+}
+
+/// `0.4%`, `12.5%`.
+pub fn percent(ratio: f64) -> String {
+    let p = ratio * 100.0;
+    if p == 0.0 {
+        "0%".into()
+    } else if p < 1.0 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
