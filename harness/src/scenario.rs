@@ -64,6 +64,10 @@ pub struct Scenario {
     #[serde(default)]
     pub impact: Impact,
     pub slos: Vec<Slo>,
+    /// The folder of the scenario file, set when it is loaded (never read from JSON): recovery
+    /// programs (`run`) start there, so a scenario and its scripts move together.
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 fn one() -> u64 {
@@ -304,7 +308,8 @@ fn default_window() -> Duration {
     Duration::from_secs(60)
 }
 
-/// What the on-call or the tooling does when an alert fires (built-in runbook actions).
+/// What the on-call or the tooling does when an alert fires: a built-in runbook action or the
+/// team's own recovery program. Exactly one of `restore`, `clear_all`, `run`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recovery {
@@ -319,6 +324,27 @@ pub struct Recovery {
     /// Use the kill switch.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_all: bool,
+    /// Run this program (argv, no shell) with the alert as Alertmanager webhook JSON on stdin and
+    /// `EBB_CONTROL_URL`, `EBB_KEY`, `EBB_TIMESTAMP`, `EBB_ALERT`, `EBB_POOL` in its environment;
+    /// it recovers through the control API, as it would against Envoy. It runs in the scenario
+    /// file's folder, and a relative program path (one with a `/`) starts there. Simulated time
+    /// waits while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Vec<String>>,
+    /// Real time the program may take before it is killed (with what it started), 1s to 10m.
+    /// Default `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// Default `timeout` of a recovery program.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Recovery {
+    /// How long the program may run (real time).
+    pub fn run_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT)
+    }
 }
 
 /// When customers are impaired: error ratio or p90 latency over `window` above these.
@@ -457,6 +483,8 @@ impl Scenario {
         let scenario: Scenario =
             serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e.path().to_string(), e.into_inner()))?;
         de.end().map_err(|e| json_error(String::new(), e))?;
+        let mut scenario = scenario;
+        scenario.dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         scenario.check().map_err(|(path, message)| ScenarioError {
             file: file.to_path_buf(),
             line: None,
@@ -656,8 +684,24 @@ impl Scenario {
         };
         for (i, r) in self.recovery.iter().enumerate() {
             known_alert(format!("recovery[{i}].on"), &r.on)?;
-            if usize::from(r.restore.is_some()) + usize::from(r.clear_all) != 1 {
-                return err(format!("recovery[{i}]"), "give exactly one of restore or clear_all".into());
+            if usize::from(r.restore.is_some()) + usize::from(r.clear_all) + usize::from(r.run.is_some()) != 1 {
+                return err(format!("recovery[{i}]"), "give exactly one of restore, clear_all or run".into());
+            }
+            if let Some(run) = &r.run {
+                if run.first().is_none_or(|program| program.is_empty()) {
+                    return err(
+                        format!("recovery[{i}].run"),
+                        "give the program and its arguments, like [\"scripts/recover-pool.sh\", \"--verbose\"]".into(),
+                    );
+                }
+            }
+            if let Some(timeout) = r.timeout {
+                if r.run.is_none() {
+                    return err(format!("recovery[{i}].timeout"), "only a recovery program (run) has a timeout".into());
+                }
+                if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(600) {
+                    return err(format!("recovery[{i}].timeout"), format!("must be between 1s and 10m, not {timeout}"));
+                }
             }
             if let Some(pool) = &r.restore {
                 known_pool(format!("recovery[{i}].restore"), pool)?;

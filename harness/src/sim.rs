@@ -2,6 +2,7 @@
 // filter in simulated proxies, is served by simulated pools, and feeds scrapes, alert rules,
 // recovery actions and, at the end, the report with its SLO verdicts.
 
+pub mod recovery;
 pub mod stats;
 pub mod traffic;
 
@@ -14,7 +15,7 @@ use ebb_engine::{FaultRequest, Protocol};
 
 use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
-use crate::control;
+use crate::control::{self, RawRequest, RawResponse};
 use crate::host::{HostError, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
 use crate::report::{self, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
 use crate::scenario::{Scenario, Service};
@@ -28,6 +29,8 @@ const EPOCH_DAY_S: u64 = 1_612_483_200;
 const POLL_MS: u64 = 10;
 /// Filter failures reported one by one in the timeline; the rest are counted.
 const MAX_FAILURE_EVENTS: u64 = 5;
+/// Control calls of one recovery program reported one by one in the timeline; the rest are counted.
+const MAX_CALL_EVENTS: usize = 20;
 
 /// Why a replay could not run (the scenario loaded; the host or filter could not start).
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,9 @@ struct Sim<'s> {
     events: Vec<Event>,
     simulated: u64,
     filter_failures: u64,
+    /// Serves the control API to recovery programs; started at the first one, stopped with the
+    /// replay.
+    server: Option<recovery::ControlServer>,
 }
 
 /// Replays `scenario` through `plugin`; `progress` hears the fraction done now and then.
@@ -203,6 +209,7 @@ impl<'s> Sim<'s> {
             events: Vec::new(),
             simulated: 0,
             filter_failures: 0,
+            server: None,
         };
         let ms = |at| start_ns + scenario.offset_ms(at) * 1_000_000;
         for (i, run) in scenario.deploys.iter().enumerate() {
@@ -603,6 +610,9 @@ impl<'s> Sim<'s> {
 
     fn recover(&mut self, i: usize, t: u64) {
         let rule = self.scenario.recovery[i].clone();
+        if let Some(argv) = &rule.run {
+            return self.run_program(i, argv, t);
+        }
         let (text, refusal) = match &rule.restore {
             Some(pool) => (
                 format!("runbook for {}: restore pool {pool}", rule.on),
@@ -616,6 +626,116 @@ impl<'s> Sim<'s> {
         if let Some(why) = refusal {
             self.event(t, "refused", why);
         }
+    }
+
+    /// Runs recovery rule `i`'s program on the alert, simulated time standing still meanwhile.
+    fn run_program(&mut self, i: usize, argv: &[String], t: u64) {
+        let scenario = self.scenario;
+        let rule = &scenario.recovery[i];
+        let shown = argv.join(" ");
+        self.event(t, "recovery", format!("runbook for {}: run {shown}", rule.on));
+        if self.server.is_none() {
+            match recovery::ControlServer::start() {
+                Ok(server) => self.server = Some(server),
+                Err(e) => {
+                    let text = format!("runbook for {}: cannot serve the control API on 127.0.0.1: {e}", rule.on);
+                    return self.event(t, "refused", text);
+                }
+            }
+        }
+        let Some(server) = self.server.take() else { return };
+        let (pool, summary) = match self.alerts.iter().find(|a| a.rule.name == rule.on) {
+            Some(a) => (a.rule.pool.clone(), format!("{} on {}", signal_name(a), a.rule.pool)),
+            None => (String::new(), rule.on.clone()),
+        };
+        // The rule was scheduled `after` the alert fired.
+        let fired_s = t.saturating_sub(rule.after.as_millis() * 1_000_000) / 1_000_000_000;
+        let now_s = t / 1_000_000_000;
+        let url = server.url().to_string();
+        let webhook = recovery::webhook(&rule.on, &pool, &summary, fired_s, &url);
+        let program = recovery::Program {
+            argv,
+            dir: &scenario.dir,
+            env: vec![
+                ("EBB_CONTROL_URL", url.clone()),
+                // scripts/ebb-ctl's own variable, so that it reaches the replay without --url.
+                ("EBB_URL", url),
+                ("EBB_KEY", self.key.clone()),
+                // The simulated clock, for signing: the filter checks timestamps against it.
+                ("EBB_TIMESTAMP", now_s.to_string()),
+                ("EBB_ALERT", rule.on.clone()),
+                ("EBB_POOL", pool),
+            ],
+            stdin: webhook.to_string().into_bytes(),
+            timeout: std::time::Duration::from_millis(rule.run_timeout().as_millis()),
+        };
+        let mut calls = 0usize;
+        let outcome = recovery::run(&program, &server, &mut |request| {
+            calls += 1;
+            self.forward(t, request, calls <= MAX_CALL_EVENTS)
+        });
+        self.server = Some(server);
+        let counted = if calls > MAX_CALL_EVENTS {
+            format!(", {calls} control calls ({} not shown)", calls - MAX_CALL_EVENTS)
+        } else {
+            format!(", {calls} control call{}", if calls == 1 { "" } else { "s" })
+        };
+        match outcome {
+            recovery::Outcome::NotStarted(why) => self.event(t, "refused", format!("runbook for {}: {why}", rule.on)),
+            recovery::Outcome::Exited { status, took_s, output } => {
+                let how = match status.code() {
+                    Some(code) => format!("exit {code}"),
+                    None => status.to_string(),
+                };
+                self.event(t, "recovery", format!("{shown}: {how} after {took_s:.2}s{counted}"));
+                if !status.success() {
+                    let text = format!("runbook for {}: {shown} failed ({how}); {}", rule.on, output.summary());
+                    self.event(t, "refused", text);
+                }
+            }
+            recovery::Outcome::TimedOut { took_s, output } => {
+                let timeout = rule.run_timeout();
+                self.event(t, "recovery", format!("{shown}: killed at its {timeout} timeout ({took_s:.2}s){counted}"));
+                let text = format!("runbook for {}: {shown} timed out after {timeout}; {}", rule.on, output.summary());
+                self.event(t, "refused", text);
+            }
+        }
+    }
+
+    /// Sends a recovery program's request, unchanged, to every simulated Envoy's control API (the
+    /// HTTP side; the TCP side shares its data) and returns the first Envoy's answer.
+    fn forward(&mut self, t: u64, request: &RawRequest, log: bool) -> RawResponse {
+        let mut first = None;
+        let mut refusal = None;
+        for envoy in 0..self.scenario.topology.proxies as usize {
+            let proxy = self.side(envoy, Protocol::Http);
+            self.advance(proxy, t);
+            let response = control::forward(&mut self.proxies[proxy], 0, request).unwrap_or_else(|e| {
+                // The filter failed on the call: Envoy would answer from its failure policy.
+                let body = serde_json::json!({ "ok": false, "error": format!("proxy {envoy}: {e}") });
+                RawResponse {
+                    status: 500,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: body.to_string().into_bytes(),
+                }
+            });
+            if response.status >= 300 && refusal.is_none() {
+                refusal = Some(format!("{} {}", response.status, why_refused(&response.body)));
+            }
+            first.get_or_insert(response);
+        }
+        let Some(response) = first else {
+            return RawResponse { status: 503, headers: Vec::new(), body: b"no proxy in the replay\n".to_vec() };
+        };
+        if log {
+            // The query is left out: clients add a random nonce there (replay protection).
+            let path = request.path.split('?').next().unwrap_or_default();
+            self.event(t, "command", format!("recovery program: {} {path} -> {}", request.method, response.status));
+            if let Some(why) = refusal {
+                self.event(t, "refused", format!("recovery program's {} {path}: {why}", request.method));
+            }
+        }
+        response
     }
 
     fn report(mut self) -> Report {
@@ -730,6 +850,16 @@ impl<'s> Sim<'s> {
             series,
         }
     }
+}
+
+/// The error of a control API answer, or its text.
+fn why_refused(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => v.get("error").and_then(|e| e.as_str()).map(str::to_string),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    text.chars().take(200).collect()
 }
 
 fn signal_name(alert: &Alert) -> String {

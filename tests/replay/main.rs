@@ -13,6 +13,8 @@ use ebb_harness::Plugin;
 #[path = "../all/util.rs"]
 mod util;
 
+mod recovery;
+
 fn root() -> PathBuf {
     util::workspace()
 }
