@@ -116,3 +116,50 @@ fn continue_stream_upstream_is_unimplemented() {
     util::exchange(&mut proxy, 0, "continue-upstream");
     assert_eq!(result_of(&proxy, "continue-upstream"), "status=12");
 }
+
+#[test]
+fn a_unary_grpc_call_is_dispatched_and_answered() {
+    let mut proxy = auth_proxy();
+    let id = {
+        let mut http = proxy.worker(0).expect("worker").http();
+        assert!(matches!(http.request_headers(&util::request("grpc:auth"), true), Step::Pause));
+        http.id()
+    };
+    let call = proxy.pending_calls().remove(0);
+    assert_eq!(
+        call.kind,
+        CallKind::Grpc {
+            service: "probe.Auth".into(),
+            method: "Check".into()
+        }
+    );
+    assert_eq!(call.body, b"req");
+    assert_eq!(call.headers.get(b"x-md"), Some(&b"1"[..]));
+    assert_eq!(result_of(&proxy, "grpc:auth"), "Ok(1)", "gRPC tokens are 4k + 1");
+    let answer = CallAnswer::Grpc {
+        status: 0,
+        message: b"allowed".to_vec(),
+        initial_metadata: ebb_harness::HeaderMap::new(),
+        trailing_metadata: ebb_harness::HeaderMap::new(),
+    };
+    proxy.answer_call(call.id, answer).expect("answered");
+    assert!(matches!(proxy.http_stream(id).expect("open").resume(), Step::Continue));
+    assert!(messages(&proxy).contains(&"on_grpc_call_response token=1 status=0 message=allowed".to_string()));
+
+    // A gRPC error status closes the call: the filter denies.
+    let id = {
+        let mut http = proxy.worker(0).expect("worker").http();
+        http.request_headers(&util::request("grpc:auth"), true);
+        http.id()
+    };
+    let call = proxy.pending_calls().remove(0);
+    let answer = CallAnswer::Grpc {
+        status: 7,
+        message: Vec::new(),
+        initial_metadata: ebb_harness::HeaderMap::new(),
+        trailing_metadata: ebb_harness::HeaderMap::new(),
+    };
+    proxy.answer_call(call.id, answer).expect("answered");
+    let step = proxy.http_stream(id).expect("open").resume();
+    assert!(matches!(&step, Step::LocalReply(r) if r.status == 403), "{step:?}");
+}

@@ -86,3 +86,17 @@ fn a_failing_filter_exits_1_with_the_error_and_bad_input_exits_2() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("/nonexistent.wasm"), "{stderr}");
 }
+
+#[test]
+fn request_tcp_drives_a_network_filter() {
+    let probe = util::filter("probe");
+    let (code, v) = json(&[
+        "request", "--plugin", probe.to_str().expect("utf-8"), "--json", "--config", "type=tcp",
+        "--tcp", "--data", "make it upper", "--response-body", "fine",
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["tcp"]["to_upstream"], "MAKE IT UPPER");
+    assert_eq!(v["tcp"]["to_downstream"], "fine");
+    let logs = v["logs"].as_array().expect("logs");
+    assert!(logs.iter().any(|l| l["message"] == "on_downstream_close id=2 peer=2"), "{v:#}");
+}

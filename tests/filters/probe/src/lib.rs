@@ -238,6 +238,18 @@ impl Probe {
                 pause = r.is_ok();
                 format!("{r:?}")
             }
+            "grpc" => {
+                let r = self.dispatch_grpc_call(
+                    arg,
+                    "probe.Auth",
+                    "Check",
+                    vec![("x-md", b"1".as_slice())],
+                    Some(b"req"),
+                    Duration::from_millis(500),
+                );
+                pause = r.is_ok();
+                format!("{r:?}")
+            }
             "continue-upstream" => format!("status={}", unsafe { raw::proxy_continue_stream(3) }),
             "effective" => format!("status={}", unsafe { raw::proxy_set_effective_context(arg.parse().unwrap_or(0)) }),
             "log-level" => {
@@ -341,6 +353,16 @@ impl Context for Probe {
             self.resume_http_request();
         } else {
             self.send_http_response(403, vec![("x-auth", "denied")], Some(b"denied"));
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let body = self.get_grpc_call_response_body(0, size).unwrap_or_default();
+        info!("on_grpc_call_response token={token} status={status} message={}", String::from_utf8_lossy(&body));
+        if status == 0 {
+            self.resume_http_request();
+        } else {
+            self.send_http_response(403, vec![], Some(b"grpc denied"));
         }
     }
 
