@@ -126,13 +126,7 @@ fn a_unary_grpc_call_is_dispatched_and_answered() {
         http.id()
     };
     let call = proxy.pending_calls().remove(0);
-    assert_eq!(
-        call.kind,
-        CallKind::Grpc {
-            service: "probe.Auth".into(),
-            method: "Check".into()
-        }
-    );
+    assert_eq!(call.kind, CallKind::Grpc { service: "probe.Auth".into(), method: "Check".into() });
     assert_eq!(call.body, b"req");
     assert_eq!(call.headers.get(b"x-md"), Some(&b"1"[..]));
     assert_eq!(result_of(&proxy, "grpc:auth"), "Ok(1)", "gRPC tokens are 4k + 1");

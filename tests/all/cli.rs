@@ -91,8 +91,17 @@ fn a_failing_filter_exits_1_with_the_error_and_bad_input_exits_2() {
 fn request_tcp_drives_a_network_filter() {
     let probe = util::filter("probe");
     let (code, v) = json(&[
-        "request", "--plugin", probe.to_str().expect("utf-8"), "--json", "--config", "type=tcp",
-        "--tcp", "--data", "make it upper", "--response-body", "fine",
+        "request",
+        "--plugin",
+        probe.to_str().expect("utf-8"),
+        "--json",
+        "--config",
+        "type=tcp",
+        "--tcp",
+        "--data",
+        "make it upper",
+        "--response-body",
+        "fine",
     ]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["tcp"]["to_upstream"], "MAKE IT UPPER");
