@@ -41,6 +41,8 @@ pub(crate) struct Vm {
     pub faults_cas: u32,
     /// Requests of this VM waiting on a timer: delays, and queues in front of a drained pool.
     pub pending: Vec<http::Pending>,
+    /// Shared-data key of each pool's in-flight counter, by pool index.
+    pub slot_keys: Vec<String>,
     /// The tick period now armed, and the configured one, in ms.
     pub tick_ms: u64,
     pub base_tick_ms: u64,
@@ -83,6 +85,7 @@ impl Root {
                 metrics: Metrics::default(),
                 faults_cas: 0,
                 pending: Vec::new(),
+                slot_keys: Vec::new(),
                 tick_ms: 0,
                 base_tick_ms: 1000,
             })),
@@ -177,6 +180,7 @@ impl RootContext for Root {
             vm.base_tick_ms = config.tick.as_millis();
             vm.engine = Some(Engine::new(config, seed));
             vm.metrics = Metrics::define(&names);
+            vm.slot_keys = names.iter().map(|n| shared::counter_key(n)).collect();
             vm.faults_cas = u32::MAX;
             vm.sync();
         }

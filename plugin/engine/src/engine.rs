@@ -29,9 +29,9 @@ pub struct PoolStatus {
     pub blackhole_drained: u32,
     /// The queue of the first capacity drain that asks for one.
     pub queue: Option<Queue>,
-    /// The capacity-limiting fault, for replies and logs.
-    pub limiting_fault: Option<String>,
-    pub blackhole_fault: Option<String>,
+    /// Index (in `Engine::faults().faults`) of the capacity-limiting fault, for replies and logs.
+    pub limiting_fault: Option<usize>,
+    pub blackhole_fault: Option<usize>,
     /// Ids of the faults active on the pool.
     pub faults: Vec<String>,
 }
@@ -62,7 +62,8 @@ pub enum Admission {
     /// No capacity fault on the pool: no accounting beyond the in-flight gauge.
     Free,
     /// Count it against the pool's remaining capacity across all workers; over it, queue or shed.
-    Limited { pool: usize, capacity: u64, queue: Option<Queue>, fault: String },
+    /// `fault` indexes `Engine::faults().faults` (resolved to an id only when a reply needs it).
+    Limited { pool: usize, capacity: u64, queue: Option<Queue>, fault: usize },
 }
 
 /// The whole decision for one request or connection.
@@ -155,9 +156,20 @@ impl Engine {
 
     /// The state of pool `index` at `now`.
     pub fn pool_status(&self, index: usize, now: u64) -> Option<PoolStatus> {
+        self.status(index, now, true)
+    }
+
+    /// The id of fault `index`, or "" if the fault set changed since it was found.
+    pub fn fault_id(&self, index: usize) -> &str {
+        self.faults.faults.get(index).map_or("", |f| f.id.as_str())
+    }
+
+    /// `pool_status`; without `named`, the name and fault ids are left empty so the request
+    /// path allocates nothing.
+    fn status(&self, index: usize, now: u64, named: bool) -> Option<PoolStatus> {
         let pool = self.config.pools.get(index)?;
         let mut status = PoolStatus {
-            name: pool.name.clone(),
+            name: if named { pool.name.clone() } else { String::new() },
             protocol: pool.protocol,
             expected_hosts: pool.hosts,
             available_hosts: pool.hosts,
@@ -170,8 +182,13 @@ impl Engine {
             blackhole_fault: None,
             faults: Vec::new(),
         };
-        for fault in self.active(now).filter(|f| f.pool() == Some(pool.name.as_str())) {
-            status.faults.push(fault.id.clone());
+        for (i, fault) in self.faults.faults.iter().enumerate() {
+            if !fault.active(now) || fault.pool() != Some(pool.name.as_str()) {
+                continue;
+            }
+            if named {
+                status.faults.push(fault.id.clone());
+            }
             status.deploy_in_progress |= fault.deploying(now);
             let drained = fault.drained_hosts(pool.hosts, now);
             if drained == 0 {
@@ -185,14 +202,14 @@ impl Engine {
             match mode {
                 DrainMode::Capacity => {
                     status.capacity_drained += drained;
-                    status.limiting_fault.get_or_insert_with(|| fault.id.clone());
+                    status.limiting_fault.get_or_insert(i);
                     if status.queue.is_none() {
                         status.queue = queue;
                     }
                 }
                 DrainMode::Blackhole => {
                     status.blackhole_drained += drained;
-                    status.blackhole_fault.get_or_insert_with(|| fault.id.clone());
+                    status.blackhole_fault.get_or_insert(i);
                 }
             }
         }
@@ -207,14 +224,14 @@ impl Engine {
         if self.faults.faults.is_empty() && !self.config.header_faults {
             return Plan::PASS;
         }
-        let status = pool.and_then(|p| self.pool_status(p, now));
-        let pool_name = status.as_ref().map(|s| s.name.as_str());
+        let status = pool.and_then(|p| self.status(p, now, false));
+        let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
         let mut plan = Plan::PASS;
         if let Some(s) = &status {
-            if let Some(fault) = &s.blackhole_fault {
+            if let Some(fault) = s.blackhole_fault {
                 let share = 100.0 * f64::from(s.blackhole_drained) / f64::from(s.expected_hosts.max(1));
                 if self.rng.roll(share) {
-                    plan.action = Action::Blackhole { fault: fault.clone() };
+                    plan.action = Action::Blackhole { fault: self.fault_id(fault).to_string() };
                     return plan;
                 }
             }
@@ -254,7 +271,7 @@ impl Engine {
                     pool: index,
                     capacity: s.capacity,
                     queue: s.queue,
-                    fault: s.limiting_fault.clone().unwrap_or_default(),
+                    fault: s.limiting_fault.unwrap_or(usize::MAX),
                 };
             }
         }
@@ -291,14 +308,14 @@ impl Engine {
         if self.faults.faults.is_empty() {
             return Plan::PASS;
         }
-        let status = pool.and_then(|p| self.pool_status(p, now));
-        let pool_name = status.as_ref().map(|s| s.name.as_str());
+        let status = pool.and_then(|p| self.status(p, now, false));
+        let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
         let mut plan = Plan::PASS;
         if let Some(s) = &status {
-            if let Some(fault) = &s.blackhole_fault {
+            if let Some(fault) = s.blackhole_fault {
                 let share = 100.0 * f64::from(s.blackhole_drained) / f64::from(s.expected_hosts.max(1));
                 if self.rng.roll(share) {
-                    plan.action = Action::Close { fault: fault.clone() };
+                    plan.action = Action::Close { fault: self.fault_id(fault).to_string() };
                     return plan;
                 }
             }
@@ -317,7 +334,7 @@ impl Engine {
                     pool: index,
                     capacity: s.capacity,
                     queue: None,
-                    fault: s.limiting_fault.clone().unwrap_or_default(),
+                    fault: s.limiting_fault.unwrap_or(usize::MAX),
                 };
             }
         }

@@ -18,8 +18,8 @@ use super::{control, now_ms, shared, Vm};
 pub(crate) struct ReqState {
     /// Index of its pool, when it has one.
     pub pool: Option<usize>,
-    /// The pool name whose capacity slot it holds.
-    pub counted: Option<String>,
+    /// The pool (index) whose capacity slot it holds.
+    pub counted: Option<usize>,
     /// It was counted in the pool's in-flight gauge.
     pub in_flight: bool,
 }
@@ -158,17 +158,16 @@ fn settle(
     let Admission::Limited { pool: index, capacity, queue, fault } = admission else {
         return Outcome::Forward;
     };
-    let Some(name) = vm.engine.as_ref().and_then(|e| e.config().pools.get(index)).map(|p| p.name.clone()) else {
-        return Outcome::Forward;
-    };
-    match shared::try_acquire(&name, capacity) {
+    let Some(key) = vm.slot_keys.get(index) else { return Outcome::Forward };
+    match shared::try_acquire(key, capacity) {
         Some(true) => {
-            req.borrow_mut().counted = Some(name);
+            req.borrow_mut().counted = Some(index);
             Outcome::Forward
         }
         None => Outcome::Forward,
         Some(false) => {
             let waiting = vm.pending.iter().filter(|p| matches!(p.wait, Wait::Queue { .. })).count();
+            let fault = vm.engine.as_ref().map(|e| e.fault_id(fault).to_string()).unwrap_or_default();
             match queue {
                 Some(q) if (waiting as u64) < u64::from(q.max) => {
                     vm.metrics.pool_add(index, PoolMetric::Queued, 1);
@@ -182,11 +181,15 @@ fn settle(
                 }
                 _ => {
                     vm.metrics.pool_add(index, PoolMetric::Shed, 1);
-                    Outcome::Reply(shed_reply(&name, &fault))
+                    Outcome::Reply(shed_reply(pool_name(vm, index), &fault))
                 }
             }
         }
     }
+}
+
+fn pool_name(vm: &Vm, index: usize) -> &str {
+    vm.engine.as_ref().and_then(|e| e.config().pools.get(index)).map_or("", |p| p.name.as_str())
 }
 
 /// Wakes delayed requests whose time came and queued requests that got a slot or timed out.
@@ -208,22 +211,21 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
                     }
                 }
                 Wait::Queue { pool, capacity, deadline, ref fault } => {
-                    let name = vm.engine.as_ref().and_then(|e| e.config().pools.get(pool)).map(|p| p.name.clone());
-                    let Some(name) = name else {
+                    let Some(key) = vm.slot_keys.get(pool) else {
                         actions.push((p.context_id, Outcome::Forward));
                         continue;
                     };
-                    let admitted = if full { Some(false) } else { shared::try_acquire(&name, capacity) };
+                    let admitted = if full { Some(false) } else { shared::try_acquire(key, capacity) };
                     match admitted {
                         Some(true) => {
-                            p.req.borrow_mut().counted = Some(name);
+                            p.req.borrow_mut().counted = Some(pool);
                             actions.push((p.context_id, Outcome::Forward));
                         }
                         None => actions.push((p.context_id, Outcome::Forward)),
                         Some(false) if now >= deadline => {
                             full = true;
                             vm.metrics.pool_add(pool, PoolMetric::Shed, 1);
-                            actions.push((p.context_id, Outcome::Reply(shed_reply(&name, fault))));
+                            actions.push((p.context_id, Outcome::Reply(shed_reply(pool_name(vm, pool), fault))));
                         }
                         Some(false) => {
                             full = true;
@@ -265,32 +267,29 @@ impl Context for Http {}
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut lazy = Lazy { cache: Vec::new() };
-        let prefix = {
+        let control_path = {
             let vm = self.vm.borrow();
-            match vm.engine.as_ref() {
+            let prefix = match vm.engine.as_ref() {
                 // Disarmed: the configured prefix is unknown, so guard the default one rather
                 // than forward signed control calls upstream.
-                None => Some(control::DEFAULT_PREFIX.to_string()),
-                Some(e) => e.config().control.as_ref().map(|c| c.path_prefix.clone()),
-            }
+                None => Some(control::DEFAULT_PREFIX),
+                Some(e) => e.config().control.as_ref().map(|c| c.path_prefix.as_str()),
+            };
+            prefix.and_then(|prefix| lazy.header(":path").filter(|path| path.starts_with(prefix)))
         };
-        if let Some(prefix) = prefix {
-            if let Some(path) = lazy.header(":path") {
-                if path.starts_with(&prefix) {
-                    // Never forwarded. The command travels in a header: Envoy does not hand a
-                    // body to a filter that paused on headers (unless the listener sets
-                    // allow_on_headers_stop_iteration), so waiting for one could hang the caller.
-                    let call = control::Call::from_headers(&mut lazy, path);
-                    let command = lazy.header(control::COMMAND_HEADER);
-                    let reply = match (command, end_of_stream) {
-                        (Some(command), _) => control::handle(&self.vm, &call, command.as_bytes(), now_ms()),
-                        (None, true) => control::handle(&self.vm, &call, &[], now_ms()),
-                        (None, false) => control::body_refused(),
-                    };
-                    reply.send();
-                    return Action::Pause;
-                }
-            }
+        if let Some(path) = control_path {
+            // Never forwarded. The command travels in a header: Envoy does not hand a
+            // body to a filter that paused on headers (unless the listener sets
+            // allow_on_headers_stop_iteration), so waiting for one could hang the caller.
+            let call = control::Call::from_headers(&mut lazy, path);
+            let command = lazy.header(control::COMMAND_HEADER);
+            let reply = match (command, end_of_stream) {
+                (Some(command), _) => control::handle(&self.vm, &call, command.as_bytes(), now_ms()),
+                (None, true) => control::handle(&self.vm, &call, &[], now_ms()),
+                (None, false) => control::body_refused(),
+            };
+            reply.send();
+            return Action::Pause;
         }
         if self.vm.borrow().engine.is_none() {
             return Action::Continue;
@@ -347,8 +346,8 @@ impl HttpContext for Http {
             vm.metrics.pool_add(p, PoolMetric::InFlight, -1);
             req.in_flight = false;
         }
-        if let Some(name) = req.counted.take() {
-            shared::release(&name);
+        if let Some(key) = req.counted.take().and_then(|i| vm.slot_keys.get(i)) {
+            shared::release(key);
         }
     }
 }

@@ -84,7 +84,8 @@ pub fn remember_signature(signature: &str, forget_after: u64, now: u64) -> Resul
     }
 }
 
-fn counter_key(pool: &str) -> String {
+/// Key of a pool's in-flight counter (built once per configuration: no allocation per request).
+pub fn counter_key(pool: &str) -> String {
     format!("ebb.inflight.{pool}")
 }
 
@@ -95,9 +96,9 @@ fn decode(bytes: &[u8]) -> u64 {
 /// Takes one slot of a pool's capacity across all workers. `Some(true)`: admitted and counted;
 /// `Some(false)`: full; `None`: the counter could not be updated, so the request is let through
 /// uncounted (a chaos tool must not break traffic on its own failure).
-pub fn try_acquire(pool: &str, capacity: u64) -> Option<bool> {
+pub fn try_acquire(key: &str, capacity: u64) -> Option<bool> {
     let mut full = false;
-    match update(&counter_key(pool), |bytes| {
+    match update(key, |bytes| {
         let n = decode(bytes);
         if n >= capacity {
             full = true;
@@ -112,12 +113,12 @@ pub fn try_acquire(pool: &str, capacity: u64) -> Option<bool> {
 }
 
 /// Returns a slot taken by [`try_acquire`].
-pub fn release(pool: &str) {
-    let result = update(&counter_key(pool), |bytes| {
+pub fn release(key: &str) {
+    let result = update(key, |bytes| {
         let n = decode(bytes);
         (n > 0).then(|| ((n - 1).to_le_bytes().to_vec(), ()))
     });
     if result.is_err() {
-        log::warn!("ebb: could not release a slot of pool {pool}");
+        log::warn!("ebb: could not release a slot ({key})");
     }
 }

@@ -33,7 +33,7 @@ impl Request for Conn {
 pub(crate) struct Tcp {
     vm: Rc<RefCell<Vm>>,
     pool: Option<usize>,
-    counted: Option<String>,
+    counted: Option<usize>,
     open: bool,
 }
 
@@ -51,8 +51,8 @@ impl Tcp {
         if let Some(p) = self.pool {
             vm.metrics.pool_add(p, PoolMetric::InFlight, -1);
         }
-        if let Some(name) = self.counted.take() {
-            shared::release(&name);
+        if let Some(key) = self.counted.take().and_then(|i| vm.slot_keys.get(i)) {
+            shared::release(key);
         }
     }
 }
@@ -86,10 +86,10 @@ impl StreamContext for Tcp {
                 _ => match plan.admission {
                     Admission::Free => false,
                     Admission::Limited { pool: index, capacity, .. } => {
-                        let name = engine.config().pools.get(index).map(|p| p.name.clone()).unwrap_or_default();
-                        match shared::try_acquire(&name, capacity) {
+                        let key = vm.slot_keys.get(index).map_or("", String::as_str);
+                        match shared::try_acquire(key, capacity) {
                             Some(true) => {
-                                self.counted = Some(name);
+                                self.counted = Some(index);
                                 false
                             }
                             None => false,
