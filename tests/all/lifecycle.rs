@@ -124,3 +124,16 @@ fn a_proxy_can_move_to_another_thread() {
     assert_send::<Proxy>();
     assert_send::<Plugin>();
 }
+
+#[test]
+fn effective_context_and_log_level_follow_envoy() {
+    let mut proxy = util::probe("", 1);
+    util::exchange(&mut proxy, 0, "effective:1,effective:9999,log-level");
+    assert_eq!(util::result_of(&proxy, "effective:1"), "status=0", "the root context");
+    assert_eq!(util::result_of(&proxy, "effective:9999"), "status=2", "unknown context");
+    assert_eq!(
+        util::result_of(&proxy, "log-level"),
+        "status=0 level=0",
+        "proxy_get_log_level returns the proxy's level (trace here)"
+    );
+}
