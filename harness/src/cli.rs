@@ -9,6 +9,7 @@ mod args;
 mod check;
 mod replay;
 mod request;
+mod schema;
 
 /// Chaos-testing harness for proxies: runs proxy-wasm filters the way Envoy does.
 #[derive(Parser)]
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Send one HTTP exchange (or TCP connection) through a filter and show what happened.
     #[command(after_long_help = request::EXAMPLES)]
-    Request(request::Args),
+    Request(Box<request::Args>),
     /// Replay an incident scenario through the filter and judge it against its SLOs.
     #[command(after_long_help = replay::EXAMPLES)]
     Replay(replay::Args),
     /// Check scenario files without running them.
     Check(check::Args),
+    /// Print the JSON Schema of the scenario format (for editors; see scenarios/schema.json).
+    #[command(after_long_help = schema::EXAMPLES)]
+    Schema(schema::Args),
 }
 
 /// Exit codes shared by every subcommand.
@@ -41,8 +45,9 @@ pub(crate) mod exit {
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Request(args) => request::run(args),
+        Command::Request(args) => request::run(*args),
         Command::Replay(args) => replay::run(args),
         Command::Check(args) => check::run(args),
+        Command::Schema(args) => schema::run(args),
     }
 }

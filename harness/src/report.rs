@@ -1,5 +1,9 @@
 // The replay's result (contract 4: versioned JSON for users' CI) and its terminal rendering:
-// a compact timeline and one verdict row per SLO.
+// a compact timeline and one verdict row per SLO. JUnit XML and the HTML page live in `report/`.
+
+mod chart;
+mod html;
+mod junit;
 
 use std::fmt::Write as _;
 
@@ -7,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::scenario::time::clock_label;
 use crate::scenario::ClockTime;
+
+pub use html::html;
+pub use junit::junit;
 
 /// The report format version.
 pub const VERSION: u32 = 1;

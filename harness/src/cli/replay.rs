@@ -1,24 +1,32 @@
-// `ebb replay`: run a scenario through the real filter on a simulated clock and print the
-// timeline and SLO verdicts; exit 0 when every SLO is met, 1 when one is missed.
+// `ebb replay`: run a scenario through the real filter on a simulated clock, print the timeline
+// and SLO verdicts and write the JSON, JUnit and HTML reports; exit 0 when every SLO is met, 1 when one is missed.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ebb_harness::host::Plugin;
+use ebb_harness::report;
 use ebb_harness::scenario::Scenario;
-use ebb_harness::sim;
+use ebb_harness::{sim, Clock};
 
 pub const EXAMPLES: &str = "Examples:
   # The seed incident as it happened (its capacity SLOs fail, exit 1):
   ebb replay scenarios/bitbucket-2021-02-05.json
 
   # The same with the capacity alert added, the report as JSON for CI:
-  ebb replay scenarios/bitbucket-capacity-alert.json --json out/report.json
+  ebb replay scenarios/bitbucket-2021-02-05-capacity-alert.json --json out/report.json
+
+  # In CI: JUnit for the test dashboard, HTML to keep as an artifact, only the verdict line:
+  ebb replay scenarios/bitbucket-2021-02-05.json --quiet \\
+    --junit out/bitbucket.junit.xml --html out/bitbucket.html
+
+  # Open the HTML report after a game day (self-contained: charts, events, pools, SLOs):
+  ebb replay scenarios/blackhole-drain.json --html out/blackhole.html && xdg-open out/blackhole.html
 
 Exit status: 0 every SLO met, 1 an SLO missed, 2 invalid scenario or harness error.
-NO_COLOR=1 turns colours off.";
+NO_COLOR=1 turns colours off in the terminal (the HTML report always has them).";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +39,13 @@ pub struct Args {
     /// Write the whole result as JSON (the report contract) to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write JUnit XML to FILE: one test case per SLO, failed when the SLO is missed.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a self-contained HTML report to FILE: verdict, SLO table, a timeline chart per pool
+    /// (traffic, errors, capacity, latency, alerts, impact, deploys and recovery), pools, events.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Replace the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -59,14 +74,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _ = std::io::stderr().flush();
         }
     };
+    // Wall time, for the JUnit report only (the replay itself runs on its simulated clock).
+    let clock = Clock::real();
+    let started = clock.now_ns();
     let report = sim::replay(&scenario, &plugin, &mut progress)?;
+    let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
+    let mut written = Vec::new();
     if let Some(path) = &args.json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        write(path, &text)?;
+        written.push(("report", path));
+    }
+    if let Some(path) = &args.junit {
+        write(path, &report::junit(&report, took_s))?;
+        written.push(("junit", path));
+    }
+    if let Some(path) = &args.html {
+        write(path, &report::html(&report))?;
+        written.push(("html", path));
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if args.quiet {
@@ -74,8 +100,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.render(color));
     }
-    if let Some(path) = &args.json {
-        println!("report: {}", path.display());
+    for (what, path) in written {
+        println!("{what}: {}", path.display());
     }
     Ok(ExitCode::from(if report.passed() { 0 } else { 1 }))
+}
+
+/// Writes `text` to `path`, creating its folder.
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

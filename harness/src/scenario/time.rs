@@ -37,7 +37,7 @@ impl ClockTime {
 impl fmt::Display for ClockTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0 / 1000;
-        if s % 60 == 0 {
+        if s.is_multiple_of(60) {
             write!(f, "{:02}:{:02}", s / 3600, (s / 60) % 60)
         } else {
             write!(f, "{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
@@ -103,6 +103,41 @@ impl<'de> Deserialize<'de> for At {
         At::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
+
+impl schemars::JsonSchema for ClockTime {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ClockTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": CLOCK_PATTERN,
+            "description": "A time of day in UTC, `HH:MM` or `HH:MM:SS`.",
+            "examples": ["07:10", "23:59:30"]
+        })
+    }
+}
+
+impl schemars::JsonSchema for At {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "At".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": format!("{CLOCK_PATTERN}|{OFFSET_PATTERN}"),
+            "description": "A moment of the scenario: a UTC clock time (`07:10`: the next such time at or after the start) or an offset from the start (`+90m`).",
+            "examples": ["07:10", "+90m"]
+        })
+    }
+}
+
+/// `HH:MM` or `HH:MM:SS`, as [`ClockTime::parse`] reads it.
+const CLOCK_PATTERN: &str = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$";
+/// `+` and a duration, as [`At::parse`] reads it.
+const OFFSET_PATTERN: &str = "^\\+(([0-9]+(ms|s|m|h|d))+|0)$";
 
 /// Formats seconds since the start as the clock time it was (for timelines).
 pub fn clock_label(start: ClockTime, seconds: f64) -> String {

@@ -36,6 +36,7 @@ fn default_tick() -> Duration {
 
 /// Which side of Envoy a pool is on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// Requests through the HTTP filter; capacity counts concurrent requests.
@@ -84,6 +85,7 @@ pub struct PoolMatch {
 
 /// Blast-radius caps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Longest TTL any fault may have. Default `1h`.

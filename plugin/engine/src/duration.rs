@@ -101,6 +101,23 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A string in human units (`250ms`, `30s`, `1h30m`, `0`), as [`Duration::parse`] reads it.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h|d))+$|^0$",
+            "description": "A duration in whole units, summed: ms, s, m, h, d (`250ms`, `30s`, `5m`, `1h30m`), or `0`.",
+            "examples": ["250ms", "30s", "5m", "1h30m"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,7 @@ pub trait FaultKind {
 /// {"id": "web-drain", "ttl": "2h", "drain": {"pool": "web", "hosts": 4}}
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FaultRequest {
     /// Unique id, `[a-z0-9_-]`; generated (`f1`, `f2`, ...) when absent.

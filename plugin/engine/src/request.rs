@@ -16,6 +16,7 @@ pub trait Request {
 
 /// Which requests an abort or delay applies to; all given conditions must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestMatch {
     /// A prefix of `:path`.
@@ -27,6 +28,7 @@ pub struct RequestMatch {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name, compared case-insensitively.

@@ -9,6 +9,7 @@ use crate::error::CommandError;
 use crate::request::RequestMatch;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Abort {
     /// Only requests of this HTTP pool; absent means every request.

@@ -10,6 +10,7 @@ use crate::error::CommandError;
 
 /// What the deploy tooling does to the batch in flight when it aborts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OnAbort {
     /// The batch stays out of the pool until someone restores it (or the TTL expires).
@@ -20,6 +21,7 @@ pub enum OnAbort {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
     /// The pool being deployed to.

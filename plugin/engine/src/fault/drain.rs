@@ -9,6 +9,7 @@ use crate::error::CommandError;
 
 /// How drained hosts fail.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DrainMode {
     /// Graceful: the remaining hosts absorb the load; requests over the remaining capacity are
@@ -21,6 +22,7 @@ pub enum DrainMode {
 
 /// Queueing of requests over capacity (capacity mode only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Queue {
     /// Most requests waiting per worker; beyond it they are shed at once.
@@ -35,6 +37,7 @@ fn default_queue_timeout() -> Duration {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Drain {
     /// The pool to drain.

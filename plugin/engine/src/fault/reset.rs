@@ -8,6 +8,7 @@ use crate::duration::Duration;
 use crate::error::CommandError;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Reset {
     /// Only connections of this TCP pool; absent means every connection.
