@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: the seed incident's failure, injected by the real dist/ebb.wasm running in the
-# harness host on a simulated clock. Each step is one `ebb request`; read the commands to learn
-# the tool. (The full ten-hour replay with alert verdicts is `ebb replay`, issue 4.)
+# `make demo`: the seed incident replayed through the real dist/ebb.wasm on a simulated clock,
+# as it happened and with its two fixes, with SLO verdicts and reports; then the filter up close,
+# one `ebb request` at a time. Every command is printed: rerun and vary them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EBB=${EBB:-target/release/ebb}
@@ -18,6 +18,22 @@ with_fault() {
   printf '  ,"faults": [%s]\n}\n' "$2" >> "$file"
   echo "@$file"
 }
+
+replay() { # scenario, then what to say about it
+  local name=$1; shift
+  bold "$*"
+  printf '  $ %s replay scenarios/%s.json --json %s/%s.json --html %s/%s.html\n' "$EBB" "$name" "$OUT" "$name" "$OUT" "$name"
+  local code=0
+  "$EBB" replay "scenarios/$name.json" --plugin "$WASM" --json "$OUT/$name.json" --html "$OUT/$name.html" | sed 's/^/    /' || code=$?
+  # 1 = an SLO missed: for the incident as it happened, that is the point.
+  [ "$code" -le 1 ] || exit "$code"
+}
+
+replay bitbucket-2021-02-05 "A. 2021-02-05 as it happened: only customer-impact alerts. Ten hours, every request through ebb.wasm."
+replay bitbucket-2021-02-05-capacity-alert "B. The same night with the capacity alert the incident report added afterwards."
+replay bitbucket-2021-02-05-restore-on-abort "C. The same night with deploy tooling that restores pools when it aborts."
+
+bold "The filter up close: one request at a time through dist/ebb.wasm (ebb request)."
 
 bold "1. A healthy proxy: the request reaches the web pool; all 10 hosts are in it."
 PICK='^step|upstream got|^  :authority|ebb.pool.web.(available|expected)_hosts|ebb.armed'
@@ -48,4 +64,5 @@ ABORT='{"id":"api-503","abort":{"status":503,"match":{"path_prefix":"/api"}}}'
 PICK='^step|local reply|status|x-ebb-fault|ebb.aborted_total'
 show "$EBB" request --plugin "$WASM" --config "$(with_fault abort "$ABORT")" --authority bitbucket.org --path /api/2.0/repositories --log-level warn
 
-bold "Next: make test (everything), docs/staging.md (put ebb in staging Envoy)."
+bold "Reports: open $OUT/bitbucket-2021-02-05.html (timeline chart, events, SLO verdicts); JSON for CI beside it."
+echo "Next: make test (everything); docs/scenarios.md (write your own incident); docs/staging.md (put ebb in staging Envoy)."

@@ -17,6 +17,8 @@ pub struct Alert {
     /// Index of the rule's pool.
     pub pool: usize,
     pending_since: Option<f64>,
+    /// When the condition last held (for `keep_firing_for`).
+    last_true: f64,
     pub firing: bool,
     pub fired_s: Vec<f64>,
     pub resolved_s: Vec<f64>,
@@ -24,16 +26,27 @@ pub struct Alert {
 
 impl Alert {
     pub fn new(rule: AlertRule, pool: usize) -> Alert {
-        Alert { rule, pool, pending_since: None, firing: false, fired_s: Vec::new(), resolved_s: Vec::new() }
+        Alert {
+            rule,
+            pool,
+            pending_since: None,
+            last_true: f64::NEG_INFINITY,
+            firing: false,
+            fired_s: Vec::new(),
+            resolved_s: Vec::new(),
+        }
     }
 
     /// Evaluates the rule at scrape `k` of its pool's samples (taken every `scrape_s` seconds).
     pub fn evaluate(&mut self, samples: &[Sample], k: usize, scrape_s: f64) -> Option<Transition> {
         let t = samples[k].t_s;
         let holds = self.condition(samples, k, scrape_s);
-        if !holds {
+        if holds {
+            self.last_true = t;
+        } else {
             self.pending_since = None;
-            if self.firing {
+            let keep = self.rule.keep_firing_for.as_millis() as f64 / 1000.0;
+            if self.firing && t - self.last_true >= keep {
                 self.firing = false;
                 self.resolved_s.push(t);
                 return Some(Transition::Resolved);
@@ -80,5 +93,54 @@ pub fn signal(rule: &AlertRule, samples: &[Sample], k: usize, scrape_s: f64) -> 
         Signal::LatencyP90 => b.quantile(0.9),
         Signal::LatencyP99 => b.quantile(0.99),
         Signal::AvailableRatio => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{AlertRule, Signal};
+    use ebb_engine::Duration;
+
+    fn samples(available: &[u64]) -> Vec<Sample> {
+        available
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| Sample { t_s: 15.0 * (i + 1) as f64, available: a, expected: 10, ..Sample::default() })
+            .collect()
+    }
+
+    fn rule(hold: u64, keep: u64) -> AlertRule {
+        AlertRule {
+            name: "cap".into(),
+            pool: "web".into(),
+            signal: Signal::AvailableRatio,
+            window: Duration::from_secs(60),
+            above: None,
+            below: Some(1.0),
+            hold: Duration::from_secs(hold),
+            keep_firing_for: Duration::from_secs(keep),
+            unless_deploying: false,
+            min_requests: 1,
+        }
+    }
+
+    fn run(alert: &mut Alert, s: &[Sample]) -> Vec<(f64, Transition)> {
+        (0..s.len()).filter_map(|k| alert.evaluate(s, k, 15.0).map(|t| (s[k].t_s, t))).collect()
+    }
+
+    #[test]
+    fn fires_after_holding_for_and_resolves_when_false() {
+        let s = samples(&[10, 8, 8, 8, 8, 8, 10, 10]);
+        let got = run(&mut Alert::new(rule(60, 0), 0), &s);
+        assert_eq!(got, vec![(90.0, Transition::Fired), (105.0, Transition::Resolved)]);
+    }
+
+    #[test]
+    fn a_blip_shorter_than_for_never_fires_and_keep_firing_for_rides_out_gaps() {
+        let s = samples(&[8, 8, 10, 8, 8, 8, 8, 8, 10, 8, 10, 10, 10]);
+        assert!(run(&mut Alert::new(rule(60, 0), 0), &s[..3]).is_empty());
+        let got = run(&mut Alert::new(rule(60, 30), 0), &s);
+        assert_eq!(got, vec![(120.0, Transition::Fired), (180.0, Transition::Resolved)]);
     }
 }

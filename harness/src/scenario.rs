@@ -164,6 +164,15 @@ pub struct Pool {
     /// Longest a request waits for a free host before the pool answers 503. Default `30s`.
     #[serde(default = "default_upstream_timeout")]
     pub timeout: Duration,
+    /// Envoy's panic threshold, 0 to 1: below this share of expected hosts, the load balancer
+    /// spreads requests over every host again, drained ones included, and those fail.
+    /// Default 0.5 (Envoy's default); 0 turns panic mode off.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: f64,
+}
+
+fn default_panic_threshold() -> f64 {
+    0.5
 }
 
 fn default_upstream_timeout() -> Duration {
@@ -310,6 +319,10 @@ pub struct AlertRule {
     /// How long the condition must hold. Default `0s`.
     #[serde(default, rename = "for")]
     pub hold: Duration,
+    /// Once firing, keep firing until the condition has been false this long (Prometheus'
+    /// `keep_firing_for`), so that a noisy signal does not flap. Default `0s`.
+    #[serde(default)]
+    pub keep_firing_for: Duration,
     /// Stay silent while the filter reports a deployment in progress on the pool.
     #[serde(default)]
     pub unless_deploying: bool,
@@ -602,6 +615,9 @@ impl Scenario {
         for (i, p) in self.pools.iter().enumerate() {
             if p.service_time == Duration::ZERO {
                 return err(format!("pools[{i}].service_time"), "must be longer than 0s".into());
+            }
+            if !(0.0..=1.0).contains(&p.panic_threshold) {
+                return err(format!("pools[{i}].panic_threshold"), "must be between 0 and 1".into());
             }
         }
         if let Err(e) = config.validate() {

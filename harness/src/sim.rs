@@ -71,6 +71,9 @@ struct PoolSim {
     capacity_per_host: u64,
     /// Upstream slots (available hosts x capacity) and how many are busy.
     slots: u64,
+    panic_threshold: f64,
+    /// In Envoy's panic mode (too few hosts left), the share of requests sent to drained hosts.
+    panic_share: f64,
     busy: u64,
     waiting: VecDeque<(usize, u64)>,
     bucket: Bucket,
@@ -171,6 +174,8 @@ impl<'s> Sim<'s> {
                     timeout_ns: p.timeout.as_millis() * 1_000_000,
                     capacity_per_host: u64::from(p.capacity_per_host),
                     slots: u64::from(p.hosts) * u64::from(p.capacity_per_host),
+                    panic_threshold: p.panic_threshold,
+                    panic_share: 0.0,
                     busy: 0,
                     waiting: VecDeque::new(),
                     bucket: Bucket::default(),
@@ -362,6 +367,11 @@ impl<'s> Sim<'s> {
         let Some(f) = self.flights[flight].as_ref() else { return };
         let pool = f.pool;
         let p = &mut self.pools[pool];
+        if p.panic_share > 0.0 && self.rng.roll(100.0 * p.panic_share) {
+            // Panic routing picked a drained host: the connection fails at once.
+            self.respond_error(flight, t);
+            return;
+        }
         if p.busy < p.slots {
             p.busy += 1;
             let service = traffic::service_ms(p.mean_ms, p.exponential, &mut self.rng);
@@ -494,6 +504,8 @@ impl<'s> Sim<'s> {
             let p = &mut self.pools[pool];
             // The hosts still in the pool are the ones that serve.
             p.slots = available * p.capacity_per_host;
+            let ratio = if expected == 0 { 1.0 } else { available as f64 / expected as f64 };
+            p.panic_share = if ratio < p.panic_threshold { 1.0 - ratio } else { 0.0 };
             let bucket = std::mem::take(&mut p.bucket);
             p.samples.push(Sample { t_s, available, expected, deploying, bucket });
         }
@@ -869,7 +881,10 @@ fn signal_name(alert: &Alert) -> String {
         (None, Some(b)) => format!("< {b}"),
         _ => String::new(),
     };
-    format!("{:?} {threshold}", rule.signal).to_lowercase()
+    // The scenario's own spelling of the signal (`error_ratio`), not the Rust variant name.
+    let signal =
+        serde_json::to_value(rule.signal).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    format!("{signal} {threshold}")
 }
 
 /// Aggregates scrapes into minutes for the report's charts.

@@ -25,27 +25,21 @@ fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert],
     let result =
         |pass: bool, target: String, measured: String| SloResult { name: name.clone(), pass, target, measured };
     let scrape_s = scenario.scrape_interval.as_millis() as f64 / 1000.0;
-    if let Some(p) = &slo.time_to_detect {
-        let pool = &pools[pool_index(scenario, &p.pool)];
-        let target = format!("<= {}", p.max);
-        return match (pool.capacity_lost_s, pool.detected_s) {
-            (None, _) => result(true, target, "no capacity loss".into()),
-            (Some(_), None) => result(false, target, "never".into()),
-            (Some(lost), Some(found)) => {
-                result(found - lost <= p.max.as_millis() as f64 / 1000.0, target, human(found - lost))
-            }
-        };
-    }
-    if let Some(p) = &slo.time_to_restore {
-        let pool = &pools[pool_index(scenario, &p.pool)];
-        let target = format!("<= {}", p.max);
-        return match (pool.capacity_lost_s, pool.restored_s) {
-            (None, _) => result(true, target, "no capacity loss".into()),
-            (Some(_), None) => result(false, target, "never".into()),
-            (Some(lost), Some(back)) => {
-                result(back - lost <= p.max.as_millis() as f64 / 1000.0, target, human(back - lost))
-            }
-        };
+    // Both time SLOs measure from the unplanned capacity loss to a later moment of the pool.
+    let timed = [
+        (&slo.time_to_detect, (|p: &PoolResult| p.detected_s) as fn(&PoolResult) -> Option<f64>),
+        (&slo.time_to_restore, |p: &PoolResult| p.restored_s),
+    ];
+    for (objective, moment) in timed {
+        if let Some(p) = objective {
+            let pool = &pools[pool_index(scenario, &p.pool)];
+            let target = format!("<= {}", p.max);
+            return match (pool.capacity_lost_s, moment(pool)) {
+                (None, _) => result(true, target, "no capacity loss".into()),
+                (Some(_), None) => result(false, target, "never".into()),
+                (Some(lost), Some(t)) => result(t - lost <= p.max.as_millis() as f64 / 1000.0, target, human(t - lost)),
+            };
+        }
     }
     if let Some(n) = &slo.no_page {
         let fired: Vec<String> = alerts

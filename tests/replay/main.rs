@@ -2,6 +2,8 @@
 //! state, the seed incident's timeline comes out of the model, replays are deterministic, and
 //! bad scenarios are refused with file, line and path before anything runs.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap in a test helper is a test failure with its message
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -169,4 +171,30 @@ fn check_refuses_meaningless_scenarios_before_running_them() {
     }
     let out = ebb(&["check", "scenarios/bitbucket-2021-02-05.json", "scenarios/blackhole-drain.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn below_the_panic_threshold_drained_hosts_get_traffic_again_and_fail_it() {
+    let scenario = |threshold: f64| {
+        format!(
+            r#"{{"version": 1, "name": "panic", "duration": "20m", "seed": 3,
+              "filter": {{"limits": {{"max_ttl": "1h", "max_drain_fraction": 0.8}}}},
+              "pools": [{{"name": "web", "hosts": 10, "capacity_per_host": 4, "service_time": "1s", "panic_threshold": {threshold}}}],
+              "traffic": [{{"pool": "web", "points": [["+0s", 5]]}}],
+              "timeline": [{{"at": "+5m", "command": {{"ttl": "1h", "drain": {{"pool": "web", "hosts": 6}}}}}}],
+              "slos": [{{"error_ratio": {{"pool": "web", "max": 0.01}}}}]}}"#
+        )
+    };
+    let plugin = Plugin::load(wasm()).unwrap();
+    let run = |threshold: f64| {
+        let s = Scenario::parse(Path::new("panic.json"), scenario(threshold).as_bytes()).unwrap();
+        sim::replay(&s, &plugin, &mut |_| {}).unwrap()
+    };
+    let calm = run(0.0);
+    assert_eq!(calm.verdict, "pass", "4 hosts carry 5 rps; no panic mode:\n{}", calm.render(false));
+    let panic = run(0.5);
+    let web = pool(&panic, "web");
+    let ratio = web.errors as f64 / web.requests as f64;
+    // 15 of 20 minutes at 40% of hosts: about 60% of those requests hit drained hosts.
+    assert!((0.35..0.55).contains(&ratio), "error ratio {ratio}:\n{}", panic.render(false));
 }
