@@ -251,6 +251,10 @@ pub struct DeployRun {
     pub on_abort: OnAbort,
     #[serde(default)]
     pub mode: DrainMode,
+    /// After an abort, the tooling starts the rollout again this long after the failure, and
+    /// the retry completes (the failure was transient). Default: no retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Duration>,
     /// Safety TTL of the deploy faults. Default `limits.max_ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
@@ -469,6 +473,32 @@ pub struct ScenarioError {
     pub message: String,
 }
 
+/// For serde's "unknown field `x`, expected one of `a`, `b`": the expected field closest to `x`,
+/// when it is close enough to be a typo.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (got, rest) = rest.split_once('`')?;
+    let candidates = rest.split('`').skip(1).step_by(2);
+    let (best, distance) = candidates.map(|c| (c, edit_distance(got, c))).min_by_key(|(_, d)| *d)?;
+    (distance <= 2.max(got.len() / 3)).then(|| best.to_string())
+}
+
+/// Levenshtein distance: enough for typo suggestions on short field names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 fn location(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(":{l}:{c}"),
@@ -497,6 +527,9 @@ impl Scenario {
             let mut message = inner.to_string();
             if let Some(at) = message.find(" at line ") {
                 message.truncate(at);
+            }
+            if let Some(suggestion) = did_you_mean(&message) {
+                message.push_str(&format!(" (did you mean `{suggestion}`?)"));
             }
             ScenarioError {
                 file: file.to_path_buf(),
@@ -568,16 +601,17 @@ impl Scenario {
         }
     }
 
-    /// The fault a deploy run asks the filter for, per pool.
-    pub fn deploy_fault(&self, index: usize, run: &DeployRun, pool: &str) -> FaultRequest {
+    /// The fault a deploy run asks the filter for, per pool; `retry` for the tooling's retry
+    /// after an abort, which runs every batch.
+    pub fn deploy_fault(&self, index: usize, run: &DeployRun, pool: &str, retry: bool) -> FaultRequest {
         FaultRequest {
-            id: Some(format!("deploy{}-{pool}", index + 1)),
+            id: Some(format!("deploy{}-{pool}{}", index + 1, if retry { "-retry" } else { "" })),
             ttl: Some(run.ttl.unwrap_or(self.filter.limits.max_ttl)),
             deploy: Some(ebb_engine::fault::Deploy {
                 pool: pool.to_string(),
                 batches: run.batches,
                 batch_interval: run.batch_interval,
-                abort_at_batch: run.fail_at_batch,
+                abort_at_batch: if retry { None } else { run.fail_at_batch },
                 on_abort: run.on_abort,
                 mode: run.mode,
             }),
@@ -665,10 +699,18 @@ impl Scenario {
             within(format!("deploys[{i}].at"), run.at)?;
             for (j, pool) in run.pools.iter().enumerate() {
                 known_pool(format!("deploys[{i}].pools[{j}]"), pool)?;
-                let fault = self.deploy_fault(i, run, pool);
-                FaultSet::default()
-                    .add(&config, &fault, 0)
-                    .map_err(|e| (format!("deploys[{i}]"), format!("pool {pool}: {e}")))?;
+                for retry in [false, true] {
+                    let fault = self.deploy_fault(i, run, pool, retry);
+                    FaultSet::default()
+                        .add(&config, &fault, 0)
+                        .map_err(|e| (format!("deploys[{i}]"), format!("pool {pool}: {e}")))?;
+                }
+            }
+            if run.retry_after.is_some() && run.fail_at_batch.is_none() {
+                return err(
+                    format!("deploys[{i}].retry_after"),
+                    "only a deploy that fails (fail_at_batch) retries".into(),
+                );
             }
         }
         for (i, a) in self.timeline.iter().enumerate() {
@@ -803,5 +845,19 @@ impl Slo {
             return format!("{}: error budget at {}", b.pool, b.objective);
         }
         "slo".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn unknown_fields_get_the_nearest_known_one() {
+        let serde = "unknown field `duraton`, expected one of `version`, `name`, `duration`, `seed`";
+        assert_eq!(did_you_mean(serde).as_deref(), Some("duration"));
+        let far = "unknown field `colour`, expected one of `version`, `name`";
+        assert_eq!(did_you_mean(far), None);
+        assert_eq!(did_you_mean("invalid type: string"), None);
     }
 }

@@ -44,7 +44,8 @@ pub enum ReplayError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     Scrape,
-    Deploy(usize),
+    /// A deploy run; `true` for the tooling's retry after an abort.
+    Deploy(usize, bool),
     Timeline(usize),
     Recovery(usize),
     Poll,
@@ -218,7 +219,7 @@ impl<'s> Sim<'s> {
         };
         let ms = |at| start_ns + scenario.offset_ms(at) * 1_000_000;
         for (i, run) in scenario.deploys.iter().enumerate() {
-            sim.schedule(ms(run.at), Ev::Deploy(i));
+            sim.schedule(ms(run.at), Ev::Deploy(i, false));
         }
         for (i, action) in scenario.timeline.iter().enumerate() {
             sim.schedule(ms(action.at), Ev::Timeline(i));
@@ -264,7 +265,7 @@ impl<'s> Sim<'s> {
                 Ev::Done(flight) => self.done(flight, t),
                 Ev::Poll => self.poll(t),
                 Ev::Scrape => self.scrape(t),
-                Ev::Deploy(i) => self.deploy(i, t),
+                Ev::Deploy(i, retry) => self.deploy(i, retry, t),
                 Ev::Timeline(i) => self.timeline(i, t),
                 Ev::Recovery(i) => self.recover(i, t),
             }
@@ -563,9 +564,13 @@ impl<'s> Sim<'s> {
         self.command(t, "POST", "/.ebb/v1/faults", Some(&body))
     }
 
-    fn deploy(&mut self, i: usize, t: u64) {
+    fn deploy(&mut self, i: usize, retry: bool, t: u64) {
         let run = self.scenario.deploys[i].clone();
-        let outcome = match run.fail_at_batch {
+        if let (Some(j), Some(wait), false) = (run.fail_at_batch, run.retry_after, retry) {
+            let abort = u64::from(j) * run.batch_interval.as_millis() + wait.as_millis();
+            self.schedule(t + abort * 1_000_000, Ev::Deploy(i, true));
+        }
+        let outcome = match run.fail_at_batch.filter(|_| !retry) {
             Some(j) => format!(
                 "fails at batch {j}, {}",
                 if run.on_abort == ebb_engine::fault::OnAbort::Restore {
@@ -580,15 +585,16 @@ impl<'s> Sim<'s> {
             t,
             "deploy",
             format!(
-                "deploy {} of {}: {} batches every {}, {outcome}",
+                "deploy {}{} of {}: {} batches every {}, {outcome}",
                 i + 1,
+                if retry { " (retry)" } else { "" },
                 run.pools.join(", "),
                 run.batches,
                 run.batch_interval
             ),
         );
         for pool in &run.pools {
-            let fault = self.scenario.deploy_fault(i, &run, pool);
+            let fault = self.scenario.deploy_fault(i, &run, pool, retry);
             if let Some(why) = self.add_fault(t, &fault) {
                 self.event(t, "refused", format!("deploy {} of {pool} refused by the filter: {why}", i + 1));
             }

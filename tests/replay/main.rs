@@ -198,3 +198,25 @@ fn below_the_panic_threshold_drained_hosts_get_traffic_again_and_fail_it() {
     // 15 of 20 minutes at 40% of hosts: about 60% of those requests hit drained hosts.
     assert!((0.35..0.55).contains(&ratio), "error ratio {ratio}:\n{}", panic.render(false));
 }
+
+#[test]
+fn deploy_tooling_that_retries_after_an_abort_still_leaves_the_failed_batch_behind() {
+    let text = std::fs::read_to_string(root().join("scenarios/healthy-deploy-at-peak.json")).unwrap();
+    let text = text.replace(
+        "\"batch_interval\": \"3m\"",
+        "\"batch_interval\": \"3m\", \"fail_at_batch\": 2, \"retry_after\": \"2m\"",
+    );
+    assert!(text.contains("retry_after"), "the scenario's deploy changed shape");
+    let scenario = Scenario::parse(Path::new("retry.json"), text.as_bytes()).unwrap();
+    let plugin = Plugin::load(wasm()).unwrap();
+    let r = sim::replay(&scenario, &plugin, &mut |_| {}).unwrap();
+    let retry = r.events.iter().find(|e| e.kind == "deploy" && e.text.contains("(retry)")).expect("a retry");
+    // Aborted at the end of batch 2 (13:21), retried two minutes later.
+    // The replay starts at 13:00: deploy at 13:15, batch 2 ends at 13:21, retry at 13:23.
+    assert_eq!(retry.t_s, at("00:23"), "{}", r.render(false));
+    assert!(!r.events.iter().any(|e| e.kind == "refused"), "{}", r.render(false));
+    let web = pool(&r, "web");
+    assert!(web.capacity_lost_s.is_some(), "the retry completes but the aborted batch stays drained");
+    let alert = r.alerts.iter().find(|a| a.name == "WebCapacityBelowExpected").unwrap();
+    assert!(!alert.fired_s.is_empty(), "and the capacity alert sees it once no deploy is in progress");
+}
