@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ebb_harness::{CallAnswer, CallKind, ProxyOptions, Step};
+use ebb_harness::{CallAnswer, CallKind, Proxy, ProxyOptions, Step, StreamId};
 
 use crate::util::{self, messages, result_of};
 
@@ -14,6 +14,19 @@ fn auth_proxy() -> ebb_harness::Proxy {
         log_level: ebb_harness::LogLevel::Trace,
         ..ProxyOptions::default()
     })
+}
+
+/// A request on worker 0 whose filter calls `auth`, with that call answered by `answer`.
+fn answered(answer: CallAnswer) -> (Proxy, StreamId) {
+    let mut proxy = auth_proxy();
+    let id = {
+        let mut http = proxy.worker(0).expect("worker").http();
+        http.request_headers(&util::request("call:auth"), true);
+        http.id()
+    };
+    let call = proxy.pending_calls().remove(0);
+    proxy.answer_call(call.id, answer).expect("answered");
+    (proxy, id)
 }
 
 #[test]
@@ -42,14 +55,7 @@ fn a_paused_request_resumes_when_the_call_is_answered_200() {
 
 #[test]
 fn a_denying_answer_ends_in_the_filters_local_reply() {
-    let mut proxy = auth_proxy();
-    let id = {
-        let mut http = proxy.worker(0).expect("worker").http();
-        http.request_headers(&util::request("call:auth"), true);
-        http.id()
-    };
-    let call = proxy.pending_calls().remove(0);
-    proxy.answer_call(call.id, CallAnswer::http(403, &[] as &[(&str, &str)], "no")).expect("answered");
+    let (mut proxy, id) = answered(CallAnswer::http(403, &[] as &[(&str, &str)], "no"));
     let mut http = proxy.http_stream(id).expect("open");
     let step = http.resume();
     assert!(matches!(&step, Step::LocalReply(r) if r.status == 403), "{step:?}");
@@ -59,14 +65,7 @@ fn a_denying_answer_ends_in_the_filters_local_reply() {
 
 #[test]
 fn a_failed_call_reports_reset_through_get_status() {
-    let mut proxy = auth_proxy();
-    let id = {
-        let mut http = proxy.worker(0).expect("worker").http();
-        http.request_headers(&util::request("call:auth"), true);
-        http.id()
-    };
-    let call = proxy.pending_calls().remove(0);
-    proxy.answer_call(call.id, CallAnswer::Failure).expect("answered");
+    let (mut proxy, id) = answered(CallAnswer::Failure);
     let step = proxy.http_stream(id).expect("open").resume();
     assert!(matches!(&step, Step::LocalReply(r) if r.status == 503), "{step:?}");
     let logs = messages(&proxy);
