@@ -694,7 +694,6 @@ impl Scenario {
                 }
             }
         }
-        let mut set = FaultSet::default();
         for (i, run) in self.deploys.iter().enumerate() {
             within(format!("deploys[{i}].at"), run.at)?;
             for (j, pool) in run.pools.iter().enumerate() {
@@ -726,8 +725,9 @@ impl Scenario {
                 known_pool(format!("timeline[{i}].restore"), pool)?;
             }
             if let Some(command) = &a.command {
-                set.add(&config, command, 0).map_err(|e| (format!("timeline[{i}].command"), e.to_string()))?;
-                set = FaultSet::default();
+                FaultSet::default()
+                    .add(&config, command, 0)
+                    .map_err(|e| (format!("timeline[{i}].command"), e.to_string()))?;
             }
         }
         let mut alert_names: Vec<&str> = Vec::new();

@@ -7,12 +7,7 @@ use crate::scenario::{Scenario, Slo};
 use crate::sim::stats::{window, Sample};
 
 /// Checks every SLO of `scenario`. `samples[i]` are pool i's scrapes.
-pub fn evaluate(
-    scenario: &Scenario,
-    pools: &[PoolResult],
-    alerts: &[Alert],
-    samples: &[Vec<Sample>],
-) -> Vec<SloResult> {
+pub fn evaluate(scenario: &Scenario, pools: &[PoolResult], alerts: &[Alert], samples: &[&[Sample]]) -> Vec<SloResult> {
     scenario.slos.iter().map(|slo| check(scenario, slo, pools, alerts, samples)).collect()
 }
 
@@ -20,7 +15,7 @@ fn pool_index(scenario: &Scenario, name: &str) -> usize {
     scenario.pools.iter().position(|p| p.name == name).unwrap_or(0)
 }
 
-fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert], samples: &[Vec<Sample>]) -> SloResult {
+fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert], samples: &[&[Sample]]) -> SloResult {
     let name = slo.label();
     let result =
         |pass: bool, target: String, measured: String| SloResult { name: name.clone(), pass, target, measured };
@@ -51,13 +46,13 @@ fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert],
         return result(fired.is_empty(), "no firing".into(), measured);
     }
     if let Some(r) = &slo.error_ratio {
-        let s = &samples[pool_index(scenario, &r.pool)];
+        let s = samples[pool_index(scenario, &r.pool)];
         let n = (r.window.as_millis() as f64 / 1000.0 / scrape_s).round().max(1.0) as usize;
         let worst = (0..s.len()).filter_map(|k| window(s, k, n).error_ratio()).fold(0.0, f64::max);
         return result(worst <= r.max, format!("<= {}", percent(r.max)), format!("worst {}", percent(worst)));
     }
     if let Some(r) = &slo.latency_p99 {
-        let s = &samples[pool_index(scenario, &r.pool)];
+        let s = samples[pool_index(scenario, &r.pool)];
         let n = (r.window.as_millis() as f64 / 1000.0 / scrape_s).round().max(1.0) as usize;
         let worst = (0..s.len()).filter_map(|k| window(s, k, n).quantile(0.99)).fold(0.0, f64::max);
         return result(worst <= r.max, format!("<= {}s", r.max), format!("worst {worst}s"));
