@@ -14,6 +14,7 @@ mod proxy;
 mod shared;
 mod state;
 mod stream;
+mod upstream;
 mod wasi;
 mod worker;
 
@@ -24,6 +25,6 @@ pub use logs::{LogLevel, LogRecord};
 pub use metrics::{prometheus_name, render_prometheus, Metric, MetricKind, HISTOGRAM_BUCKETS};
 pub use module::Plugin;
 pub use properties::{int_value, path_key};
-pub use proxy::{FailurePolicy, Limits, Proxy, ProxyOptions, Worker};
+pub use proxy::{FailurePolicy, Limits, Proxy, ProxyOptions, UpstreamAnswer, Worker};
 pub use state::AbiVersion;
 pub use stream::{CloseRequest, Http, LocalReply, Message, Peer, Step, StreamId, Tcp};

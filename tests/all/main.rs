@@ -18,3 +18,4 @@ mod properties;
 mod shared;
 mod tcp;
 mod ticks;
+mod upstreams;

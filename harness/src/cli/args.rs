@@ -34,6 +34,22 @@ pub fn key_value(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {value:?}"))
 }
 
+/// `CLUSTER=HOST:PORT` (`auth=127.0.0.1:9000`, `auth=localhost:9000`).
+pub fn upstream(value: &str) -> Result<(String, std::net::SocketAddr), String> {
+    use std::net::ToSocketAddrs;
+    let (cluster, address) =
+        value.split_once('=').ok_or_else(|| format!("expected CLUSTER=HOST:PORT, got {value:?}"))?;
+    if cluster.is_empty() {
+        return Err(format!("expected CLUSTER=HOST:PORT, got {value:?} (no cluster name)"));
+    }
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("{address:?} is not a HOST:PORT that resolves: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address:?} resolves to no address"))?;
+    Ok((cluster.to_owned(), addr))
+}
+
 /// `500ms`, `2s`, `1.5s`, `3m`, `1h`, `250us`, `10ns`.
 pub fn duration(value: &str) -> anyhow::Result<Duration> {
     let value = value.trim();

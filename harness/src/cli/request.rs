@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ebb_harness::{
-    CallAnswer, CallKind, Clock, FailurePolicy, Fault, HeaderMap, HostError, LogLevel, Message, Metric, Peer, Plugin,
-    Proxy, ProxyOptions, Step, StreamId,
+    CallAnswer, CallKind, Clock, FailurePolicy, Fault, HeaderMap, HostError, LogLevel, Message, Metric, Peer,
+    PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
 };
 use serde_json::{json, Value};
 
@@ -20,6 +20,9 @@ Examples:
 
   # An auth filter that calls cluster `auth` first; the call is answered with 403:
   ebb request --plugin authz.wasm --call-response 'auth=403:denied' --json
+
+  # The same filter calling a real authorization server on this machine:
+  ebb request --plugin authz.wasm --upstream 'auth=127.0.0.1:9000' --json
 
   # Let 2.5 s of simulated time pass first, so that the filter's ticks fire:
   ebb request --plugin dist/ebb.wasm --config @ebb.json --at 2500ms
@@ -76,6 +79,11 @@ pub struct Args {
     /// other clusters are refused as Envoy refuses unknown clusters.
     #[arg(long = "call-response", value_name = "CLUSTER=STATUS[:BODY]")]
     call_responses: Vec<String>,
+    /// Send the filter's calls to CLUSTER to a real server at HOST:PORT (repeatable): HTTP
+    /// calls as HTTP/1.1, gRPC calls over HTTP/2 without TLS. The exchange waits (wall time)
+    /// for the answer up to the call's timeout, which then ends it as Envoy does (504).
+    #[arg(long = "upstream", value_name = "CLUSTER=HOST:PORT", value_parser = args::upstream)]
+    upstreams: Vec<(String, std::net::SocketAddr)>,
     /// A property the filter can read, by dotted path (repeatable), e.g. source.address=10.0.0.1:5000.
     #[arg(long = "property", value_name = "PATH=VALUE", value_parser = args::key_value)]
     properties: Vec<(String, String)>,
@@ -142,6 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         failure_policy: if args.fail_open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
         properties: args.properties.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
         clusters: calls.iter().map(|c| c.cluster.clone()).collect(),
+        upstreams: args.upstreams.clone(),
         log_level: args.log_level,
         ..ProxyOptions::default()
     };
@@ -188,7 +197,7 @@ fn settle(
             Step::Continue => return true,
             Step::Pause => {
                 let pending = proxy.pending_calls();
-                if pending.is_empty() {
+                if pending.is_empty() && proxy.upstream_calls().is_empty() {
                     report.stuck = true;
                     return false;
                 }
@@ -210,23 +219,21 @@ fn settle(
                         ),
                         (None, _) => (CallAnswer::Failure, json!("reset")),
                     };
-                    report.calls.push(json!({
-                        "cluster": call.cluster,
-                        "kind": call.kind,
-                        "headers": pairs(&call.headers),
-                        "body": String::from_utf8_lossy(&call.body),
-                        "answer": shown,
-                    }));
+                    report.calls.push(call_json(&call, shown));
                     if let Err(e) = proxy.answer_call(call.id, answer) {
                         report.error = Some(e);
                         return false;
                     }
                 }
+                if !wait_for_upstreams(proxy, report) {
+                    return false;
+                }
                 step = match proxy.http_stream(id) {
                     Some(mut h) => h.resume(),
                     None => return false,
                 };
-                if matches!(step, Step::Pause) && proxy.pending_calls().is_empty() {
+                if matches!(step, Step::Pause) && proxy.pending_calls().is_empty() && proxy.upstream_calls().is_empty()
+                {
                     report.steps.push((what.to_owned(), "pause".into()));
                     report.stuck = true;
                     return false;
@@ -238,6 +245,68 @@ fn settle(
                 return false;
             }
         }
+    }
+}
+
+/// Longest wait for a real upstream when the filter gave its call no timeout (Envoy would
+/// wait for ever).
+const UNTIMED_CALL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for the answers of real upstreams, each up to its call's timeout, which then
+/// answers it as Envoy does (504). False when the exchange cannot go on.
+fn wait_for_upstreams(proxy: &mut Proxy, report: &mut Report) -> bool {
+    while let Some(next) = proxy.upstream_calls().into_iter().next() {
+        let now = proxy.clock().now_ns();
+        let wait =
+            next.deadline_ns.map_or(UNTIMED_CALL_WAIT, |d| std::time::Duration::from_nanos(d.saturating_sub(now)));
+        let answered = proxy.await_upstreams(wait);
+        if answered.is_empty() {
+            let Some(deadline) = next.deadline_ns else {
+                report.calls.push(call_json(&next, json!(format!("no answer from {}", upstream_of(&next)))));
+                report.stuck = true;
+                return false;
+            };
+            report.calls.push(call_json(&next, json!("timeout")));
+            if let Some(e) = proxy.advance_to(deadline.max(now)).into_iter().next() {
+                report.error = Some(e);
+                return false;
+            }
+        }
+        for a in answered {
+            report.calls.push(call_json(&a.call, answer_json(&a.answer)));
+            if let Some(e) = a.error {
+                report.error = Some(e);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn upstream_of(call: &PendingCall) -> String {
+    call.upstream.map(|a| a.to_string()).unwrap_or_default()
+}
+
+fn call_json(call: &PendingCall, answer: Value) -> Value {
+    let mut v = json!({
+        "cluster": call.cluster,
+        "kind": call.kind,
+        "headers": pairs(&call.headers),
+        "body": String::from_utf8_lossy(&call.body),
+        "answer": answer,
+    });
+    if let Some(addr) = call.upstream {
+        v["upstream"] = json!(addr.to_string());
+    }
+    v
+}
+
+/// What an answer looked like: the status (HTTP or gRPC), or "reset".
+fn answer_json(answer: &CallAnswer) -> Value {
+    match answer {
+        CallAnswer::Http { headers, .. } => json!(headers.get_str(":status").and_then(|s| s.parse::<u16>().ok())),
+        CallAnswer::Grpc { status, .. } => json!(status),
+        CallAnswer::Failure => json!("reset"),
     }
 }
 
@@ -399,7 +468,10 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
         println!("step {what}: {result}");
     }
     for call in &report.calls {
-        println!("call to {} answered {}", call["cluster"], call["answer"]);
+        match call["upstream"].as_str() {
+            Some(addr) => println!("call to {} ({addr}) answered {}", call["cluster"], call["answer"]),
+            None => println!("call to {} answered {}", call["cluster"], call["answer"]),
+        }
     }
     if let Some(tcp) = &report.tcp {
         println!("to upstream: {}", tcp["to_upstream"]);

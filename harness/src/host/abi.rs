@@ -11,6 +11,7 @@ use super::metrics::MetricKind;
 use super::shared::Registrant;
 use super::state::{lock, AbiVersion, Deferred, HostState};
 use super::stream::{LocalReply, StreamData};
+use super::upstream::Job;
 
 /// `proxy_status_t`.
 pub(crate) mod status {
@@ -570,7 +571,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
                     &parse_pairs(slice(mem, tp, tl)?).map_err(|_| status::BAD_ARGUMENT)?,
                 );
                 // Envoy: unknown cluster, negative timeout or missing :path/:method/:authority.
-                if !st.shared.clusters.contains(&cluster)
+                if !st.shared.knows_cluster(&cluster)
                     || timeout_ms < 0
                     || headers.get(b":path").is_none()
                     || headers.get(b":method").is_none()
@@ -616,7 +617,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
                 let metadata =
                     HeaderMap::from_pairs(&parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::PARSE_FAILURE)?);
                 let message = slice(mem, bp, bl)?.to_vec();
-                if !st.shared.clusters.contains(&cluster) || timeout_ms < 0 {
+                if !st.shared.knows_cluster(&cluster) || timeout_ms < 0 {
                     return Err(status::PARSE_FAILURE);
                 }
                 let token = st.next_grpc_token;
@@ -833,12 +834,39 @@ fn register_call(
     let deadline_ns =
         (timeout_ms > 0).then(|| st.shared.clock.now_ns().saturating_add(u64::from(timeout_ms as u32) * 1_000_000));
     st.shared.any_calls.store(true, std::sync::atomic::Ordering::Relaxed);
+    let upstream = st.shared.upstreams.as_ref().and_then(|u| Some((u, u.address(&cluster)?)));
     let mut calls = lock(&st.shared.calls);
     let id = calls.next_id();
+    if let Some((upstreams, addr)) = upstream {
+        let job = Job {
+            id,
+            addr,
+            kind: kind.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+            timeout_ms: timeout_ms.max(0) as u32,
+        };
+        if !upstreams.dispatch(job) {
+            // Only if the client thread died; the call then ends at its timeout, as a call
+            // to an unreachable upstream would.
+            st.shared.log(st.thread, LogLevel::Error, format!("call to {cluster} ({addr}) could not be sent"));
+        }
+    }
+    let upstream = upstream.map(|(_, addr)| addr);
     calls.pending.insert(
         id,
         CallRecord {
-            public: PendingCall { id, thread: st.thread, cluster, kind, headers, body, trailers, deadline_ns },
+            public: PendingCall {
+                id,
+                thread: st.thread,
+                cluster,
+                kind,
+                headers,
+                body,
+                trailers,
+                deadline_ns,
+                upstream,
+            },
             instance: st.instance,
             token,
             context: st.effective_context,

@@ -37,6 +37,9 @@ pub struct PendingCall {
     pub trailers: HeaderMap,
     /// When the call times out (clock nanoseconds), or None for no timeout (timeout 0).
     pub deadline_ns: Option<u64>,
+    /// The real server the host sent the call to (a cluster in `ProxyOptions::upstreams`);
+    /// None when the caller answers it.
+    pub upstream: Option<std::net::SocketAddr>,
 }
 
 /// The caller's answer to a pending call.
@@ -94,6 +97,11 @@ impl Calls {
     /// The earliest deadline among pending calls.
     pub(crate) fn next_deadline(&self) -> Option<(u64, CallId)> {
         self.pending.values().filter_map(|c| c.public.deadline_ns.map(|d| (d, c.public.id))).min()
+    }
+
+    /// Calls sent to real upstreams and not answered yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.pending.values().filter(|c| c.public.upstream.is_some()).count()
     }
 
     /// Drops the calls of a context that went away (Envoy cancels them).

@@ -1,8 +1,9 @@
 // A proxy: one filter configuration (name, vm_id, root_id, configs) running in a main-thread
 // VM plus W worker VMs, as Envoy runs it; owns their timers, calls, metrics, logs and shared data.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use super::calls::{CallAnswer, CallId, Calls, PendingCall};
@@ -14,6 +15,7 @@ use super::properties::{path_key, PropertyMap};
 use super::shared::{Queues, SharedData};
 use super::state::{lock, ProxyShared};
 use super::stream::{Http, StreamData, StreamId, Tcp};
+use super::upstream::Upstreams;
 use super::worker::Vm;
 use crate::clock::Clock;
 
@@ -66,9 +68,14 @@ pub struct ProxyOptions {
     /// defaults (`plugin_name`, `plugin_root_id`, `plugin_vm_id`, `cluster_name`,
     /// `route_name`, `source.address`, `destination.address`).
     pub properties: Vec<(String, Vec<u8>)>,
-    /// Clusters `proxy_http_call` / `proxy_grpc_call` may target; others get BAD_ARGUMENT
-    /// (gRPC: PARSE_FAILURE), as in Envoy for unknown clusters. Default none.
+    /// Clusters `proxy_http_call` / `proxy_grpc_call` may target, answered by the caller
+    /// (`Proxy::answer_call`); others get BAD_ARGUMENT (gRPC: PARSE_FAILURE), as in Envoy for
+    /// unknown clusters. Default none.
     pub clusters: Vec<String>,
+    /// Clusters served by real servers: the host sends calls to them (HTTP/1.1; gRPC over
+    /// HTTP/2 without TLS) and delivers the answers from `Proxy::poll_upstreams`,
+    /// `await_upstreams` and `advance_to`. Default none.
+    pub upstreams: Vec<(String, SocketAddr)>,
     /// Log lines below this level are dropped, and `proxy_get_log_level` returns it.
     /// Default `Info` (Envoy's default).
     pub log_level: LogLevel,
@@ -89,10 +96,20 @@ impl Default for ProxyOptions {
             limits: Limits::default(),
             properties: Vec::new(),
             clusters: Vec::new(),
+            upstreams: Vec::new(),
             log_level: LogLevel::Info,
             max_log_records: 10_000,
         }
     }
+}
+
+/// A real upstream's answer to a call, as delivered to the filter.
+#[derive(Debug)]
+pub struct UpstreamAnswer {
+    pub call: PendingCall,
+    pub answer: CallAnswer,
+    /// The filter failed while handling the answer.
+    pub error: Option<HostError>,
 }
 
 /// Queue notifications delivered per step at most: a filter that enqueues from its own
@@ -105,6 +122,8 @@ pub struct Proxy {
     shared: Arc<ProxyShared>,
     plugin: Plugin,
     next_connection: u64,
+    /// Answers of real upstreams, delivered by `poll_upstreams`.
+    answers: Option<mpsc::Receiver<(CallId, CallAnswer)>>,
 }
 
 /// One worker of a proxy, to open streams on.
@@ -175,6 +194,13 @@ impl Proxy {
         for (k, v) in &options.properties {
             properties.set(&path_key(k), v);
         }
+        let (upstreams, answers) = if options.upstreams.is_empty() {
+            (None, None)
+        } else {
+            let (u, a) = Upstreams::start(options.upstreams.clone())
+                .map_err(|e| HostError::usage(format!("cannot start the upstream client: {e}")))?;
+            (Some(u), Some(a))
+        };
         let shared = Arc::new(ProxyShared {
             filter: plugin.name_arc(),
             vm_id: options.vm_id.clone(),
@@ -184,6 +210,7 @@ impl Proxy {
             plugin_config: options.plugin_config.clone(),
             log_level: options.log_level,
             clusters: options.clusters.clone(),
+            upstreams,
             properties,
             logs: Mutex::new(LogSink::new(options.max_log_records)),
             shared_data,
@@ -198,6 +225,7 @@ impl Proxy {
             shared: shared.clone(),
             plugin: plugin.clone(),
             next_connection: 0,
+            answers,
         };
         for index in 0..=options.workers {
             let vm = Vm::start(
@@ -280,7 +308,7 @@ impl Proxy {
     /// ticks due at the same time). On a real-time clock fires what is due now. Returns the
     /// failures that happened (those VMs are now failed).
     pub fn advance_to(&mut self, t_ns: u64) -> Vec<HostError> {
-        let mut errors = Vec::new();
+        let mut errors: Vec<HostError> = self.poll_upstreams().into_iter().filter_map(|a| a.error).collect();
         let clock = self.shared.clock.clone();
         let limit = if clock.is_simulated() { t_ns } else { clock.now_ns() };
         loop {
@@ -320,9 +348,59 @@ impl Proxy {
         self.advance_to(now)
     }
 
-    /// Calls the filters made that wait for an answer, in the order they were made.
+    /// Calls the filters made that wait for the caller's answer, in the order they were made
+    /// (calls to real upstreams are the host's to answer: see `upstream_calls`).
     pub fn pending_calls(&self) -> Vec<PendingCall> {
-        lock(&self.shared.calls).pending.values().map(|c| c.public.clone()).collect()
+        lock(&self.shared.calls)
+            .pending
+            .values()
+            .filter(|c| c.public.upstream.is_none())
+            .map(|c| c.public.clone())
+            .collect()
+    }
+
+    /// Calls sent to real upstreams whose answers have not been delivered yet.
+    pub fn upstream_calls(&self) -> Vec<PendingCall> {
+        lock(&self.shared.calls)
+            .pending
+            .values()
+            .filter(|c| c.public.upstream.is_some())
+            .map(|c| c.public.clone())
+            .collect()
+    }
+
+    /// Delivers the answers real upstreams have sent so far (without waiting) and returns
+    /// them. Answers to calls that already timed out or were cancelled are dropped, as Envoy
+    /// drops them.
+    pub fn poll_upstreams(&mut self) -> Vec<UpstreamAnswer> {
+        let mut delivered = Vec::new();
+        loop {
+            let Some(Ok((id, answer))) = self.answers.as_ref().map(mpsc::Receiver::try_recv) else {
+                return delivered;
+            };
+            delivered.extend(self.deliver_upstream(id, answer));
+        }
+    }
+
+    /// Waits up to `wait` (wall time) for a real upstream to answer, then delivers every answer
+    /// that has arrived. Returns at once when no call to a real upstream is in flight; the
+    /// clock does not move while waiting (on a simulated clock the answer arrives at once).
+    pub fn await_upstreams(&mut self, wait: Duration) -> Vec<UpstreamAnswer> {
+        let in_flight = self.shared.calls_outstanding() && lock(&self.shared.calls).in_flight() > 0;
+        let first = match (&self.answers, in_flight) {
+            (Some(answers), true) => answers.recv_timeout(wait).ok(),
+            _ => None,
+        };
+        let mut delivered: Vec<UpstreamAnswer> =
+            first.and_then(|(id, a)| self.deliver_upstream(id, a)).into_iter().collect();
+        delivered.extend(self.poll_upstreams());
+        delivered
+    }
+
+    fn deliver_upstream(&mut self, id: CallId, answer: CallAnswer) -> Option<UpstreamAnswer> {
+        let call = lock(&self.shared.calls).pending.get(&id)?.public.clone();
+        let error = self.answer_call(id, answer.clone()).err();
+        Some(UpstreamAnswer { call, answer, error })
     }
 
     /// Answers a pending call: the VM that made it gets `proxy_on_http_call_response` (or the

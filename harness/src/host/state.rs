@@ -35,6 +35,8 @@ pub(crate) struct ProxyShared {
     /// Lines below this level are not kept; `proxy_get_log_level` returns it.
     pub log_level: LogLevel,
     pub clusters: Vec<String>,
+    /// Clusters served by real servers, and the thread that calls them.
+    pub upstreams: Option<super::upstream::Upstreams>,
     pub properties: PropertyMap,
     pub logs: Mutex<LogSink>,
     /// Shared per vm_id: a proxy started `beside` another shares its data (see `Proxy::new_beside`).
@@ -58,6 +60,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ProxyShared {
     pub(crate) fn calls_outstanding(&self) -> bool {
         self.any_calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether `proxy_http_call` / `proxy_grpc_call` may target `cluster`.
+    pub(crate) fn knows_cluster(&self, cluster: &str) -> bool {
+        self.clusters.iter().any(|c| c == cluster)
+            || self.upstreams.as_ref().is_some_and(|u| u.address(cluster).is_some())
     }
 
     pub(crate) fn log(&self, thread: Thread, level: LogLevel, message: String) {
