@@ -104,6 +104,11 @@ impl Calls {
         self.pending.values().filter(|c| c.public.upstream.is_some()).count()
     }
 
+    /// Drops the calls of a VM that is replaced.
+    pub(crate) fn cancel_instance(&mut self, instance: usize) {
+        self.pending.retain(|_, c| c.instance != instance);
+    }
+
     /// Drops the calls of a context that went away (Envoy cancels them).
     pub(crate) fn cancel_context(&mut self, instance: usize, context: u32) {
         self.pending.retain(|_, c| !(c.instance == instance && c.context == context));

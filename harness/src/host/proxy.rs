@@ -28,6 +28,11 @@ pub enum FailurePolicy {
     FailClosed,
     /// The filter is bypassed: later streams go through untouched.
     FailOpen,
+    /// Envoy's FAIL_RELOAD: a new stream on a VM that failed at run time gets a fresh VM
+    /// (instantiated and configured again), at most once per backoff interval
+    /// (`ProxyOptions::reload_backoff`, doubled after each failed reload up to 10×); until
+    /// then streams are failed closed.
+    FailReload,
 }
 
 /// Resource limits of each VM.
@@ -64,6 +69,9 @@ pub struct ProxyOptions {
     /// Default fail-closed, as Envoy.
     pub failure_policy: FailurePolicy,
     pub limits: Limits,
+    /// Base interval between VM reloads under `FailReload` (Envoy `ReloadConfig.backoff`,
+    /// default 1 s).
+    pub reload_backoff: Duration,
     /// Properties by dotted path (`source.address` → value bytes); they override the
     /// defaults (`plugin_name`, `plugin_root_id`, `plugin_vm_id`, `cluster_name`,
     /// `route_name`, `source.address`, `destination.address`).
@@ -94,6 +102,7 @@ impl Default for ProxyOptions {
             workers: 1,
             failure_policy: FailurePolicy::default(),
             limits: Limits::default(),
+            reload_backoff: Duration::from_secs(1),
             properties: Vec::new(),
             clusters: Vec::new(),
             upstreams: Vec::new(),
@@ -124,6 +133,17 @@ pub struct Proxy {
     next_connection: u64,
     /// Answers of real upstreams, delivered by `poll_upstreams`.
     answers: Option<mpsc::Receiver<(CallId, CallAnswer)>>,
+    limits: Limits,
+    policy: FailurePolicy,
+    /// Per VM: when it was last (re)loaded and the current reload interval (FAIL_RELOAD).
+    reloads: Vec<Reload>,
+    reload_backoff_ns: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Reload {
+    last_load_ns: u64,
+    interval_ns: u64,
 }
 
 /// One worker of a proxy, to open streams on.
@@ -135,6 +155,7 @@ pub struct Worker<'p> {
 impl<'p> Worker<'p> {
     /// Opens an HTTP exchange (its context is created at the first request headers).
     pub fn http(self) -> Http<'p> {
+        self.proxy.maybe_reload(self.index);
         let connection = self.proxy.next_connection_id();
         let ctx = self.proxy.vms[self.index].open_http(connection);
         let thread = Thread::from_index(self.index);
@@ -143,6 +164,7 @@ impl<'p> Worker<'p> {
 
     /// Opens a TCP connection (call `new_connection` on it first).
     pub fn tcp(self) -> Tcp<'p> {
+        self.proxy.maybe_reload(self.index);
         let connection = self.proxy.next_connection_id();
         let ctx = self.proxy.vms[self.index].open_tcp(connection);
         let thread = Thread::from_index(self.index);
@@ -226,20 +248,66 @@ impl Proxy {
             plugin: plugin.clone(),
             next_connection: 0,
             answers,
+            limits: options.limits,
+            policy: options.failure_policy,
+            reloads: Vec::with_capacity(options.workers + 1),
+            reload_backoff_ns: u64::try_from(options.reload_backoff.as_nanos()).unwrap_or(u64::MAX).max(1),
         };
+        let now = proxy.shared.clock.now_ns();
         for index in 0..=options.workers {
-            let vm = Vm::start(
-                plugin,
-                shared.clone(),
-                index,
-                options.limits.memory_bytes,
-                options.limits.callback_deadline,
-                options.failure_policy,
-            )?;
+            let vm = proxy.start_vm(index, 1)?;
             proxy.vms.push(vm);
+            proxy.reloads.push(Reload { last_load_ns: now, interval_ns: proxy.reload_backoff_ns });
         }
         proxy.after_step();
         Ok(proxy)
+    }
+
+    fn start_vm(&self, index: usize, first_context: u32) -> Result<Vm, HostError> {
+        Vm::start(
+            &self.plugin,
+            self.shared.clone(),
+            index,
+            self.limits.memory_bytes,
+            self.limits.callback_deadline,
+            self.policy,
+            first_context,
+        )
+    }
+
+    /// FAIL_RELOAD, as Envoy's `maybeReloadHandleIfNeeded`: a VM that failed at run time is
+    /// replaced by a fresh one when a stream opens on it and the backoff interval has passed
+    /// since its last load. Differences: no jitter in the backoff, and a VM with streams still
+    /// open is not replaced until they finish (Envoy lets them finish on the old VM).
+    fn maybe_reload(&mut self, index: usize) {
+        let vm = &self.vms[index];
+        let runtime_failure = matches!(&vm.failed, Some(HostError::Callback { .. }));
+        if self.policy != FailurePolicy::FailReload || !runtime_failure || !vm.store.data().streams.is_empty() {
+            return;
+        }
+        let now = self.shared.clock.now_ns();
+        let reload = self.reloads[index];
+        if now.saturating_sub(reload.last_load_ns) < reload.interval_ns {
+            return;
+        }
+        let thread = Thread::from_index(index);
+        // Context ids go on from the failed VM's, so that ids of its streams stay dead.
+        let first_context = vm.store.data().next_context;
+        match self.start_vm(index, first_context) {
+            Ok(fresh) => {
+                lock(&self.shared.calls).cancel_instance(index);
+                self.vms[index] = fresh;
+                self.reloads[index] = Reload { last_load_ns: now, interval_ns: self.reload_backoff_ns };
+                self.shared.log(thread, LogLevel::Info, "reloaded the Wasm VM after its failure (FAIL_RELOAD)".into());
+            }
+            Err(e) => {
+                let max = self.reload_backoff_ns.saturating_mul(10);
+                self.reloads[index] =
+                    Reload { last_load_ns: now, interval_ns: reload.interval_ns.saturating_mul(2).min(max) };
+                self.shared.log(thread, LogLevel::Warn, format!("Failed to reload Wasm plugin: {e}"));
+            }
+        }
+        self.after_step();
     }
 
     /// The filter this proxy runs.

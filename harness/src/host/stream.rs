@@ -411,7 +411,9 @@ impl Vm {
                 side.trailers_forwarded = side.has_trailers;
                 Some(Step::Continue)
             }
-            FailurePolicy::FailClosed => {
+            // FAIL_RELOAD: the stream of a failed VM (or one opened during the reload backoff)
+            // is failed closed; the next stream may get a reloaded VM.
+            FailurePolicy::FailClosed | FailurePolicy::FailReload => {
                 if h.local_reply.is_none() && h.closed.is_none() {
                     if h.response.headers_forwarded {
                         h.closed = Some("wasm_fail_stream".into());
@@ -851,7 +853,7 @@ impl Vm {
                 }
                 Step::Continue
             }
-            FailurePolicy::FailClosed => {
+            FailurePolicy::FailClosed | FailurePolicy::FailReload => {
                 let details = t.closed.get_or_insert_with(|| "wasm_fail_stream".into()).clone();
                 Step::Closed { details }
             }

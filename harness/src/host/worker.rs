@@ -120,6 +120,7 @@ impl Vm {
         memory_bytes: usize,
         deadline: Duration,
         policy: FailurePolicy,
+        first_context: u32,
     ) -> Result<Vm, HostError> {
         let filter = shared.filter.clone();
         let thread = Thread::from_index(instance);
@@ -148,6 +149,7 @@ impl Vm {
             let st = store.data_mut();
             st.memory = memory;
             st.alloc = alloc;
+            st.next_context = first_context;
         }
         let mut vm = Vm { store, exports, failed: None, policy, deadline_ticks, in_deferred: false };
 
