@@ -31,6 +31,8 @@ mod raw {
         pub fn proxy_grpc_send(token: u32, message: *const u8, message_size: usize, end_stream: u32) -> u32;
         pub fn proxy_grpc_close(token: u32) -> u32;
         pub fn proxy_grpc_cancel(token: u32) -> u32;
+        /// No host provides this: it shows how a host treats imports it lacks.
+        pub fn proxy_probe_no_such_hostcall() -> u32;
     }
 
     /// (status, value) of a header map lookup.
@@ -312,6 +314,7 @@ impl Probe {
                 };
                 format!("status={status}")
             }
+            "missing-hostcall" => format!("status={}", unsafe { raw::proxy_probe_no_such_hostcall() }),
             "continue-upstream" => format!("status={}", unsafe { raw::proxy_continue_stream(3) }),
             "effective" => format!("status={}", unsafe { raw::proxy_set_effective_context(arg.parse().unwrap_or(0)) }),
             "log-level" => {
