@@ -18,7 +18,7 @@ mod upstream;
 mod wasi;
 mod worker;
 
-pub use calls::{CallAnswer, CallId, CallKind, PendingCall};
+pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
 pub use error::{FailureKind, Fault, HostError, Thread};
 pub use headers::{parse_pairs, HeaderMap, Pair, PairsError};
 pub use logs::{LogLevel, LogRecord};

@@ -49,7 +49,7 @@ fn a_paused_request_resumes_when_the_call_is_answered_200() {
     assert!(matches!(http.resume(), Step::Continue), "continue_stream resumed it");
     assert!(http.upstream_request().is_some());
     http.finish().expect("finish");
-    assert_eq!(result_of(&proxy, "call:auth"), "Ok(0)", "first token of a VM is 0");
+    assert_eq!(result_of(&proxy, "call:auth"), "Ok(4)", "first token of a VM is 4, as cpp-host pre-increments");
     assert!(messages(&proxy).contains(&"probe call answered status=200 body=allowed".to_string()));
 }
 
@@ -128,7 +128,7 @@ fn a_unary_grpc_call_is_dispatched_and_answered() {
     assert_eq!(call.kind, CallKind::Grpc { service: "probe.Auth".into(), method: "Check".into() });
     assert_eq!(call.body, b"req");
     assert_eq!(call.headers.get(b"x-md"), Some(&b"1"[..]));
-    assert_eq!(result_of(&proxy, "grpc:auth"), "Ok(1)", "gRPC tokens are 4k + 1");
+    assert_eq!(result_of(&proxy, "grpc:auth"), "Ok(5)", "gRPC tokens are 4k + 1, the first 5");
     let answer = CallAnswer::Grpc {
         status: 0,
         message: b"allowed".to_vec(),
@@ -137,7 +137,7 @@ fn a_unary_grpc_call_is_dispatched_and_answered() {
     };
     proxy.answer_call(call.id, answer).expect("answered");
     assert!(matches!(proxy.http_stream(id).expect("open").resume(), Step::Continue));
-    assert!(messages(&proxy).contains(&"on_grpc_call_response token=1 status=0 message=allowed".to_string()));
+    assert!(messages(&proxy).contains(&"on_grpc_call_response token=5 status=0 message=allowed".to_string()));
 
     // A gRPC error status closes the call: the filter denies.
     let id = {

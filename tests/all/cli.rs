@@ -109,3 +109,33 @@ fn request_tcp_drives_a_network_filter() {
     let logs = v["logs"].as_array().expect("logs");
     assert!(logs.iter().any(|l| l["message"] == "on_downstream_close id=2 peer=2"), "{v:#}");
 }
+
+#[test]
+fn request_answers_the_grpc_streams_a_filter_opens_and_shows_what_it_sent() {
+    let probe = util::filter("probe");
+    let p = probe.to_str().expect("utf-8");
+    // The filter waits for its stream: answered with status 0 and one message, it resumes.
+    let args = ["request", "--plugin", p, "-H", "x-probe: stream-wait:auth,send:hello,send-end:bye"];
+    let (code, v) = json(&[&args[..], &["--json", "--call-response", "auth=0:pong"]].concat());
+    assert_eq!(code, 0, "{v:#}");
+    let call = &v["calls"][0];
+    assert_eq!(call["kind"]["kind"], "grpc_stream", "{v:#}");
+    assert_eq!(call["kind"]["service"], "probe.Log");
+    assert_eq!(call["sent"], serde_json::json!(["hello", "bye"]), "{v:#}");
+    assert_eq!(call["half_closed"], true);
+    assert_eq!(call["answer"], 0);
+    let logs = v["logs"].as_array().expect("logs");
+    let has = |m: &str| logs.iter().any(|l| l["message"] == m);
+    assert!(has("on_grpc_stream_message id=2 token=6 size=4 message=pong"), "{v:#}");
+    assert!(has("on_grpc_stream_close id=2 token=6 status=0 get_status=(0, None)"), "{v:#}");
+    assert_eq!(v["response"]["status"], 200, "resumed and reached the upstream: {v:#}");
+
+    // A stream the filter does not wait for is answered before the exchange ends; a gRPC
+    // error status sends no message. The text output shows what was sent.
+    let (code, stdout, stderr) =
+        ebb(&["request", "--plugin", p, "-H", "x-probe: stream:auth,send:one", "--call-response", "auth=7"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains(r#"stream to "auth" sent ["one"], answered 7"#), "{stdout}");
+    assert!(stdout.contains("on_grpc_stream_close id=2 token=6 status=7"), "{stdout}");
+    assert!(!stdout.contains("on_grpc_stream_message"), "{stdout}");
+}

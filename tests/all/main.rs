@@ -9,6 +9,7 @@ mod calls;
 mod cli;
 mod ebb_filter;
 mod failures;
+mod grpc_streams;
 mod headers;
 mod lifecycle;
 mod local_reply;

@@ -43,5 +43,9 @@ fn a_missing_file_is_a_read_error() {
 #[test]
 fn imports_the_host_lacks_are_stubbed_with_a_warning() {
     let plugin = util::plugin("probe");
-    assert!(plugin.warnings().iter().any(|w| w.contains("env.proxy_grpc_stream")), "{:?}", plugin.warnings());
+    let warnings = plugin.warnings();
+    assert!(warnings.iter().any(|w| w.contains("env.proxy_probe_no_such_hostcall")), "{warnings:?}");
+    let mut proxy = util::probe("", 1);
+    util::exchange(&mut proxy, 0, "missing-hostcall");
+    assert_eq!(util::result_of(&proxy, "missing-hostcall"), "status=12", "UNIMPLEMENTED, not a trap");
 }

@@ -183,7 +183,7 @@ fn a_unary_grpc_call_goes_over_http2_with_grpc_framing() {
     assert_eq!(request.headers.get("grpc-timeout").map(|h| h.as_bytes()), Some(&b"500m"[..]));
     assert_eq!(request.body, b"\0\0\0\0\x03req", "one uncompressed length-prefixed message");
     assert!(matches!(proxy.http_stream(id).expect("open").resume(), Step::Continue));
-    assert!(messages(&proxy).contains(&"on_grpc_call_response token=1 status=0 message=allowed".to_string()));
+    assert!(messages(&proxy).contains(&"on_grpc_call_response token=5 status=0 message=allowed".to_string()));
 }
 
 #[test]
@@ -226,4 +226,16 @@ fn ebb_request_refuses_an_upstream_that_is_not_host_port() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--upstream") && stderr.contains("HOST:PORT"), "{stderr}");
+}
+
+#[test]
+fn a_grpc_stream_to_a_real_upstream_is_closed_unavailable_with_a_warning() {
+    let (addr, _seen) = server(Serve::Grpc { status: 0 });
+    let mut proxy = proxy_to(addr, Clock::default());
+    calling(&mut proxy, "stream-wait:auth");
+    let answered = proxy.await_upstreams(Duration::from_secs(10));
+    assert!(matches!(answered.first().map(|a| &a.answer), Some(CallAnswer::Failure)), "{answered:?}");
+    let logs = messages(&proxy);
+    assert!(logs.iter().any(|l| l.contains("streams to real upstreams are not supported")), "{logs:#?}");
+    assert!(logs.iter().any(|l| l.starts_with("on_grpc_stream_close") && l.contains("status=14")), "{logs:#?}");
 }

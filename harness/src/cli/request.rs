@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ebb_harness::{
-    CallAnswer, CallKind, Clock, FailurePolicy, Fault, HeaderMap, HostError, LogLevel, Message, Metric, Peer,
-    PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
+    CallAnswer, CallKind, Clock, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError, LogLevel, Message,
+    Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
 };
 use serde_json::{json, Value};
 
@@ -23,6 +23,10 @@ Examples:
 
   # The same filter calling a real authorization server on this machine:
   ebb request --plugin authz.wasm --upstream 'auth=127.0.0.1:9000' --json
+
+  # A filter that streams to gRPC cluster `logs`: the stream is answered with status 0 and
+  # one message, and the output shows what the filter sent on it:
+  ebb request --plugin logger.wasm --call-response 'logs=0:ack'
 
   # Let 2.5 s of simulated time pass first, so that the filter's ticks fire:
   ebb request --plugin dist/ebb.wasm --config @ebb.json --at 2500ms
@@ -75,8 +79,10 @@ pub struct Args {
     /// Upstream response body (in --tcp mode: the data the upstream sends back).
     #[arg(long)]
     response_body: Option<String>,
-    /// Answer the filter's calls to CLUSTER with STATUS and BODY (repeatable). Calls to
-    /// other clusters are refused as Envoy refuses unknown clusters.
+    /// Answer the filter's calls to CLUSTER with STATUS and BODY (repeatable). For gRPC, STATUS
+    /// is the gRPC status (0 = OK, BODY the message); a gRPC stream gets initial metadata, BODY
+    /// as one message if STATUS is 0, then a close with STATUS. Calls to other clusters are
+    /// refused as Envoy refuses unknown clusters.
     #[arg(long = "call-response", value_name = "CLUSTER=STATUS[:BODY]")]
     call_responses: Vec<String>,
     /// Send the filter's calls to CLUSTER to a real server at HOST:PORT (repeatable): HTTP
@@ -202,25 +208,7 @@ fn settle(
                     return false;
                 }
                 for call in pending {
-                    let answer = calls.iter().find(|c| c.cluster == call.cluster);
-                    let (answer, shown) = match (answer, &call.kind) {
-                        (Some(c), CallKind::Http) => (
-                            CallAnswer::http(c.status, &[("content-length", c.body.len().to_string())], c.body.clone()),
-                            json!(c.status),
-                        ),
-                        (Some(c), CallKind::Grpc { .. }) => (
-                            CallAnswer::Grpc {
-                                status: u32::from(c.status),
-                                message: c.body.clone().into_bytes(),
-                                initial_metadata: HeaderMap::new(),
-                                trailing_metadata: HeaderMap::new(),
-                            },
-                            json!(c.status),
-                        ),
-                        (None, _) => (CallAnswer::Failure, json!("reset")),
-                    };
-                    report.calls.push(call_json(&call, shown));
-                    if let Err(e) = proxy.answer_call(call.id, answer) {
+                    if let Err(e) = answer(proxy, call, calls, report) {
                         report.error = Some(e);
                         return false;
                     }
@@ -310,6 +298,70 @@ fn answer_json(answer: &CallAnswer) -> Value {
     }
 }
 
+/// Answers one call with the `--call-response` for its cluster (a reset when there is none) and
+/// records it in the report. gRPC statuses are STATUS as given, as for unary calls: 0 is OK.
+fn answer(proxy: &mut Proxy, call: PendingCall, calls: &[CallResponse], report: &mut Report) -> Result<(), HostError> {
+    let response = calls.iter().find(|c| c.cluster == call.cluster);
+    let mut shown = call_json(&call, response.map_or(json!("reset"), |c| json!(c.status)));
+    let result = match (response, &call.kind) {
+        (_, CallKind::GrpcStream { .. }) => {
+            let (result, seen) = answer_stream(proxy, &call, response);
+            shown["sent"] = seen.sent.iter().map(|m| json!(String::from_utf8_lossy(m))).collect();
+            shown["half_closed"] = json!(seen.local_closed);
+            result
+        }
+        (Some(c), CallKind::Http) => proxy.answer_call(
+            call.id,
+            CallAnswer::http(c.status, &[("content-length", c.body.len().to_string())], c.body.clone()),
+        ),
+        (Some(c), CallKind::Grpc { .. }) => proxy.answer_call(
+            call.id,
+            CallAnswer::Grpc {
+                status: u32::from(c.status),
+                message: c.body.clone().into_bytes(),
+                initial_metadata: HeaderMap::new(),
+                trailing_metadata: HeaderMap::new(),
+            },
+        ),
+        (None, _) => proxy.answer_call(call.id, CallAnswer::Failure),
+    };
+    report.calls.push(shown);
+    result
+}
+
+/// Plays the remote side of a gRPC stream: empty initial metadata, BODY as one message if
+/// STATUS is 0, empty trailing metadata, close with STATUS (no response: close with 14).
+/// Returns the stream as it stood before the close, so that the report shows everything the
+/// filter sent, including from the callbacks (sends after the close go nowhere).
+fn answer_stream(
+    proxy: &mut Proxy,
+    call: &PendingCall,
+    response: Option<&CallResponse>,
+) -> (Result<(), HostError>, PendingCall) {
+    let mut events = Vec::new();
+    if let Some(c) = response {
+        events.push(GrpcStreamEvent::InitialMetadata(HeaderMap::new()));
+        if c.status == 0 {
+            events.push(GrpcStreamEvent::Message(c.body.clone().into_bytes()));
+        }
+        events.push(GrpcStreamEvent::TrailingMetadata(HeaderMap::new()));
+    }
+    let status = response.map_or(14, |c| u32::from(c.status));
+    events.push(GrpcStreamEvent::Close { status, message: String::new() });
+    let mut seen = call.clone();
+    for event in events {
+        // The filter may cancel the stream from any callback: then it is over.
+        match proxy.pending_call(call.id) {
+            Some(now) => seen = now,
+            None => break,
+        }
+        if let Err(e) = proxy.grpc_stream_event(call.id, event) {
+            return (Err(e), seen);
+        }
+    }
+    (Ok(()), seen)
+}
+
 fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut Report) -> anyhow::Result<()> {
     let mut headers = vec![
         (":method".to_owned(), args.method.clone()),
@@ -341,6 +393,16 @@ fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut
         if going && !rbody.is_empty() {
             let step = reopen(proxy, id)?.response_body(rbody.as_bytes(), true);
             settle(proxy, id, "response_body", step, calls, report);
+        }
+    }
+    // Streams the filter opened without waiting for them are answered before the exchange
+    // ends (finishing it would cancel them), so that the report shows what was sent on them.
+    for call in proxy.pending_calls().into_iter().filter(|c| matches!(c.kind, CallKind::GrpcStream { .. })) {
+        if report.error.is_some() {
+            break;
+        }
+        if let Err(e) = answer(proxy, call, calls, report) {
+            report.error = Some(e);
         }
     }
     let mut http = reopen(proxy, id)?;
@@ -468,9 +530,13 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
         println!("step {what}: {result}");
     }
     for call in &report.calls {
-        match call["upstream"].as_str() {
-            Some(addr) => println!("call to {} ({addr}) answered {}", call["cluster"], call["answer"]),
-            None => println!("call to {} answered {}", call["cluster"], call["answer"]),
+        match (call.get("sent"), call["upstream"].as_str()) {
+            (Some(sent), _) => {
+                let half = if call["half_closed"] == json!(true) { " (half-closed)" } else { "" };
+                println!("stream to {} sent {sent}{half}, answered {}", call["cluster"], call["answer"]);
+            }
+            (None, Some(addr)) => println!("call to {} ({addr}) answered {}", call["cluster"], call["answer"]),
+            (None, None) => println!("call to {} answered {}", call["cluster"], call["answer"]),
         }
     }
     if let Some(tcp) = &report.tcp {

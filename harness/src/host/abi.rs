@@ -3,7 +3,7 @@
 
 use wasmtime::Linker;
 
-use super::calls::{CallKind, CallRecord, PendingCall};
+use super::calls::{CallKind, CallRecord, PendingCall, RemotePhase};
 use super::headers::{parse_pairs, HeaderMap};
 use super::logs::LogLevel;
 use super::memory::{hand_over, ret_u32, slice, split, write_u32, write_u64, Ctx};
@@ -26,6 +26,10 @@ pub(crate) mod status {
     pub const BROKEN_CONNECTION: i32 = 11;
     pub const UNIMPLEMENTED: i32 = 12;
 }
+
+/// The low two bits of a call token: which kind of call it names (cpp-host `CalloutType`).
+const GRPC_CALL: u32 = 1;
+const GRPC_STREAM: u32 = 2;
 
 /// `proxy_buffer_type_t`.
 mod buffer {
@@ -248,6 +252,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         "proxy_send_local_response",
         "proxy_http_call",
         "proxy_grpc_call",
+        "proxy_grpc_stream",
+        "proxy_grpc_send",
         "proxy_grpc_cancel",
         "proxy_grpc_close",
         "proxy_set_shared_data",
@@ -630,15 +636,94 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         },
     )?;
 
-    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
+    linker.func_wrap(
+        E,
+        "proxy_grpc_stream",
+        |mut c: Ctx<'_>, up: i32, ul: i32, sp: i32, sl: i32, mp: i32, ml: i32, hp: i32, hl: i32, ret: i32| {
+            guard(&c, "proxy_grpc_stream")?;
+            Ok(flat((|| {
+                let (mem, st) = split(&mut c)?;
+                let cluster = lossy(slice(mem, up, ul)?);
+                let service = lossy(slice(mem, sp, sl)?);
+                let method = lossy(slice(mem, mp, ml)?);
+                let metadata =
+                    HeaderMap::from_pairs(&parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::PARSE_FAILURE)?);
+                // Envoy: a cluster it does not know is PARSE_FAILURE, as for unary calls.
+                if !st.shared.knows_cluster(&cluster) {
+                    return Err(status::PARSE_FAILURE);
+                }
+                let token = st.next_grpc_stream_token;
+                st.next_grpc_stream_token = st.next_grpc_stream_token.wrapping_add(4);
+                write_u32(mem, ret, token)?;
+                let kind = CallKind::GrpcStream { service, method };
+                register_call(st, cluster, kind, metadata, Vec::new(), HeaderMap::new(), 0, token);
+                Ok(status::OK)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(E, "proxy_grpc_send", |mut c: Ctx<'_>, token: i32, mp: i32, ml: i32, end: i32| {
+        guard(&c, "proxy_grpc_send")?;
+        Ok(flat((|| {
+            let (mem, st) = split(&mut c)?;
+            let message = slice(mem, mp, ml)?;
+            let token = token as u32;
+            if token & 3 != GRPC_STREAM {
+                return Err(status::BAD_ARGUMENT);
+            }
+            let mut calls = lock(&st.shared.calls);
+            if calls.remote_closed.contains_key(&(st.instance, token)) {
+                return Ok(status::OK);
+            }
+            let id = calls.by_token(st.instance, token).ok_or(status::NOT_FOUND)?;
+            let call = calls.pending.get_mut(&id).map(|r| &mut r.public).ok_or(status::NOT_FOUND)?;
+            // Envoy's async stream turns sends after the local end into no-ops, still OK.
+            if !call.local_closed {
+                call.sent.push(message.to_vec());
+                call.local_closed = end != 0;
+            }
+            Ok(status::OK)
+        })()))
+    })?;
+
+    for (name, cancel) in [("proxy_grpc_cancel", true), ("proxy_grpc_close", false)] {
         linker.func_wrap(E, name, move |mut c: Ctx<'_>, token: i32| {
             guard(&c, name)?;
             let st = c.data_mut();
-            let mut calls = lock(&st.shared.calls);
-            let before = calls.pending.len();
+            let token = token as u32;
             let instance = st.instance;
-            calls.pending.retain(|_, r| !(r.instance == instance && r.token == token as u32));
-            Ok(if calls.pending.len() < before { status::OK } else { status::NOT_FOUND })
+            let mut calls = lock(&st.shared.calls);
+            let found = calls.by_token(instance, token);
+            Ok(match token & 3 {
+                // Unary: both drop the call, without callbacks.
+                GRPC_CALL => match found {
+                    Some(id) => {
+                        calls.pending.remove(&id);
+                        status::OK
+                    }
+                    None => status::NOT_FOUND,
+                },
+                // A stream whose remote side closed: either call releases the handle.
+                GRPC_STREAM if calls.remote_closed.remove(&(instance, token)).is_some() => status::OK,
+                // Cancel resets the stream (no callbacks, it is gone); close half-closes it and
+                // the remote side may still answer.
+                GRPC_STREAM => match found {
+                    Some(id) if cancel => {
+                        calls.pending.remove(&id);
+                        status::OK
+                    }
+                    Some(id) => {
+                        if let Some(r) = calls.pending.get_mut(&id) {
+                            r.public.local_closed = true;
+                            r.close_called = true;
+                        }
+                        status::OK
+                    }
+                    None => status::NOT_FOUND,
+                },
+                // HTTP call tokens (and 4k + 3) name no gRPC call: Envoy says BAD_ARGUMENT.
+                _ => status::BAD_ARGUMENT,
+            })
         })?;
     }
 
@@ -846,6 +931,13 @@ fn register_call(
             body: body.clone(),
             timeout_ms: timeout_ms.max(0) as u32,
         };
+        if matches!(kind, CallKind::GrpcStream { .. }) {
+            st.shared.log(
+                st.thread,
+                LogLevel::Warn,
+                format!("gRPC stream to {cluster} ({addr}): streams to real upstreams are not supported; closing it with 14"),
+            );
+        }
         if !upstreams.dispatch(job) {
             // Only if the client thread died; the call then ends at its timeout, as a call
             // to an unreachable upstream would.
@@ -866,10 +958,14 @@ fn register_call(
                 trailers,
                 deadline_ns,
                 upstream,
+                sent: Vec::new(),
+                local_closed: false,
             },
             instance: st.instance,
             token,
             context: st.effective_context,
+            remote: RemotePhase::Start,
+            close_called: false,
         },
     );
 }

@@ -1,9 +1,9 @@
-// Outgoing calls (`proxy_http_call`, `proxy_grpc_call`): recorded as pending for the caller
-// to answer, with deadlines on the harness clock; answers are delivered back to the VM.
+// Outgoing calls (`proxy_http_call`, `proxy_grpc_call`, `proxy_grpc_stream`): recorded as pending
+// for the caller to answer or drive, with deadlines on the harness clock; answers go back to the VM.
 
 use std::collections::BTreeMap;
 
-use super::error::Thread;
+use super::error::{HostError, Thread};
 use super::headers::HeaderMap;
 
 /// A call's id, unique within its proxy (not the token the filter sees).
@@ -17,6 +17,13 @@ pub enum CallKind {
     Http,
     /// A unary gRPC call; `body` holds the request message.
     Grpc {
+        service: String,
+        method: String,
+    },
+    /// A gRPC stream (`proxy_grpc_stream`): what the filter sends is in `PendingCall::sent`; the
+    /// caller drives the other side with `Proxy::grpc_stream_event`.
+    #[serde(rename = "grpc_stream")]
+    GrpcStream {
         service: String,
         method: String,
     },
@@ -35,11 +42,33 @@ pub struct PendingCall {
     pub headers: HeaderMap,
     pub body: Vec<u8>,
     pub trailers: HeaderMap,
-    /// When the call times out (clock nanoseconds), or None for no timeout (timeout 0).
+    /// When the call times out (clock nanoseconds), or None for no timeout (timeout 0; streams).
     pub deadline_ns: Option<u64>,
     /// The real server the host sent the call to (a cluster in `ProxyOptions::upstreams`);
     /// None when the caller answers it.
     pub upstream: Option<std::net::SocketAddr>,
+    /// gRPC streams: the messages the filter sent (`proxy_grpc_send`), oldest first. Empty
+    /// messages count: Envoy sends them as empty gRPC frames.
+    pub sent: Vec<Vec<u8>>,
+    /// gRPC streams: the filter half-closed its side (`proxy_grpc_close`, or a send with
+    /// `end_stream`); later sends are dropped, as Envoy's async stream drops them.
+    pub local_closed: bool,
+}
+
+/// One thing the remote side of a gRPC stream does, in the order a gRPC server does them:
+/// initial metadata once, messages, trailing metadata once, then close (which may come at any
+/// point, e.g. for a trailers-only error).
+#[derive(Clone, Debug, PartialEq)]
+pub enum GrpcStreamEvent {
+    /// `proxy_on_grpc_receive_initial_metadata`; the map is readable as type 4 in the callback.
+    InitialMetadata(HeaderMap),
+    /// `proxy_on_grpc_receive`; the message is readable as buffer 5 in the callback.
+    Message(Vec<u8>),
+    /// `proxy_on_grpc_receive_trailing_metadata`; the map is readable as type 5 in the callback.
+    TrailingMetadata(HeaderMap),
+    /// `proxy_on_grpc_close` with gRPC `status` (0 = OK); `proxy_get_status` returns
+    /// (`status`, `message`) in the callback. The stream is no longer pending afterwards.
+    Close { status: u32, message: String },
 }
 
 /// The caller's answer to a pending call.
@@ -75,16 +104,62 @@ impl CallAnswer {
     }
 }
 
+/// How far the remote side of a gRPC stream has gone, so that events out of gRPC's order are
+/// refused instead of reaching the filter in an order Envoy never produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RemotePhase {
+    Start,
+    InitialMetadata,
+    TrailingMetadata,
+}
+
 pub(crate) struct CallRecord {
     pub public: PendingCall,
     pub instance: usize,
     pub token: u32,
     pub context: u32,
+    /// gRPC streams only.
+    pub remote: RemotePhase,
+    /// gRPC streams: the filter called `proxy_grpc_close`. Envoy releases the handle at the
+    /// remote close only then (a send with `end_stream` half-closes but keeps it).
+    pub close_called: bool,
+}
+
+impl CallRecord {
+    /// Moves a gRPC stream's remote side on by `event`, or says why it cannot happen now.
+    pub(crate) fn advance(&mut self, event: &GrpcStreamEvent) -> Result<(), HostError> {
+        let id = self.public.id.0;
+        let next = match event {
+            GrpcStreamEvent::InitialMetadata(_) if self.remote == RemotePhase::Start => RemotePhase::InitialMetadata,
+            GrpcStreamEvent::InitialMetadata(_) => {
+                return Err(HostError::usage(format!("gRPC stream {id}: initial metadata was already sent")))
+            }
+            GrpcStreamEvent::Message(_) if self.remote == RemotePhase::InitialMetadata => RemotePhase::InitialMetadata,
+            GrpcStreamEvent::Message(_) => {
+                return Err(HostError::usage(format!(
+                    "gRPC stream {id}: a message must come after initial metadata and before trailing metadata"
+                )))
+            }
+            GrpcStreamEvent::TrailingMetadata(_) if self.remote < RemotePhase::TrailingMetadata => {
+                RemotePhase::TrailingMetadata
+            }
+            GrpcStreamEvent::TrailingMetadata(_) => {
+                return Err(HostError::usage(format!("gRPC stream {id}: trailing metadata was already sent")))
+            }
+            GrpcStreamEvent::Close { .. } => self.remote,
+        };
+        self.remote = next;
+        Ok(())
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct Calls {
     pub pending: BTreeMap<CallId, CallRecord>,
+    /// gRPC streams the remote side closed before the filter called `proxy_grpc_close`, by (VM
+    /// instance, token) → context. Envoy keeps such a handle until the filter closes or cancels
+    /// it, so calls on it answer OK (sends go nowhere) instead of NOT_FOUND.
+    pub remote_closed: BTreeMap<(usize, u32), u32>,
     next: u64,
 }
 
@@ -107,10 +182,18 @@ impl Calls {
     /// Drops the calls of a VM that is replaced.
     pub(crate) fn cancel_instance(&mut self, instance: usize) {
         self.pending.retain(|_, c| c.instance != instance);
+        self.remote_closed.retain(|&(i, _), _| i != instance);
     }
 
-    /// Drops the calls of a context that went away (Envoy cancels them).
+    /// Drops the calls and streams of a context that went away (Envoy cancels them and resets
+    /// streams, with no callbacks).
     pub(crate) fn cancel_context(&mut self, instance: usize, context: u32) {
         self.pending.retain(|_, c| !(c.instance == instance && c.context == context));
+        self.remote_closed.retain(|&(i, _), c| !(i == instance && *c == context));
+    }
+
+    /// The pending call of VM `instance` with `token`.
+    pub(crate) fn by_token(&self, instance: usize, token: u32) -> Option<CallId> {
+        self.pending.values().find(|c| c.instance == instance && c.token == token).map(|c| c.public.id)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use super::calls::{CallAnswer, CallId, Calls, PendingCall};
+use super::calls::{CallAnswer, CallId, CallKind, Calls, GrpcStreamEvent, PendingCall};
 use super::error::{HostError, Thread};
 use super::logs::{LogLevel, LogRecord, LogSink};
 use super::metrics::{render_prometheus, Metric, Registry};
@@ -76,9 +76,9 @@ pub struct ProxyOptions {
     /// defaults (`plugin_name`, `plugin_root_id`, `plugin_vm_id`, `cluster_name`,
     /// `route_name`, `source.address`, `destination.address`).
     pub properties: Vec<(String, Vec<u8>)>,
-    /// Clusters `proxy_http_call` / `proxy_grpc_call` may target, answered by the caller
-    /// (`Proxy::answer_call`); others get BAD_ARGUMENT (gRPC: PARSE_FAILURE), as in Envoy for
-    /// unknown clusters. Default none.
+    /// Clusters `proxy_http_call` / `proxy_grpc_call` / `proxy_grpc_stream` may target, answered
+    /// by the caller (`Proxy::answer_call`, `grpc_stream_event`); others get BAD_ARGUMENT (gRPC:
+    /// PARSE_FAILURE), as in Envoy for unknown clusters. Default none.
     pub clusters: Vec<String>,
     /// Clusters served by real servers: the host sends calls to them (HTTP/1.1; gRPC over
     /// HTTP/2 without TLS) and delivers the answers from `Proxy::poll_upstreams`,
@@ -471,9 +471,26 @@ impl Proxy {
         Some(UpstreamAnswer { call, answer, error })
     }
 
+    /// One pending call (or open gRPC stream), as `pending_calls` shows it.
+    pub fn pending_call(&self, id: CallId) -> Option<PendingCall> {
+        lock(&self.shared.calls).pending.get(&id).map(|c| c.public.clone())
+    }
+
     /// Answers a pending call: the VM that made it gets `proxy_on_http_call_response` (or the
     /// gRPC callbacks) with the originating context effective.
+    ///
+    /// A gRPC stream answered this way gets the whole exchange at once: `CallAnswer::Grpc` is
+    /// initial metadata, the message if the status is 0 (OK), trailing metadata and close with
+    /// the status; `CallAnswer::Failure` is a close with 14 (UNAVAILABLE). It stops early if the
+    /// filter cancels the stream on the way.
     pub fn answer_call(&mut self, id: CallId, answer: CallAnswer) -> Result<(), HostError> {
+        let is_stream = lock(&self.shared.calls)
+            .pending
+            .get(&id)
+            .is_some_and(|r| matches!(r.public.kind, CallKind::GrpcStream { .. }));
+        if is_stream {
+            return self.answer_stream(id, answer);
+        }
         let record = lock(&self.shared.calls).pending.remove(&id);
         let Some(record) = record else {
             return Err(HostError::usage(format!("no pending call {}", id.0)));
@@ -483,6 +500,72 @@ impl Proxy {
             return Ok(());
         }
         let result = vm.deliver_call(record, answer);
+        self.after_step();
+        result
+    }
+
+    fn answer_stream(&mut self, id: CallId, answer: CallAnswer) -> Result<(), HostError> {
+        let events = match answer {
+            CallAnswer::Grpc { status, message, initial_metadata, trailing_metadata } => {
+                let mut events = vec![GrpcStreamEvent::InitialMetadata(initial_metadata)];
+                if status == 0 {
+                    events.push(GrpcStreamEvent::Message(message));
+                }
+                events.push(GrpcStreamEvent::TrailingMetadata(trailing_metadata));
+                events.push(GrpcStreamEvent::Close { status, message: String::new() });
+                events
+            }
+            CallAnswer::Failure => vec![GrpcStreamEvent::Close { status: 14, message: String::new() }],
+            CallAnswer::Http { .. } => {
+                return Err(HostError::usage(format!(
+                    "call {} is a gRPC stream: answer it with CallAnswer::Grpc or CallAnswer::Failure",
+                    id.0
+                )))
+            }
+        };
+        for event in events {
+            if !lock(&self.shared.calls).pending.contains_key(&id) {
+                break;
+            }
+            self.grpc_stream_event(id, event)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers what the remote side of gRPC stream `id` does: the VM that opened it gets
+    /// `proxy_on_grpc_receive_initial_metadata`, `proxy_on_grpc_receive`,
+    /// `proxy_on_grpc_receive_trailing_metadata` or `proxy_on_grpc_close` with the originating
+    /// context effective. After `Close` the stream is no longer pending. Events out of gRPC's
+    /// order (see `GrpcStreamEvent`), unknown ids and ids of other kinds of calls are usage
+    /// errors; on a failed VM the stream is dropped and nothing is delivered.
+    pub fn grpc_stream_event(&mut self, id: CallId, event: GrpcStreamEvent) -> Result<(), HostError> {
+        let closing = matches!(event, GrpcStreamEvent::Close { .. });
+        let (instance, token, context, close_called) = {
+            let mut calls = lock(&self.shared.calls);
+            let Some(record) = calls.pending.get_mut(&id) else {
+                return Err(HostError::usage(format!("no pending gRPC stream {}", id.0)));
+            };
+            if !matches!(record.public.kind, CallKind::GrpcStream { .. }) {
+                return Err(HostError::usage(format!("call {} is not a gRPC stream", id.0)));
+            }
+            record.advance(&event)?;
+            let key = (record.instance, record.token, record.context, record.close_called);
+            if self.vms[key.0].failed.is_some() {
+                calls.pending.remove(&id);
+                return Ok(());
+            }
+            if closing {
+                calls.pending.remove(&id);
+                // While `on_grpc_close` runs, and after it unless the filter had called
+                // `proxy_grpc_close`, Envoy keeps the handle: sends answer OK, close releases it.
+                calls.remote_closed.insert((key.0, key.1), key.2);
+            }
+            key
+        };
+        let result = self.vms[instance].deliver_stream_event(token, context, event);
+        if closing && (close_called || self.vms[instance].failed.is_some()) {
+            lock(&self.shared.calls).remote_closed.remove(&(instance, token));
+        }
         self.after_step();
         result
     }

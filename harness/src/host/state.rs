@@ -172,9 +172,11 @@ pub(crate) struct HostState {
     /// `proxy_get_status`: code and message of the last call response.
     pub status: (u32, Vec<u8>),
     pub call_response: Option<CallResponse>,
-    /// Tokens of this VM's calls and gRPC calls (Envoy: 4k, 4k + 1).
+    /// Tokens of this VM's calls, gRPC calls and gRPC streams (cpp-host: 4k, 4k + 1, 4k + 2;
+    /// the low bits tell `proxy_grpc_send`/`_close`/`_cancel` which kind a token names).
     pub next_http_token: u32,
     pub next_grpc_token: u32,
+    pub next_grpc_stream_token: u32,
     pub deferred: Vec<Deferred>,
     /// Bytes about to be handed to the guest (see `memory::hand_over`).
     pub scratch: Vec<u8>,
@@ -208,8 +210,11 @@ impl HostState {
             metric_ids: [Vec::new(), Vec::new(), Vec::new()],
             status: (0, Vec::new()),
             call_response: None,
-            next_http_token: 0,
-            next_grpc_token: 1,
+            // cpp-host pre-increments its counters (from 0, 1 and 2), so a VM's first HTTP call
+            // is 4, its first gRPC call 5 and its first gRPC stream 6.
+            next_http_token: 4,
+            next_grpc_token: 5,
+            next_grpc_stream_token: 6,
             deferred: Vec::new(),
             scratch: Vec::new(),
             root_properties: PropertyMap::default(),

@@ -78,6 +78,9 @@ async fn send(job: Job) -> Result<CallAnswer, Failed> {
             let response = sender.send_request(http_request(&job)?).await?;
             http_answer(response).await
         }
+        // Streams would need the filter's later sends relayed; the call ends as an
+        // unreachable upstream's does (close with UNAVAILABLE), and the hostcall logged why.
+        CallKind::GrpcStream { .. } => Err("gRPC streams to real upstreams are not supported".into()),
         CallKind::Grpc { service, method } => {
             let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
             tokio::spawn(connection);

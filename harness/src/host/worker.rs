@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmParams, WasmResults};
 
-use super::calls::{CallAnswer, CallRecord};
+use super::calls::{CallAnswer, CallRecord, GrpcStreamEvent};
 use super::error::{FailureKind, HostError, Thread};
 use super::logs::LogLevel;
 use super::module::{Plugin, EPOCH_TICK};
@@ -324,8 +324,9 @@ impl Vm {
                             origin,
                         )
                         .map(drop),
-                    // gRPC UNAVAILABLE (14) for a reset.
-                    super::calls::CallKind::Grpc { .. } => self
+                    // gRPC UNAVAILABLE (14) for a reset. (`Proxy::answer_call` turns answers
+                    // to streams into stream events; they never come here.)
+                    super::calls::CallKind::Grpc { .. } | super::calls::CallKind::GrpcStream { .. } => self
                         .call_as(
                             "proxy_on_grpc_close",
                             |e| e.on_grpc_close.as_ref(),
@@ -392,6 +393,65 @@ impl Vm {
                 origin,
             )?;
         }
+        Ok(())
+    }
+
+    /// Delivers what the remote side of the gRPC stream `token`, opened from `context`, did.
+    /// The callbacks get the root context id, as in Envoy (streams belong to the root context
+    /// there), with the originating context effective as for unary answers.
+    pub(crate) fn deliver_stream_event(
+        &mut self,
+        token: u32,
+        context: u32,
+        event: GrpcStreamEvent,
+    ) -> Result<(), HostError> {
+        let root = self.root_context();
+        let origin = if self.store.data().streams.contains_key(&context) { context } else { root };
+        let (r, token) = (root as i32, token as i32);
+        let result = match event {
+            GrpcStreamEvent::InitialMetadata(headers) => {
+                let n = headers.len() as i32;
+                self.store.data_mut().call_response = Some(CallResponse { headers, ..CallResponse::default() });
+                self.call_as(
+                    "proxy_on_grpc_receive_initial_metadata",
+                    |e| e.on_grpc_receive_initial_metadata.as_ref(),
+                    (r, token, n),
+                    root,
+                    origin,
+                )
+            }
+            GrpcStreamEvent::Message(body) => {
+                let n = body.len() as i32;
+                self.store.data_mut().call_response = Some(CallResponse { body, ..CallResponse::default() });
+                self.call_as("proxy_on_grpc_receive", |e| e.on_grpc_receive.as_ref(), (r, token, n), root, origin)
+            }
+            GrpcStreamEvent::TrailingMetadata(trailers) => {
+                let n = trailers.len() as i32;
+                self.store.data_mut().call_response = Some(CallResponse { trailers, ..CallResponse::default() });
+                self.call_as(
+                    "proxy_on_grpc_receive_trailing_metadata",
+                    |e| e.on_grpc_receive_trailing_metadata.as_ref(),
+                    (r, token, n),
+                    root,
+                    origin,
+                )
+            }
+            GrpcStreamEvent::Close { status, message } => {
+                // Empty maps stay readable (Envoy hands out empty pairs there; the Rust SDK
+                // would panic on BAD_ARGUMENT).
+                self.set_call_response(Some(CallResponse::default()), (status, message.into_bytes()));
+                self.call_as(
+                    "proxy_on_grpc_close",
+                    |e| e.on_grpc_close.as_ref(),
+                    (r, token, status as i32),
+                    root,
+                    origin,
+                )
+            }
+        };
+        self.store.data_mut().call_response = None;
+        result?;
+        self.run_deferred();
         Ok(())
     }
 

@@ -28,6 +28,11 @@ mod raw {
         pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         pub fn proxy_get_log_level(return_level: *mut u32) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
+        pub fn proxy_grpc_send(token: u32, message: *const u8, message_size: usize, end_stream: u32) -> u32;
+        pub fn proxy_grpc_close(token: u32) -> u32;
+        pub fn proxy_grpc_cancel(token: u32) -> u32;
+        /// No host provides this: it shows how a host treats imports it lacks.
+        pub fn proxy_probe_no_such_hostcall() -> u32;
     }
 
     /// (status, value) of a header map lookup.
@@ -130,7 +135,13 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         info!("create_http_context id={context_id} root={}", self.id);
-        Some(Box::new(Probe { id: context_id, buffer_body: false, response_local_reply: None }))
+        Some(Box::new(Probe {
+            id: context_id,
+            buffer_body: false,
+            response_local_reply: None,
+            stream: None,
+            wait_stream: false,
+        }))
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
@@ -151,6 +162,15 @@ struct Probe {
     id: u32,
     buffer_body: bool,
     response_local_reply: Option<u32>,
+    /// The gRPC stream the last `stream` command opened.
+    stream: Option<u32>,
+    /// `stream-wait`: the request waits for the stream to close (resumed on status 0).
+    wait_stream: bool,
+}
+
+/// Metadata as `k=v|k=v`.
+fn metadata(pairs: Vec<(String, Vec<u8>)>) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v))).collect::<Vec<_>>().join("|")
 }
 
 fn kv(arg: &str) -> (&str, &str) {
@@ -250,6 +270,51 @@ impl Probe {
                 pause = r.is_ok();
                 format!("{r:?}")
             }
+            // gRPC streams: `stream:CLUSTER` opens one (service probe.Log, method Push,
+            // metadata x-md=1) and `stream-wait:CLUSTER` also pauses until it closes; `send:MSG`,
+            // `send-end:MSG`, `stream-close`, `stream-cancel` act on the last one opened (through
+            // the SDK, which returns NotFound/BadArgument as errors); `grpc-send:TOKEN`,
+            // `grpc-close:TOKEN`, `grpc-cancel:TOKEN` make the raw hostcall and log its status.
+            "stream" | "stream-wait" => {
+                let r = self.open_grpc_stream(arg, "probe.Log", "Push", vec![("x-md", b"1".as_slice())]);
+                if let Ok(token) = r {
+                    self.stream = Some(token);
+                    if name == "stream-wait" {
+                        self.wait_stream = true;
+                        pause = true;
+                    }
+                }
+                format!("{r:?}")
+            }
+            "send" | "send-end" => match self.stream {
+                Some(token) => {
+                    format!(
+                        "{:?}",
+                        hostcalls::send_grpc_stream_message(token, Some(arg.as_bytes()), name == "send-end")
+                    )
+                }
+                None => "no stream".into(),
+            },
+            "stream-close" => match self.stream {
+                Some(token) => format!("{:?}", hostcalls::close_grpc_stream(token)),
+                None => "no stream".into(),
+            },
+            "stream-cancel" => match self.stream {
+                Some(token) => format!("{:?}", hostcalls::cancel_grpc_stream(token)),
+                None => "no stream".into(),
+            },
+            "grpc-send" | "grpc-close" | "grpc-cancel" => {
+                let token = arg.parse().unwrap_or(0);
+                let status = unsafe {
+                    match name {
+                        "grpc-send" => raw::proxy_grpc_send(token, b"raw".as_ptr(), 3, 0),
+                        "grpc-close" => raw::proxy_grpc_close(token),
+                        _ => raw::proxy_grpc_cancel(token),
+                    }
+                };
+                format!("status={status}")
+            }
+            "missing-hostcall" => format!("status={}", unsafe { raw::proxy_probe_no_such_hostcall() }),
             "continue-upstream" => format!("status={}", unsafe { raw::proxy_continue_stream(3) }),
             "effective" => format!("status={}", unsafe { raw::proxy_set_effective_context(arg.parse().unwrap_or(0)) }),
             "log-level" => {
@@ -363,6 +428,40 @@ impl Context for Probe {
             self.resume_http_request();
         } else {
             self.send_http_response(403, vec![], Some(b"grpc denied"));
+        }
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token: u32, n: u32) {
+        let md = metadata(self.get_grpc_stream_initial_metadata());
+        info!("on_grpc_stream_initial_metadata id={} token={token} n={n} metadata={md}", self.id);
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        let message = self.get_grpc_stream_message(0, size).unwrap_or_default();
+        let text = String::from_utf8_lossy(&message).into_owned();
+        info!("on_grpc_stream_message id={} token={token} size={size} message={text}", self.id);
+        // A message `reply:X` makes the filter send X back from inside the callback.
+        if let Some(reply) = text.strip_prefix("reply:") {
+            let r = hostcalls::send_grpc_stream_message(token, Some(reply.as_bytes()), false);
+            info!("probe reply {reply} => {r:?}");
+        }
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token: u32, n: u32) {
+        let md = metadata(self.get_grpc_stream_trailing_metadata());
+        info!("on_grpc_stream_trailing_metadata id={} token={token} n={n} metadata={md}", self.id);
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
+        let (code, message) = self.get_grpc_status();
+        info!("on_grpc_stream_close id={} token={token} status={status} get_status=({code}, {message:?})", self.id);
+        if self.wait_stream {
+            self.wait_stream = false;
+            if status == 0 {
+                self.resume_http_request();
+            } else {
+                self.send_http_response(403, vec![], Some(b"stream denied"));
+            }
         }
     }
 
