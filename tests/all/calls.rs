@@ -156,3 +156,19 @@ fn a_unary_grpc_call_is_dispatched_and_answered() {
     let step = proxy.http_stream(id).expect("open").resume();
     assert!(matches!(&step, Step::LocalReply(r) if r.status == 403), "{step:?}");
 }
+
+#[test]
+fn an_unanswered_grpc_call_times_out_as_unavailable() {
+    let mut proxy = auth_proxy();
+    let id = {
+        let mut http = proxy.worker(0).expect("worker").http();
+        http.request_headers(&util::request("grpc:auth"), true);
+        http.id()
+    };
+    assert!(proxy.advance(Duration::from_millis(500)).is_empty());
+    assert!(proxy.pending_calls().is_empty(), "timed out at 500 ms");
+    let logs = messages(&proxy);
+    assert!(logs.iter().any(|l| l.starts_with("on_grpc_call_response token=5 status=14")), "{logs:#?}");
+    let step = proxy.http_stream(id).expect("open").resume();
+    assert!(matches!(&step, Step::LocalReply(r) if r.status == 403), "{step:?}");
+}

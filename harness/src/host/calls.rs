@@ -96,8 +96,17 @@ impl CallAnswer {
         CallAnswer::Http { headers: map, body: body.into(), trailers: HeaderMap::new() }
     }
 
-    /// What Envoy's async client answers on a timeout: a local 504 "upstream request timeout".
-    pub(crate) fn timeout() -> CallAnswer {
+    /// What Envoy's async client answers on a timeout: a local 504 "upstream request timeout";
+    /// for a gRPC call that 504 becomes UNAVAILABLE (14), as Envoy maps HTTP statuses to gRPC.
+    pub(crate) fn timeout(kind: &CallKind) -> CallAnswer {
+        if !matches!(kind, CallKind::Http) {
+            return CallAnswer::Grpc {
+                status: 14,
+                message: Vec::new(),
+                initial_metadata: HeaderMap::new(),
+                trailing_metadata: HeaderMap::new(),
+            };
+        }
         let body = b"upstream request timeout".to_vec();
         let len = body.len().to_string();
         CallAnswer::http(504, &[("content-length", len.as_str()), ("content-type", "text/plain")], body)

@@ -385,7 +385,9 @@ impl Proxy {
             match (tick, timeout) {
                 (_, Some((due, id))) if due <= limit && tick.is_none_or(|(t, _)| due <= t) => {
                     clock.set_ns(due);
-                    if let Err(e) = self.answer_call(id, CallAnswer::timeout()) {
+                    let kind = lock(&self.shared.calls).pending.get(&id).map(|c| c.public.kind.clone());
+                    let answer = CallAnswer::timeout(kind.as_ref().unwrap_or(&super::calls::CallKind::Http));
+                    if let Err(e) = self.answer_call(id, answer) {
                         errors.push(e);
                     }
                 }
