@@ -197,6 +197,29 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// What `proxy_grpc_call` and `proxy_grpc_stream` both read: cluster, service, method and the
+/// initial metadata (malformed metadata is PARSE_FAILURE, as in Envoy).
+struct GrpcTarget {
+    cluster: String,
+    service: String,
+    method: String,
+    metadata: HeaderMap,
+}
+
+fn grpc_target(
+    mem: &[u8],
+    cluster: (i32, i32),
+    service: (i32, i32),
+    method: (i32, i32),
+    metadata: (i32, i32),
+) -> Result<GrpcTarget, i32> {
+    let cluster = lossy(slice(mem, cluster.0, cluster.1)?);
+    let service = lossy(slice(mem, service.0, service.1)?);
+    let method = lossy(slice(mem, method.0, method.1)?);
+    let pairs = parse_pairs(slice(mem, metadata.0, metadata.1)?).map_err(|_| status::PARSE_FAILURE)?;
+    Ok(GrpcTarget { cluster, service, method, metadata: HeaderMap::from_pairs(&pairs) })
+}
+
 /// The value of property `path` for the effective context, staged into scratch.
 fn stage_property(st: &mut HostState, path: &[u8]) -> Status {
     let ctx = st.effective_context;
@@ -617,11 +640,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
             guard(&c, "proxy_grpc_call")?;
             Ok(flat((|| {
                 let (mem, st) = split(&mut c)?;
-                let cluster = lossy(slice(mem, up, ul)?);
-                let service = lossy(slice(mem, sp, sl)?);
-                let method = lossy(slice(mem, mp, ml)?);
-                let metadata =
-                    HeaderMap::from_pairs(&parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::PARSE_FAILURE)?);
+                let GrpcTarget { cluster, service, method, metadata } =
+                    grpc_target(mem, (up, ul), (sp, sl), (mp, ml), (hp, hl))?;
                 let message = slice(mem, bp, bl)?.to_vec();
                 if !st.shared.knows_cluster(&cluster) || timeout_ms < 0 {
                     return Err(status::PARSE_FAILURE);
@@ -643,11 +663,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
             guard(&c, "proxy_grpc_stream")?;
             Ok(flat((|| {
                 let (mem, st) = split(&mut c)?;
-                let cluster = lossy(slice(mem, up, ul)?);
-                let service = lossy(slice(mem, sp, sl)?);
-                let method = lossy(slice(mem, mp, ml)?);
-                let metadata =
-                    HeaderMap::from_pairs(&parse_pairs(slice(mem, hp, hl)?).map_err(|_| status::PARSE_FAILURE)?);
+                let GrpcTarget { cluster, service, method, metadata } =
+                    grpc_target(mem, (up, ul), (sp, sl), (mp, ml), (hp, hl))?;
                 // Envoy: a cluster it does not know is PARSE_FAILURE, as for unary calls.
                 if !st.shared.knows_cluster(&cluster) {
                     return Err(status::PARSE_FAILURE);

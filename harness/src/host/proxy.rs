@@ -421,22 +421,17 @@ impl Proxy {
     /// Calls the filters made that wait for the caller's answer, in the order they were made
     /// (calls to real upstreams are the host's to answer: see `upstream_calls`).
     pub fn pending_calls(&self) -> Vec<PendingCall> {
-        lock(&self.shared.calls)
-            .pending
-            .values()
-            .filter(|c| c.public.upstream.is_none())
-            .map(|c| c.public.clone())
-            .collect()
+        self.calls_to(false)
     }
 
     /// Calls sent to real upstreams whose answers have not been delivered yet.
     pub fn upstream_calls(&self) -> Vec<PendingCall> {
-        lock(&self.shared.calls)
-            .pending
-            .values()
-            .filter(|c| c.public.upstream.is_some())
-            .map(|c| c.public.clone())
-            .collect()
+        self.calls_to(true)
+    }
+
+    fn calls_to(&self, upstream: bool) -> Vec<PendingCall> {
+        let calls = lock(&self.shared.calls);
+        calls.pending.values().filter(|c| c.public.upstream.is_some() == upstream).map(|c| c.public.clone()).collect()
     }
 
     /// Delivers the answers real upstreams have sent so far (without waiting) and returns
