@@ -5,12 +5,19 @@ WASM_TARGET := wasm32-wasip1
 WASM_OUT := target/$(WASM_TARGET)/wasm
 EBB := target/release/ebb
 
-.PHONY: all wasm build test demo bench lint fmt clean
+# Test filters under tests/filters/ are wasm-only crates; native commands leave them out.
+NATIVE_EXCLUDES := --exclude ebb-plugin $(foreach f,$(wildcard tests/filters/*),--exclude ebb-testfilter-$(notdir $(f)))
+
+.PHONY: all wasm build test demo bench lint fmt clean prereqs wasm-target
 
 all: build
 
+## wasm-target: the wasm32-wasip1 target for the pinned toolchain, added when it is missing
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
 ## wasm: build the filter (size-tuned profile) and copy it to dist/ebb.wasm
-wasm:
+wasm: wasm-target
 	$(CARGO) build --target $(WASM_TARGET) --profile wasm -p ebb-plugin
 	@mkdir -p dist
 	cp $(WASM_OUT)/ebb_plugin.wasm dist/ebb.wasm
@@ -20,9 +27,17 @@ wasm:
 build: wasm
 	$(CARGO) build --release -p ebb-harness
 
-## test: every test, against a freshly built dist/ebb.wasm
-test: wasm
-	$(CARGO) test --workspace --exclude ebb-plugin $(foreach f,$(wildcard tests/filters/*),--exclude ebb-testfilter-$(notdir $(f)))
+## prereqs: what the tests run besides cargo (checked first, so a missing tool is named at once)
+prereqs:
+	@missing=""; for t in promtool; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make test needs:$$missing. Install Debian's 'prometheus' package (sudo apt-get install prometheus)," >&2; \
+	  echo "or run .ci/run, which installs everything the tests need." >&2; exit 2; fi
+
+## test: every test, against a freshly built dist/ebb.wasm. The release profile, as `make build`
+## uses: wasmtime is compiled once for both. Every test binary runs even when one fails.
+test: prereqs wasm
+	$(CARGO) test --release --no-fail-fast --workspace $(NATIVE_EXCLUDES)
 
 ## demo: drive the real filter through the harness host
 demo: build
@@ -30,12 +45,12 @@ demo: build
 
 ## bench: host and filter benchmarks (figures go to docs/benchmarks.md)
 bench: wasm
-	$(CARGO) bench -p ebb-harness
+	$(CARGO) bench -p ebb-host
 
 ## lint: formatting and clippy with warnings as errors, native and wasm
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --exclude ebb-plugin $(foreach f,$(wildcard tests/filters/*),--exclude ebb-testfilter-$(notdir $(f))) --all-targets -- -D warnings
+	$(CARGO) clippy --workspace $(NATIVE_EXCLUDES) --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) -p ebb-plugin $(foreach f,$(wildcard tests/filters/*),-p ebb-testfilter-$(notdir $(f))) -- -D warnings
 
 fmt:

@@ -68,11 +68,23 @@ pub fn ebb_wasm() -> PathBuf {
     path
 }
 
-/// The `ebb` command, built once per run (debug profile, same target directory).
+/// The profile this test binary was built with (`target/release/deps/all-*` → `release`), so the
+/// `ebb` command is built with the same one and shares its compiled dependencies.
+fn profile() -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.ancestors().nth(2).and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+    dir.unwrap_or_else(|| "debug".to_string())
+}
+
+/// The `ebb` command, built once per run (this test binary's profile, same target directory).
 pub fn ebb_binary() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| cargo(&["build", "-p", "ebb-harness", "--bin", "ebb"]));
-    target_dir().join("debug/ebb")
+    let profile = profile();
+    BUILT.get_or_init(|| {
+        let cargo_profile = if profile == "debug" { "dev" } else { profile.as_str() };
+        cargo(&["build", "--profile", cargo_profile, "-p", "ebb-harness", "--bin", "ebb"])
+    });
+    target_dir().join(&profile).join("ebb")
 }
 
 pub fn plugin(name: &str) -> Plugin {

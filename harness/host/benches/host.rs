@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ebb_harness::{Clock, Plugin, Proxy, ProxyOptions};
+use ebb_host::{Clock, Plugin, Proxy, ProxyOptions};
 
 const REQUEST: [(&str, &str); 6] = [
     (":method", "GET"),
@@ -28,7 +28,7 @@ const RESPONSE: [(&str, &str); 4] =
     [(":status", "200"), ("content-type", "application/json"), ("content-length", "2"), ("server", "app")];
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Builds the pass-through test filter (a no-op when up to date) and returns its path.
