@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod args;
 mod check;
+mod proxy;
 mod replay;
 mod request;
 mod schema;
@@ -27,6 +28,9 @@ enum Command {
     /// Replay an incident scenario through the filter and judge it against its SLOs.
     #[command(after_long_help = replay::EXAMPLES)]
     Replay(replay::Args),
+    /// Serve an Envoy bootstrap on real sockets, its Wasm filters run through ebb's host.
+    #[command(after_long_help = proxy::EXAMPLES)]
+    Proxy(proxy::Args),
     /// Check scenario files without running them.
     Check(check::Args),
     /// Print the JSON Schema of the scenario format (for editors; see scenarios/schema.json).
@@ -47,6 +51,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Request(args) => request::run(*args),
         Command::Replay(args) => replay::run(args),
+        Command::Proxy(args) => proxy::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
     }

@@ -1000,6 +1000,16 @@ impl Http<'_> {
         step
     }
 
+    /// Sets a property of this stream only (`xds.cluster_name`, `source.address`, ... by dotted
+    /// path), as Envoy knows them per stream once the route is chosen; it overrides the proxy's
+    /// `ProxyOptions::properties`. Call it before the request headers.
+    pub fn set_property(&mut self, path: &str, value: &[u8]) {
+        let ctx = self.id.context;
+        if let Some(stream) = self.vm().store.data_mut().streams.get_mut(&ctx) {
+            stream.properties_mut().set(&super::properties::path_key(path), value);
+        }
+    }
+
     /// Request headers from the client (`:method`, `:path`, `:authority`, ... included);
     /// creates the filter's context on first call, then calls `proxy_on_request_headers`.
     pub fn request_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, headers: &[(K, V)], end_of_stream: bool) -> Step {
@@ -1107,6 +1117,14 @@ impl Tcp<'_> {
 
     fn vm(&mut self) -> &mut Vm {
         &mut self.proxy.vms[self.id.thread.index()]
+    }
+
+    /// Sets a property of this connection only (see `Http::set_property`).
+    pub fn set_property(&mut self, path: &str, value: &[u8]) {
+        let ctx = self.id.context;
+        if let Some(stream) = self.vm().store.data_mut().streams.get_mut(&ctx) {
+            stream.properties_mut().set(&super::properties::path_key(path), value);
+        }
     }
 
     /// A client connected: creates the context and calls `proxy_on_new_connection`.

@@ -353,6 +353,22 @@ impl Bootstrap {
     }
 }
 
+impl Listener {
+    /// The listener's Wasm filters (network, then HTTP), to adjust before starting them.
+    pub fn wasm_filters_mut(&mut self) -> impl Iterator<Item = &mut WasmFilter> {
+        let (network, http): (&mut Vec<WasmFilter>, Option<&mut Vec<HttpFilter>>) = match &mut self.kind {
+            ListenerKind::Http { network_filters, manager } => (network_filters, Some(&mut manager.http_filters)),
+            ListenerKind::Tcp { network_filters, .. } => (network_filters, None),
+        };
+        network.iter_mut().chain(http.into_iter().flat_map(|h| {
+            h.iter_mut().filter_map(|f| match f {
+                HttpFilter::Wasm(w) => Some(w),
+                _ => None,
+            })
+        }))
+    }
+}
+
 fn socket_address(mut address: Node) -> Result<SocketAddr, BootstrapError> {
     let mut socket = address.require_node("socket_address")?;
     let at = socket.path().to_string();

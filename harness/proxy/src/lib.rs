@@ -1,8 +1,20 @@
 //! `ebb proxy`: an Envoy v3 bootstrap served on real sockets, every Wasm filter in it run through
-//! ebb's host (`ebb-host`) the way Envoy runs it. This crate holds the bootstrap subset it serves
-//! (`bootstrap`), refusing any field it does not serve by its YAML path.
+//! ebb's host (`ebb-host`) the way Envoy runs it: one VM per worker thread plus the main thread's,
+//! shared data and stats per vm_id across them, ticks from the real clock.
+//!
+//! `bootstrap` is the subset of Envoy's configuration it serves (any other field is refused by its
+//! YAML path); `route` is what the connection manager decides before filters run; `cluster` the
+//! upstreams; `worker` a worker thread's event loop; `admin` the main thread; `server` start/stop.
 
+mod admin;
 pub mod bootstrap;
+mod cluster;
+mod filters;
+mod route;
+mod server;
+mod stats;
+mod worker;
 mod yaml;
 
 pub use bootstrap::{Bootstrap, BootstrapError};
+pub use server::{Options, Server, StartError};

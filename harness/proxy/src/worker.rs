@@ -1,0 +1,758 @@
+// One worker thread of ebb proxy, as an Envoy worker: its own event loop (a current-thread tokio
+// runtime), its own VM of every Wasm filter, and every connection it accepts served to the end.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ebb_host::{int_value, Message, Proxy, Step, StreamId};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+
+use crate::bootstrap::{HttpFilter, HttpManager, ListenerKind, RouteAction};
+use crate::filters::print_logs;
+use crate::route;
+use crate::server::Shared;
+
+/// Largest request or response body a worker buffers for its filters, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// How often a worker fires its VMs' due ticks and checks paused streams: the precision of
+/// timers such as delay faults.
+const TICK_EVERY: Duration = Duration::from_millis(5);
+/// Envoy's route timeout default (15 s) and stream idle timeout default (5 min).
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const RESET_BEFORE_HEADERS: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+
+type Body = Full<Bytes>;
+
+/// A paused stream waiting for its filter to resume it.
+struct Waiter {
+    filter: usize,
+    id: StreamId,
+    tx: oneshot::Sender<Step>,
+}
+
+pub struct Worker {
+    pub index: usize,
+    filters: RefCell<Vec<Proxy>>,
+    waiters: RefCell<Vec<Waiter>>,
+    shared: Arc<Shared>,
+    client: Client<HttpConnector, Body>,
+}
+
+/// Runs worker `index` on this thread until shutdown and the drain of its connections.
+pub fn run(index: usize, filters: Vec<Proxy>, shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ebb proxy: worker {index}: cannot start its event loop: {e}");
+            shared.stop();
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let worker = Rc::new(Worker {
+            index,
+            filters: RefCell::new(filters),
+            waiters: RefCell::new(Vec::new()),
+            shared: shared.clone(),
+            client,
+        });
+        let ticker = tokio::task::spawn_local(tick_loop(worker.clone()));
+        let mut accepts = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let listener = match listener.try_clone().and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            }) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("ebb proxy: worker {index}: listener {}: {e}", shared.bootstrap.listeners[i].name);
+                    shared.stop();
+                    return;
+                }
+            };
+            accepts.push(tokio::task::spawn_local(accept_loop(worker.clone(), i, listener)));
+        }
+        for a in accepts {
+            let _ = a.await;
+        }
+        // Draining: in-flight connections finish within the drain time, then the loop ends.
+        let deadline = tokio::time::Instant::now() + shared.drain_time;
+        while shared.connections.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ticker.abort();
+    });
+}
+
+async fn tick_loop(worker: Rc<Worker>) {
+    let mut every = tokio::time::interval(TICK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let thread = format!("worker_{}", worker.index);
+    loop {
+        every.tick().await;
+        {
+            let mut filters = worker.filters.borrow_mut();
+            for (i, proxy) in filters.iter_mut().enumerate() {
+                for e in proxy.tick() {
+                    eprintln!("[error][{thread}] {e}");
+                }
+                print_logs(proxy, &worker.shared.labels[i], &thread);
+            }
+        }
+        worker.wake_resumed();
+    }
+}
+
+impl Worker {
+    /// Hands every paused stream that its filter resumed (or ended) its step.
+    fn wake_resumed(&self) {
+        let mut waiters = self.waiters.borrow_mut();
+        if waiters.is_empty() {
+            return;
+        }
+        let mut filters = self.filters.borrow_mut();
+        let mut still = Vec::with_capacity(waiters.len());
+        for w in waiters.drain(..) {
+            if w.tx.is_closed() {
+                continue;
+            }
+            let step = match filters[w.filter].http_stream(w.id) {
+                Some(mut http) => http.resume(),
+                None => Step::Closed { details: "stream gone".into() },
+            };
+            match step {
+                Step::Pause => still.push(w),
+                other => {
+                    let _ = w.tx.send(other);
+                }
+            }
+        }
+        *waiters = still;
+    }
+
+    /// Waits until the filter resumes a paused stream, or the stream idle timeout.
+    async fn resumed(&self, filter: usize, id: StreamId) -> Step {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().push(Waiter { filter, id, tx });
+        match tokio::time::timeout(STREAM_IDLE_TIMEOUT, rx).await {
+            Ok(Ok(step)) => step,
+            _ => Step::Closed { details: "stream_idle_timeout".into() },
+        }
+    }
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener_index: usize, listener: tokio::net::TcpListener) {
+    let mut stop = worker.shared.shutdown.subscribe();
+    let shared = worker.shared.clone();
+    let spec = &shared.bootstrap.listeners[listener_index];
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (socket, peer) = match accepted {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let _ = socket.set_nodelay(true);
+        shared.listener_stats[listener_index].downstream_cx_total.fetch_add(1, Ordering::Relaxed);
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        let worker = worker.clone();
+        let stop = worker.shared.shutdown.subscribe();
+        let local = spec.address;
+        match &spec.kind {
+            ListenerKind::Http { .. } => {
+                tokio::task::spawn_local(async move {
+                    serve_http(worker.clone(), listener_index, socket, peer, local, stop).await;
+                    worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+            ListenerKind::Tcp { .. } => {
+                tokio::task::spawn_local(async move {
+                    serve_tcp(worker.clone(), listener_index, socket, peer).await;
+                    worker.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+        }
+    }
+}
+
+/// A hyper executor for the worker's thread-local tasks (HTTP/2 streams).
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+async fn serve_http(
+    worker: Rc<Worker>,
+    listener: usize,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let worker = worker.clone();
+        async move { Ok::<_, Infallible>(handle(worker, listener, req, peer, local).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
+    let conn = builder.serve_connection(TokioIo::new(socket), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            // Draining: finish the requests in flight on this connection, accept no more.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn text_response(status: u16, body: &str, extra: &[(&str, &str)]) -> Response<Body> {
+    let mut builder = Response::builder().status(status);
+    if !body.is_empty() {
+        builder = builder.header("content-type", "text/plain");
+    }
+    for (k, v) in extra {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(Full::new(Bytes::from(body.to_string()))).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Streams of one exchange that are open in the filters, finished (on_log) when the exchange
+/// ends however it ends: answered, failed, or dropped because the client went away.
+struct Open {
+    worker: Rc<Worker>,
+    streams: Vec<(usize, StreamId)>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let Ok(mut filters) = self.worker.filters.try_borrow_mut() else { return };
+        for (filter, id) in self.streams.drain(..) {
+            if let Some(http) = filters[filter].http_stream(id) {
+                let _ = http.finish();
+            }
+        }
+    }
+}
+
+/// The request as the filters see it: pseudo-headers first, as Envoy's codec presents them.
+struct Exchange {
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Exchange {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+fn message_headers(m: &Message) -> Vec<(String, String)> {
+    m.headers.to_strings()
+}
+
+async fn handle(
+    worker: Rc<Worker>,
+    listener: usize,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Response<Body> {
+    let shared = worker.shared.clone();
+    let started = tokio::time::Instant::now();
+    let ListenerKind::Http { manager, .. } = &shared.bootstrap.listeners[listener].kind else {
+        return text_response(500, "not an HTTP listener", &[]);
+    };
+    let response = exchange(&worker, listener, manager, req, peer, local).await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    shared.http_stats[listener].record(response.status().as_u16(), elapsed);
+    response
+}
+
+async fn exchange(
+    worker: &Rc<Worker>,
+    listener: usize,
+    manager: &HttpManager,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Response<Body> {
+    let shared = worker.shared.clone();
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text_response(413, "Payload Too Large", &[]),
+    };
+    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let Some(path) = route::normalize(&raw_path, manager.normalize_path, manager.merge_slashes) else {
+        return text_response(400, "Bad Request", &[]);
+    };
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| parts.headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_default();
+    let mut headers = vec![
+        (":authority".to_string(), authority.clone()),
+        (":path".to_string(), path.clone()),
+        (":method".to_string(), parts.method.as_str().to_string()),
+        (":scheme".to_string(), "http".to_string()),
+    ];
+    for (name, value) in &parts.headers {
+        if name == "host" {
+            continue;
+        }
+        headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+    }
+    if !headers.iter().any(|(k, _)| k == "x-forwarded-proto") {
+        headers.push(("x-forwarded-proto".into(), "http".into()));
+    }
+    if !headers.iter().any(|(k, _)| k == "x-request-id") {
+        headers.push(("x-request-id".into(), shared.request_id()));
+    }
+    let mut ex = Exchange { headers, body };
+
+    // The route is chosen before any filter runs (filters see `xds.cluster_name`).
+    let chosen = {
+        let lookup = |name: &str| ex.header(name);
+        route::virtual_host(manager, &authority)
+            .and_then(|vh| route::route(vh, &path, &lookup).map(|r| (vh.name.clone(), r.action.clone())))
+    };
+    let Some((_vh, action)) = chosen else {
+        return text_response(404, "", &[]);
+    };
+    let cluster_name = match &action {
+        RouteAction::Cluster { name, .. } => Some(name.clone()),
+        RouteAction::DirectResponse { .. } => None,
+    };
+
+    let mut open = Open { worker: worker.clone(), streams: Vec::new() };
+    let filter_base = shared.http_filter_base[listener];
+    let mut wasm_seen = 0;
+    let mut reply: Option<(Vec<(String, String)>, Bytes)> = None;
+    for filter in &manager.http_filters {
+        match filter {
+            HttpFilter::Rbac(rbac) => {
+                let lookup = |name: &str| ex.header(name);
+                let path_now = ex.header(":path").unwrap_or_default();
+                if !route::rbac_allows(rbac, &path_now, &lookup) {
+                    let resp = text_response(403, "RBAC: access denied", &[]);
+                    return respond_through(worker, &mut open, resp_parts(resp)).await;
+                }
+            }
+            HttpFilter::Wasm(_) => {
+                let index = filter_base + wasm_seen;
+                wasm_seen += 1;
+                match run_request_filter(worker, &mut open, index, &mut ex, cluster_name.as_deref(), peer, local).await
+                {
+                    FilterOutcome::Continue => {}
+                    FilterOutcome::Reply(headers, body) => {
+                        reply = Some((headers, body));
+                        break;
+                    }
+                    FilterOutcome::Reset => return text_response(503, "", &[]),
+                }
+            }
+            HttpFilter::Router => {}
+        }
+    }
+    let (resp_headers, resp_body) = match reply {
+        Some(r) => r,
+        None => match action {
+            RouteAction::DirectResponse { status, body } => {
+                let body = Bytes::from(body.unwrap_or_default());
+                let mut h = vec![(":status".to_string(), status.to_string())];
+                if !body.is_empty() {
+                    h.push(("content-type".into(), "text/plain".into()));
+                }
+                (h, body)
+            }
+            RouteAction::Cluster { name, timeout } => forward(worker, &name, timeout, &ex).await,
+        },
+    };
+    respond_through(worker, &mut open, (resp_headers, resp_body)).await
+}
+
+enum FilterOutcome {
+    Continue,
+    /// The filter answered (local reply, after its own response callbacks): the response to
+    /// run back through the filters before it.
+    Reply(Vec<(String, String)>, Bytes),
+    Reset,
+}
+
+fn resp_parts(resp: Response<Body>) -> (Vec<(String, String)>, Bytes) {
+    let (parts, body) = resp.into_parts();
+    let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
+    for (k, v) in &parts.headers {
+        headers.push((k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+    }
+    // A Full body is ready at once.
+    let bytes = futures_ready(body);
+    (headers, bytes)
+}
+
+fn futures_ready(body: Body) -> Bytes {
+    use hyper::body::Body as _;
+    let mut body = std::pin::pin!(body);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match body.as_mut().poll_frame(&mut cx) {
+        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+/// Runs one Wasm filter's request side; waits while it pauses.
+async fn run_request_filter(
+    worker: &Rc<Worker>,
+    open: &mut Open,
+    filter: usize,
+    ex: &mut Exchange,
+    cluster: Option<&str>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> FilterOutcome {
+    let (id, mut step) = {
+        let mut filters = worker.filters.borrow_mut();
+        let proxy = &mut filters[filter];
+        let Ok(w) = proxy.worker(0) else { return FilterOutcome::Continue };
+        let mut http = w.http();
+        if let Some(cluster) = cluster {
+            http.set_property("xds.cluster_name", cluster.as_bytes());
+            http.set_property("cluster_name", cluster.as_bytes());
+        }
+        http.set_property("source.address", peer.to_string().as_bytes());
+        http.set_property("destination.address", local.to_string().as_bytes());
+        http.set_property("destination.port", &int_value(i64::from(local.port())));
+        let id = http.id();
+        let step = http.request_headers(&ex.headers, ex.body.is_empty());
+        (id, step)
+    };
+    open.streams.push((filter, id));
+    if matches!(step, Step::Pause) {
+        step = worker.resumed(filter, id).await;
+    }
+    if matches!(step, Step::Continue) && !ex.body.is_empty() {
+        step = {
+            let mut filters = worker.filters.borrow_mut();
+            match filters[filter].http_stream(id) {
+                Some(mut http) => http.request_body(&ex.body, true),
+                None => Step::Closed { details: "stream gone".into() },
+            }
+        };
+        if matches!(step, Step::Pause) {
+            step = worker.resumed(filter, id).await;
+        }
+    }
+    let mut filters = worker.filters.borrow_mut();
+    let Some(mut http) = filters[filter].http_stream(id) else { return FilterOutcome::Reset };
+    match step {
+        Step::Continue => {
+            if let Some(m) = http.upstream_request() {
+                ex.headers = message_headers(&m);
+                ex.body = Bytes::from(m.body);
+            }
+            FilterOutcome::Continue
+        }
+        Step::LocalReply(_) | Step::Failed(_) | Step::Pause => match http.client_response() {
+            Some(m) => {
+                // This filter already ran its response callbacks on its reply.
+                drop(filters);
+                open.streams.retain(|(f, _)| *f != filter);
+                finish(worker, filter, id);
+                FilterOutcome::Reply(message_headers(&m), Bytes::from(m.body))
+            }
+            None if matches!(step, Step::Failed(_)) => FilterOutcome::Continue,
+            None => FilterOutcome::Reset,
+        },
+        Step::Closed { .. } => FilterOutcome::Reset,
+    }
+}
+
+fn finish(worker: &Rc<Worker>, filter: usize, id: StreamId) {
+    let mut filters = worker.filters.borrow_mut();
+    if let Some(http) = filters[filter].http_stream(id) {
+        let _ = http.finish();
+    }
+}
+
+/// The router: the request to one endpoint of the cluster, with Envoy's errors.
+async fn forward(
+    worker: &Rc<Worker>,
+    cluster: &str,
+    timeout: Option<Duration>,
+    ex: &Exchange,
+) -> (Vec<(String, String)>, Bytes) {
+    let shared = worker.shared.clone();
+    let local_reply = |status: u16, body: &str, extra: &[(&str, &str)]| resp_parts(text_response(status, body, extra));
+    let Some(upstream) = shared.upstreams.iter().find(|u| u.name == cluster) else {
+        return local_reply(503, "no healthy upstream", &[]);
+    };
+    let claim = match upstream.claim() {
+        Ok(c) => c,
+        Err(crate::cluster::NoClaim::NoEndpoint) => return local_reply(503, "no healthy upstream", &[]),
+        Err(crate::cluster::NoClaim::Overflow) => {
+            return local_reply(
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                &[("x-envoy-overloaded", "true")],
+            )
+        }
+    };
+    let timeout = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let path = ex.header(":path").unwrap_or_else(|| "/".into());
+    let uri = format!("http://{}{}", claim.address(), path);
+    let mut builder = Request::builder().method(ex.header(":method").unwrap_or_else(|| "GET".into()).as_str()).uri(uri);
+    if let Some(authority) = ex.header(":authority") {
+        builder = builder.header("host", authority);
+    }
+    for (k, v) in &ex.headers {
+        if k.starts_with(':') || k == "host" || k == "content-length" || k == "transfer-encoding" || k == "connection" {
+            continue;
+        }
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    builder = builder.header("x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string());
+    let Ok(request) = builder.body(Full::new(ex.body.clone())) else {
+        return local_reply(400, "Bad Request", &[]);
+    };
+    let started = tokio::time::Instant::now();
+    let result = tokio::time::timeout(timeout, async {
+        let resp = worker.client.request(request).await?;
+        let (parts, body) = resp.into_parts();
+        let bytes = Limited::new(body, MAX_BODY_BYTES).collect().await.map(|b| b.to_bytes()).map_err(|_| ());
+        Ok::<_, hyper_util::client::legacy::Error>((parts, bytes))
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    let stats = &upstream.stats;
+    match result {
+        Err(_) => {
+            stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+            stats.rq.record(504, elapsed);
+            local_reply(504, "upstream request timeout", &[])
+        }
+        Ok(Err(e)) => {
+            if e.is_connect() {
+                stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.rq.record(503, elapsed);
+            local_reply(503, RESET_BEFORE_HEADERS, &[])
+        }
+        Ok(Ok((parts, Err(())))) => {
+            stats.rq.record(parts.status.as_u16(), elapsed);
+            local_reply(502, "upstream response too large or reset", &[])
+        }
+        Ok(Ok((parts, Ok(body)))) => {
+            stats.rq.record(parts.status.as_u16(), elapsed);
+            let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
+            for (k, v) in &parts.headers {
+                if k == "transfer-encoding" || k == "connection" {
+                    continue;
+                }
+                headers.push((k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+            }
+            (headers, body)
+        }
+    }
+}
+
+/// Runs the response back through the filters that saw the request (last first), finishes
+/// their streams, and builds what the client gets.
+async fn respond_through(
+    worker: &Rc<Worker>,
+    open: &mut Open,
+    (mut headers, mut body): (Vec<(String, String)>, Bytes),
+) -> Response<Body> {
+    let streams: Vec<(usize, StreamId)> = open.streams.iter().rev().copied().collect();
+    for (filter, id) in streams {
+        let mut step = {
+            let mut filters = worker.filters.borrow_mut();
+            match filters[filter].http_stream(id) {
+                Some(mut http) => http.response_headers(&headers, body.is_empty()),
+                None => continue,
+            }
+        };
+        if matches!(step, Step::Pause) {
+            step = worker.resumed(filter, id).await;
+        }
+        if matches!(step, Step::Continue) && !body.is_empty() {
+            step = {
+                let mut filters = worker.filters.borrow_mut();
+                match filters[filter].http_stream(id) {
+                    Some(mut http) => http.response_body(&body, true),
+                    None => continue,
+                }
+            };
+            if matches!(step, Step::Pause) {
+                step = worker.resumed(filter, id).await;
+            }
+        }
+        let mut filters = worker.filters.borrow_mut();
+        if let Some(mut http) = filters[filter].http_stream(id) {
+            match step {
+                Step::Closed { .. } => {
+                    drop(filters);
+                    return text_response(503, "", &[]);
+                }
+                _ => {
+                    if let Some(m) = http.client_response() {
+                        headers = message_headers(&m);
+                        body = Bytes::from(m.body);
+                    }
+                }
+            }
+        }
+    }
+    for (f, id) in std::mem::take(&mut open.streams) {
+        finish(worker, f, id);
+    }
+    let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok()).unwrap_or(502);
+    let mut builder = Response::builder().status(status);
+    for (k, v) in &headers {
+        if k.starts_with(':') || k == "content-length" {
+            continue;
+        }
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    builder.body(Full::new(body)).unwrap_or_else(|_| text_response(502, "invalid response headers", &[]))
+}
+
+/// A TCP connection through the listener's network Wasm filters to its tcp_proxy cluster.
+async fn serve_tcp(worker: Rc<Worker>, listener: usize, mut client: tokio::net::TcpStream, peer: SocketAddr) {
+    let shared = worker.shared.clone();
+    let spec = &shared.bootstrap.listeners[listener];
+    let ListenerKind::Tcp { network_filters, cluster, .. } = &spec.kind else { return };
+    let base = shared.network_filter_base[listener];
+    let local = spec.address;
+    let mut streams: Vec<(usize, StreamId)> = Vec::new();
+    // New connection through each network filter, in order.
+    for i in 0..network_filters.len() {
+        let filter = base + i;
+        let step = {
+            let mut filters = worker.filters.borrow_mut();
+            let Ok(w) = filters[filter].worker(0) else { continue };
+            let mut tcp = w.tcp();
+            tcp.set_property("source.address", peer.to_string().as_bytes());
+            tcp.set_property("destination.address", local.to_string().as_bytes());
+            tcp.set_property("destination.port", &int_value(i64::from(local.port())));
+            streams.push((filter, tcp.id()));
+            tcp.new_connection()
+        };
+        if matches!(step, Step::Closed { .. } | Step::LocalReply(_)) || closing(&worker, &streams) {
+            finish_tcp(&worker, &streams);
+            return;
+        }
+    }
+    let Some(upstream) = shared.upstreams.iter().find(|u| &u.name == cluster) else {
+        finish_tcp(&worker, &streams);
+        return;
+    };
+    let Ok(claim) = upstream.claim_connection() else {
+        finish_tcp(&worker, &streams);
+        return;
+    };
+    let connect = tokio::time::timeout(upstream.connect_timeout, tokio::net::TcpStream::connect(claim.address())).await;
+    let Ok(Ok(mut server)) = connect else {
+        upstream.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+        finish_tcp(&worker, &streams);
+        return;
+    };
+    let _ = server.set_nodelay(true);
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let mut from_client = vec![0u8; 16 << 10];
+    let mut from_server = vec![0u8; 16 << 10];
+    let (mut client_open, mut server_open) = (true, true);
+    while client_open || server_open {
+        tokio::select! {
+            n = cr.read(&mut from_client), if client_open => {
+                let n = n.unwrap_or(0);
+                client_open = n > 0;
+                let out = through(&worker, &streams, &from_client[..n], !client_open, true);
+                if !out.is_empty() && sw.write_all(&out).await.is_err() { break; }
+                if !client_open { let _ = sw.shutdown().await; }
+            }
+            n = sr.read(&mut from_server), if server_open => {
+                let n = n.unwrap_or(0);
+                server_open = n > 0;
+                let out = through(&worker, &streams, &from_server[..n], !server_open, false);
+                if !out.is_empty() && cw.write_all(&out).await.is_err() { break; }
+                if !server_open { let _ = cw.shutdown().await; }
+            }
+        }
+        if closing(&worker, &streams) {
+            break;
+        }
+    }
+    drop(claim);
+    finish_tcp(&worker, &streams);
+}
+
+/// Data through every network filter (client → server in order, back in reverse).
+fn through(worker: &Rc<Worker>, streams: &[(usize, StreamId)], data: &[u8], end: bool, downstream: bool) -> Vec<u8> {
+    let mut filters = worker.filters.borrow_mut();
+    let mut bytes = data.to_vec();
+    let order: Vec<&(usize, StreamId)> =
+        if downstream { streams.iter().collect() } else { streams.iter().rev().collect() };
+    for (filter, id) in order {
+        let Some(mut tcp) = filters[*filter].tcp_stream(*id) else { continue };
+        if downstream {
+            tcp.downstream_data(&bytes, end);
+            bytes = tcp.to_upstream();
+        } else {
+            tcp.upstream_data(&bytes, end);
+            bytes = tcp.to_downstream();
+        }
+    }
+    bytes
+}
+
+/// Whether a network filter asked to close the connection (or its stream is gone).
+fn closing(worker: &Rc<Worker>, streams: &[(usize, StreamId)]) -> bool {
+    let mut filters = worker.filters.borrow_mut();
+    streams.iter().any(|(filter, id)| match filters[*filter].tcp_stream(*id) {
+        Some(mut tcp) => !tcp.close_requests().is_empty(),
+        None => true,
+    })
+}
+
+fn finish_tcp(worker: &Rc<Worker>, streams: &[(usize, StreamId)]) {
+    let mut filters = worker.filters.borrow_mut();
+    for (filter, id) in streams {
+        if let Some(tcp) = filters[*filter].tcp_stream(*id) {
+            let _ = tcp.finish();
+        }
+    }
+}
