@@ -1179,6 +1179,19 @@ impl Tcp<'_> {
         self.vm().tcp_view(ctx).map(|t| t.upstream.forwarded.clone()).unwrap_or_default()
     }
 
+    /// Bytes that went through to the upstream since the last call, taken out of the stream:
+    /// what a proxy writes to the upstream socket (a long connection keeps nothing).
+    pub fn take_to_upstream(&mut self) -> Vec<u8> {
+        let ctx = self.id.context;
+        self.vm().tcp(ctx).map(|t| std::mem::take(&mut t.downstream.forwarded)).unwrap_or_default()
+    }
+
+    /// Bytes that went through to the client since the last call (see `take_to_upstream`).
+    pub fn take_to_downstream(&mut self) -> Vec<u8> {
+        let ctx = self.id.context;
+        self.vm().tcp(ctx).map(|t| std::mem::take(&mut t.upstream.forwarded)).unwrap_or_default()
+    }
+
     /// `proxy_close_stream` requests the filter made, in order.
     pub fn close_requests(&mut self) -> Vec<CloseRequest> {
         let ctx = self.id.context;

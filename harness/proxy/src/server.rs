@@ -80,6 +80,8 @@ pub struct Shared {
     pub network_filter_base: Vec<usize>,
     /// `name root_id` per filter, for log lines.
     pub labels: Vec<String>,
+    /// Per filter: whether a failed callback lets the stream continue (FAIL_OPEN).
+    pub fail_open: Vec<bool>,
     pub shutdown: watch::Sender<bool>,
     /// Connections open on all workers.
     pub connections: AtomicU64,
@@ -193,6 +195,10 @@ impl Server {
             next += network + http;
         }
         let tagger = tagger(&bootstrap.stats_tags).map_err(StartError::Filter)?;
+        let bootstrap_fail_open: Vec<bool> = bootstrap
+            .wasm_filters()
+            .map(|(_, w)| w.failure_policy == crate::bootstrap::FailurePolicy::FailOpen)
+            .collect();
         let (shutdown, _) = watch::channel(false);
         let listeners = bootstrap.listeners.len();
         let shared = Arc::new(Shared {
@@ -204,6 +210,7 @@ impl Server {
             http_filter_base,
             network_filter_base,
             labels: started.labels.clone(),
+            fail_open: bootstrap_fail_open,
             shutdown,
             connections: AtomicU64::new(0),
             drain_time: options.drain_time,

@@ -493,7 +493,16 @@ async fn run_request_filter(
                 finish(worker, filter, id);
                 FilterOutcome::Reply(message_headers(&m), Bytes::from(m.body))
             }
-            None if matches!(step, Step::Failed(_)) => FilterOutcome::Continue,
+            // Envoy checks for failure right after each callback (cpp-host's CHECK_FAIL_HTTP):
+            // fail-open lets the stream continue, fail-closed answers it with a local 503.
+            None if matches!(step, Step::Failed(_)) && worker.shared.fail_open[filter] => FilterOutcome::Continue,
+            None if matches!(step, Step::Failed(_)) => {
+                drop(filters);
+                open.streams.retain(|(f, _)| *f != filter);
+                finish(worker, filter, id);
+                let (headers, body) = resp_parts(text_response(503, "", &[]));
+                FilterOutcome::Reply(headers, body)
+            }
             None => FilterOutcome::Reset,
         },
         Step::Closed { .. } => FilterOutcome::Reset,
@@ -730,10 +739,10 @@ fn through(worker: &Rc<Worker>, streams: &[(usize, StreamId)], data: &[u8], end:
         let Some(mut tcp) = filters[*filter].tcp_stream(*id) else { continue };
         if downstream {
             tcp.downstream_data(&bytes, end);
-            bytes = tcp.to_upstream();
+            bytes = tcp.take_to_upstream();
         } else {
             tcp.upstream_data(&bytes, end);
-            bytes = tcp.to_downstream();
+            bytes = tcp.take_to_downstream();
         }
     }
     bytes

@@ -1,0 +1,220 @@
+//! `ebb proxy` end to end: the staging bootstrap (deploy/envoy/envoy.yaml, its key rendered as
+//! docs/staging.md says) served on loopback ports with 2 workers in front of real upstream servers
+//! started by each test, driven by real HTTP/1.1, h2c and TCP clients and by scripts/ebb-ctl.
+//! Every wait is bounded; every process started is stopped when its test ends.
+
+#[path = "../all/util.rs"]
+mod util;
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{ctl, get, http1, promtool_check, Proxy, Upstream};
+
+/// The staging bootstrap as a deployment renders it: the placeholder key replaced.
+pub const KEY: &str = "proxy-test-key-6f1d0c2a9b8e7d6c5b4a39281706f5e4";
+
+#[test]
+fn pass_through_is_intact_over_http1_and_h2c_and_routes_by_prefix() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let proxy = Proxy::staging(&web, &api, None, |y| y);
+    let r = http1(
+        proxy.ingress(),
+        "POST",
+        "/submit?x=1",
+        &[("x-custom", "kept"), ("content-type", "text/plain")],
+        b"hello body",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-upstream").as_deref(), Some("web"));
+    assert_eq!(r.body, b"web POST /submit?x=1 hello body");
+    let seen = web.last();
+    assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(seen.header("host").as_deref(), Some("bitbucket.test"));
+    assert!(seen.header("x-request-id").is_some(), "the connection manager adds x-request-id");
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+
+    let r = http1(proxy.ingress(), "GET", "/api/repos", &[], b"");
+    assert_eq!((r.status, r.header("x-upstream").as_deref()), (200, Some("api")));
+
+    let r = support::h2c_get(proxy.ingress(), "/api/h2");
+    assert_eq!(r, (200, b"api GET /api/h2 ".to_vec()));
+}
+
+#[test]
+fn the_control_api_is_refused_on_the_ingress_and_answered_on_the_control_listener() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let proxy = Proxy::staging(&web, &api, None, |y| y);
+    // RBAC in front of the prefix, after the connection manager normalised the path.
+    for path in ["/.ebb/v1/state", "//.ebb/v1/state", "/x/../.ebb/v1/state", "/%2eebb/v1/state"] {
+        let r = http1(proxy.ingress(), "GET", path, &[], b"");
+        assert_eq!(r.status, 403, "{path}: {r:?}");
+    }
+    assert_eq!(web.count(), 0, "nothing under /.ebb/ reached an upstream");
+    let state = ctl(&proxy, &["state"]);
+    assert!(state.contains("\"armed\":true") && state.contains("\"name\":\"web\""), "{state}");
+    let r = http1(proxy.control(), "GET", "/elsewhere", &[], b"");
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("ebb control API not answering"));
+}
+
+#[test]
+fn a_capacity_drain_sheds_only_above_the_remaining_capacity_of_both_workers_together() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    // 4 hosts of 1 slot each: a drain of 2 leaves 2 slots for the whole proxy.
+    let proxy = Proxy::staging(&web, &api, None, |y| {
+        y.replace(r#""hosts": 10, "capacity_per_host": 50"#, r#""hosts": 4, "capacity_per_host": 1"#)
+    });
+    let added = ctl(&proxy, &["add", r#"{"id":"web-drain","ttl":"1m","drain":{"pool":"web","hosts":2}}"#]);
+    assert!(added.contains("\"ok\":true"), "{added}");
+    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 2");
+    // Six slow requests at once on separate connections (spread over both workers).
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = proxy.ingress();
+            std::thread::spawn(move || http1(addr, "GET", "/slow?ms=800", &[], b""))
+        })
+        .collect();
+    let results: Vec<support::Reply> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+    let ok = results.iter().filter(|r| r.status == 200).count();
+    let shed: Vec<_> = results.iter().filter(|r| r.status == 503).collect();
+    assert_eq!((ok, shed.len()), (2, 4), "{results:?}");
+    assert!(shed.iter().all(|r| r.header("x-envoy-overloaded").as_deref() == Some("true")));
+    let page = proxy.prometheus();
+    assert!(page.contains("ebb_pool_shed_total{ebb_pool=\"web\"} 4"), "{page}");
+}
+
+#[test]
+fn tcp_connections_over_a_drained_ssh_pool_are_refused() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let ssh = Upstream::echo();
+    // The ssh pool matches the listener's port, as Envoy's `destination.port`: listen on a port
+    // chosen here and name it in the pool.
+    let port = support::free_port();
+    let proxy =
+        Proxy::staging_with(&web, &api, Some(&ssh), &[&format!("--listener=ingress_ssh=127.0.0.1:{port}")], |y| {
+            y.replace(r#""hosts": 4, "capacity_per_host": 200"#, r#""hosts": 2, "capacity_per_host": 1"#)
+                .replace(r#""match": {"port": 2222}"#, &format!(r#""match": {{"port": {port}}}"#))
+        });
+    ctl(&proxy, &["add", r#"{"id":"ssh-drain","ttl":"1m","drain":{"pool":"ssh","hosts":1}}"#]);
+    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"ssh\"} 1");
+    let mut first = TcpStream::connect(proxy.ssh()).expect("connect");
+    first.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    first.read_exact(&mut buf).expect("echoed");
+    assert_eq!(&buf, b"ping");
+    // The first connection holds the one slot left: a second is closed without reaching ssh.
+    let mut second = TcpStream::connect(proxy.ssh()).expect("connect");
+    second.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = second.write_all(b"pong");
+    let mut got = Vec::new();
+    let _ = second.read_to_end(&mut got);
+    assert!(got.is_empty(), "the refused connection got {got:?}");
+    first.write_all(b"more").expect("the admitted connection still works");
+    first.read_exact(&mut buf).expect("echoed");
+    assert_eq!(&buf, b"more");
+}
+
+#[test]
+fn the_prometheus_page_is_what_the_alerts_expect_and_promtool_accepts_it() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let proxy = Proxy::staging(&web, &api, None, |y| y);
+    for _ in 0..3 {
+        assert_eq!(http1(proxy.ingress(), "GET", "/", &[], b"").status, 200);
+    }
+    ctl(&proxy, &["add", r#"{"id":"web-drain","ttl":"1m","drain":{"pool":"web","hosts":3}}"#]);
+    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 7");
+    let page = proxy.prometheus();
+    for line in [
+        "ebb_pool_expected_hosts{ebb_pool=\"web\"} 10",
+        "ebb_pool_deploy_in_progress{ebb_pool=\"web\"} 0",
+        "envoy_cluster_upstream_rq_xx{envoy_cluster_name=\"web\",envoy_response_code_class=\"2\"} 3",
+        "envoy_cluster_membership_healthy{envoy_cluster_name=\"web\"} 1",
+    ] {
+        assert!(page.contains(line), "missing {line:?} in\n{page}");
+    }
+    assert!(page.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"+Inf\"} 3"), "{page}");
+    promtool_check(&page);
+    let dump = get(proxy.admin(), "/config_dump");
+    assert!(dump.contains("[redacted]") && !dump.contains(KEY), "the key never leaves through the admin");
+}
+
+#[test]
+fn a_fault_expires_at_its_ttl_with_no_traffic_and_the_kill_switch_clears_everything() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let proxy = Proxy::staging(&web, &api, None, |y| y);
+    ctl(&proxy, &["add", r#"{"id":"short","ttl":"2s","drain":{"pool":"api","hosts":2}}"#]);
+    ctl(&proxy, &["add", r#"{"id":"long","ttl":"10m","drain":{"pool":"web","hosts":2}}"#]);
+    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"api\"} 4");
+    // No request at all: the main thread's and workers' ticks expire it.
+    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"api\"} 6");
+    let state = ctl(&proxy, &["state"]);
+    assert!(!state.contains("\"short\"") && state.contains("\"long\""), "{state}");
+    let cleared = ctl(&proxy, &["clear-all"]);
+    assert!(cleared.contains("long"), "{cleared}");
+    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 10");
+}
+
+#[test]
+fn a_trapping_filter_fails_closed_and_a_spinning_one_does_not_hang_its_worker() {
+    let web = Upstream::http("web");
+    let probe = util::filter("probe");
+    let yaml = support::single_filter_bootstrap(&probe, "FAIL_CLOSED");
+    let proxy = Proxy::start_yaml(&yaml, &[("backend", &web)], &[]);
+    assert_eq!(http1(proxy.ingress(), "GET", "/", &[], b"").status, 200);
+    let r = http1(proxy.ingress(), "GET", "/", &[("x-probe", "panic")], b"");
+    assert_eq!(r.status, 503, "{r:?}");
+    // The worker that trapped fails closed from now on; the proxy keeps serving and answering.
+    let started = Instant::now();
+    let r = http1(proxy.ingress(), "GET", "/", &[("x-probe", "loop")], b"");
+    assert_eq!(r.status, 503, "a spinning callback is interrupted: {r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(get(proxy.admin(), "/ready"), "LIVE\n");
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_refuses_new_ones_and_exits_0() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let mut proxy = Proxy::staging(&web, &api, None, |y| y);
+    let addr = proxy.ingress();
+    let slow = std::thread::spawn(move || http1(addr, "GET", "/slow?ms=1000", &[], b""));
+    web.wait_for_requests(1);
+    proxy.terminate();
+    let r = slow.join().expect("client");
+    assert_eq!(r.status, 200, "the request in flight finished: {r:?}");
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "new connections are refused");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn bad_starts_end_in_one_clear_line_and_exit_2() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let proxy = Proxy::staging(&web, &api, None, |y| y);
+    let taken = proxy.ingress();
+    let (code, err) = support::start_fails(&support::render(|y| y), &[&format!("--listener=ingress_http={taken}")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("listener ingress_http: cannot listen on") && err.lines().count() == 1, "{err}");
+    let (code, err) =
+        support::start_fails(&support::render(|y| y), &["--wasm-file=/etc/envoy/ebb.wasm=/nonexistent/ebb.wasm"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/ebb.wasm"), "{err}");
+    let (code, err) = support::start_fails(
+        &support::render(|y| {
+            y.replace("merge_slashes: true", "merge_slashes: true\n          use_remote_address: true")
+        }),
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("typed_config.use_remote_address: not served by ebb proxy"), "{err}");
+}

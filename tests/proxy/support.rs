@@ -1,0 +1,489 @@
+// Helpers of the `ebb proxy` tests: real upstream servers on loopback threads, the proxy as a
+// child process (killed when dropped), plain HTTP/1.1 and h2c clients, scripts/ebb-ctl.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use crate::util;
+use crate::KEY;
+
+/// Longest any wait of these tests may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A request an upstream saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+/// A real upstream on a loopback port: HTTP/1.1 answering `NAME METHOD PATH BODY` with
+/// `x-upstream: NAME` (`/slow?ms=N` first waits N ms), or a TCP echo server.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<VecDeque<Seen>>>,
+}
+
+impl Upstream {
+    pub fn http(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(VecDeque::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { return };
+                    let log = log.clone();
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move { Ok::<_, Infallible>(answer(name, req, log).await) }
+                    });
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn echo() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream { addr, seen: Arc::default() }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("seen").len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().expect("seen").back().cloned().expect("the upstream saw a request")
+    }
+
+    pub fn wait_for_requests(&self, n: usize) {
+        let start = Instant::now();
+        while self.count() < n {
+            assert!(start.elapsed() < WAIT, "the upstream saw {} requests, not {n}", self.count());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+async fn answer(name: &str, req: Request<Incoming>, log: Arc<Mutex<VecDeque<Seen>>>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    log.lock().expect("seen").push_back(Seen { headers });
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    if let Some(ms) = path.strip_prefix("/slow?ms=").and_then(|m| m.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let text = format!("{name} {} {path} {}", parts.method, String::from_utf8_lossy(&body));
+    Response::builder().header("x-upstream", name).body(Full::new(Bytes::from(text))).expect("response")
+}
+
+/// An HTTP response as a client got it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+pub fn http1(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ebb proxy");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: bitbucket.test\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).expect("write");
+    stream.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Reply {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no response head in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// GET over HTTP/2 with prior knowledge (h2c), with hyper's client.
+pub fn h2c_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("http://bitbucket.test{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await.expect("in time").expect("h2 response");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+        (status, body)
+    })
+}
+
+/// A GET on the admin endpoint, as text.
+pub fn get(addr: SocketAddr, path: &str) -> String {
+    String::from_utf8_lossy(&http1(addr, "GET", path, &[], b"").body).into_owned()
+}
+
+/// The staging bootstrap with its key rendered and `edit` applied, written to a temporary file.
+pub fn render(edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(util::workspace().join("deploy/envoy/envoy.yaml")).expect("staging bootstrap");
+    let text = edit(text.replace("CHANGE-ME-ebb-staging-placeholder-key", KEY));
+    write_temp(&text)
+}
+
+fn write_temp(text: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("ebb-proxy-test-{}-{n}.yaml", std::process::id()));
+    std::fs::write(&path, text).expect("write bootstrap");
+    path
+}
+
+/// A bootstrap with one HTTP listener, one Wasm filter (`code`) and a router to `backend`.
+pub fn single_filter_bootstrap(code: &Path, policy: &str) -> PathBuf {
+    write_temp(&format!(
+        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - name: ingress_http
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: / }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: probe
+                failure_policy: {policy}
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {} }} }}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }}
+"#,
+        code.display()
+    ))
+}
+
+/// `ebb proxy` running as a child process; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    addresses: Vec<(String, SocketAddr)>,
+    /// Stderr, read on a thread of its own (so the pipe never fills).
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    /// The staging bootstrap (`edit` applied) on free loopback ports, 2 workers.
+    pub fn staging(web: &Upstream, api: &Upstream, ssh: Option<&Upstream>, edit: impl Fn(String) -> String) -> Proxy {
+        Proxy::staging_with(web, api, ssh, &[], edit)
+    }
+
+    /// `staging` with more arguments (they win over the defaults).
+    pub fn staging_with(
+        web: &Upstream,
+        api: &Upstream,
+        ssh: Option<&Upstream>,
+        extra: &[&str],
+        edit: impl Fn(String) -> String,
+    ) -> Proxy {
+        let yaml = render(edit);
+        let ssh_addr = ssh.map_or_else(|| web.addr, |s| s.addr);
+        let wasm = util::ebb_wasm();
+        let code = format!("--wasm-file=/etc/envoy/ebb.wasm={}", wasm.display());
+        let mut args = vec![code.as_str()];
+        let ssh_arg = format!("--cluster=ssh={ssh_addr}");
+        args.push(&ssh_arg);
+        args.extend_from_slice(extra);
+        Proxy::start_yaml(&yaml, &[("web", web), ("api", api)], &args)
+    }
+
+    pub fn start_yaml(yaml: &Path, clusters: &[(&str, &Upstream)], extra: &[&str]) -> Proxy {
+        let mut cmd = Command::new(util::ebb_binary());
+        cmd.arg("proxy").arg(yaml).arg("--concurrency=2").arg("--admin=127.0.0.1:0").arg("--drain-time=5s");
+        let text = std::fs::read_to_string(yaml).expect("bootstrap");
+        for name in ["ingress_http", "ingress_ssh", "ebb_control"] {
+            let overridden = extra.iter().any(|e| e.starts_with(&format!("--listener={name}=")));
+            if text.contains(&format!("name: {name}")) && !overridden {
+                cmd.arg(format!("--listener={name}=127.0.0.1:0"));
+            }
+        }
+        for (name, upstream) in clusters {
+            cmd.arg(format!("--cluster={name}={}", upstream.addr));
+        }
+        cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock().expect("stderr").push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut addresses = Vec::new();
+        let started = Instant::now();
+        loop {
+            let line = lines.next().and_then(Result::ok);
+            match line.as_deref() {
+                Some("ready") => break,
+                Some(l) if l.starts_with("listening ") => {
+                    let mut parts = l.split(' ').skip(1);
+                    let name = parts.next().expect("name").to_string();
+                    let addr = parts.next().and_then(|a| a.parse().ok()).expect("address");
+                    addresses.push((name, addr));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(50));
+                    panic!("ebb proxy did not start ({:?}):\n{}", started.elapsed(), stderr.lock().expect("stderr"));
+                }
+            }
+        }
+        Proxy { child, addresses, stderr }
+    }
+
+    fn addr(&self, name: &str) -> SocketAddr {
+        self.addresses.iter().find(|(n, _)| n == name).map(|(_, a)| *a).unwrap_or_else(|| panic!("no listener {name}"))
+    }
+
+    pub fn ingress(&self) -> SocketAddr {
+        self.addr("ingress_http")
+    }
+
+    pub fn control(&self) -> SocketAddr {
+        self.addr("ebb_control")
+    }
+
+    pub fn ssh(&self) -> SocketAddr {
+        self.addr("ingress_ssh")
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.addr("admin")
+    }
+
+    pub fn prometheus(&self) -> String {
+        get(self.admin(), "/stats/prometheus")
+    }
+
+    /// Waits until `/stats/prometheus` shows `line` (a command reaches every worker within a tick).
+    pub fn wait_for_metric(&self, line: &str) {
+        let start = Instant::now();
+        loop {
+            let page = self.prometheus();
+            if page.contains(line) {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "{line:?} never showed:\n{page}\nlogs:\n{}",
+                self.stderr.lock().expect("stderr")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `scripts/ebb-ctl` against the proxy's control listener; its output (stdout and stderr).
+pub fn ctl(proxy: &Proxy, args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(util::workspace().join("scripts/ebb-ctl"))
+        .args(args)
+        .env("EBB_URL", format!("http://{}", proxy.control()))
+        .env("EBB_KEY", KEY)
+        .output()
+        .expect("run scripts/ebb-ctl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ebb-ctl {args:?} failed: {text}");
+    text
+}
+
+/// A loopback port free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// `promtool check metrics` on a page: exit 0 (lint warnings allowed).
+pub fn promtool_check(page: &str) {
+    let mut child = Command::new(std::env::var("EBB_PROMTOOL").unwrap_or_else(|_| "promtool".into()))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) must be installed");
+    child.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // promtool exits 3 for lint problems only (names, help text), 1 for a page it cannot parse.
+    assert!(out.status.code() != Some(1), "promtool cannot parse the page: {text}\n{page}");
+}
+
+/// Starts `ebb proxy` expecting it to fail: its exit code and stderr.
+pub fn start_fails(yaml: &Path, extra: &[&str]) -> (i32, String) {
+    let wasm = util::ebb_wasm();
+    let mut cmd = Command::new(util::ebb_binary());
+    cmd.arg("proxy").arg(yaml).arg(format!("--wasm-file=/etc/envoy/ebb.wasm={}", wasm.display()));
+    for (name, port) in [("ingress_http", 0), ("ingress_ssh", 0), ("ebb_control", 0)] {
+        if !extra.iter().any(|e| e.contains(&format!("={name}="))) {
+            cmd.arg(format!("--listener={name}=127.0.0.1:{port}"));
+        }
+    }
+    cmd.args([
+        "--admin=127.0.0.1:0",
+        "--cluster=web=127.0.0.1:9",
+        "--cluster=api=127.0.0.1:9",
+        "--cluster=ssh=127.0.0.1:9",
+    ]);
+    // Later --wasm-file wins? No: the test's own override replaces the default one.
+    if extra.iter().any(|e| e.starts_with("--wasm-file")) {
+        cmd = rebuild_without_default_code(cmd);
+    }
+    cmd.args(extra);
+    let out = cmd.output().expect("run ebb proxy");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn rebuild_without_default_code(cmd: Command) -> Command {
+    let mut fresh = Command::new(cmd.get_program());
+    fresh.args(cmd.get_args().filter(|a| !a.to_string_lossy().starts_with("--wasm-file")));
+    fresh
+}
