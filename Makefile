@@ -8,7 +8,7 @@ EBB := target/release/ebb
 # Test filters under tests/filters/ are wasm-only crates; native commands leave them out.
 NATIVE_EXCLUDES := --exclude ebb-plugin $(foreach f,$(wildcard tests/filters/*),--exclude ebb-testfilter-$(notdir $(f)))
 
-.PHONY: all wasm build test demo bench lint fmt clean prereqs wasm-target
+.PHONY: all wasm build test demo bench bench-proxy lint fmt clean prereqs wasm-target
 
 all: build
 
@@ -43,9 +43,14 @@ test: prereqs wasm
 demo: build
 	./scripts/demo.sh
 
-## bench: host and filter benchmarks (figures go to docs/benchmarks.md)
-bench: wasm
+## bench: host and filter benchmarks, then ebb proxy against nginx with wrk (figures go to docs/benchmarks.md)
+bench: build
 	$(CARGO) bench -p ebb-host
+	./scripts/bench-proxy.sh
+
+## bench-proxy: only the ebb proxy / nginx comparison (needs Debian's nginx and wrk)
+bench-proxy: build
+	./scripts/bench-proxy.sh
 
 ## lint: formatting and clippy with warnings as errors, native and wasm
 lint:

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# `make bench-proxy`: requests/s, added latency and proxy CPU per request, with wrk, for one
+# upstream reached directly, through nginx (the reference proxy), and through `ebb proxy` with no
+# filter, with ebb.wasm and no fault, and with ebb.wasm and a 50 % capacity drain that does not shed
+# at this load. All in one run, interleaved, on loopback; figures go to docs/benchmarks.md by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EBB=${EBB:-target/release/ebb}
+WASM=${WASM:-dist/ebb.wasm}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-32}
+ROUNDS=${ROUNDS:-3}
+for tool in nginx wrk; do
+  command -v $tool >/dev/null || { echo "bench-proxy needs $tool (apt-get install nginx wrk)" >&2; exit 2; }
+done
+[ -x "$EBB" ] && [ -f "$WASM" ] || { echo "run make build first" >&2; exit 2; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The upstream: nginx answering 200 "ok" from memory, one worker process.
+UP=$(free_port); NG=$(free_port)
+cat > "$work/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok"; } }
+  server { listen 127.0.0.1:$NG; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+
+bootstrap() { # $1 = with wasm (0/1)
+  local filters="" 
+  if [ "$1" = 1 ]; then
+    filters='
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: ebb
+                root_id: ebb
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+                    {"pools": [{"name": "web", "match": {"cluster": "web"}, "hosts": 10, "capacity_per_host": 1000}],
+                     "control": {"key": "bench-key-2b9f0c1d8e7a6f5b4c3d2e1f0a9b8c7d"}}
+                vm_config:
+                  vm_id: ebb
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: '"$WASM"' } }'
+  fi
+  cat <<EOF
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }
+stats_config:
+  stats_tags:
+  - tag_name: ebb_pool
+    regex: '^(?:wasmcustom\.)?ebb\.pool(\.([a-z0-9_-]+))\.[a-z_]+\$'
+static_resources:
+  listeners:
+  - name: ingress
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                route: { cluster: web }
+          http_filters:$filters
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: web
+    type: STATIC
+    load_assignment:
+      cluster_name: web
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $UP } } }
+EOF
+}
+
+start_ebb() { # $1 = with wasm; prints the ingress address, leaves the pid in EBB_PID
+  bootstrap "$1" > "$work/b$1.yaml"
+  "$EBB" proxy "$work/b$1.yaml" --concurrency 2 > "$work/out$1" 2> "$work/err$1" & EBB_PID=$!; pids+=($EBB_PID)
+  for _ in $(seq 100); do grep -q '^ready' "$work/out$1" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^ready' "$work/out$1" || { cat "$work/err$1" >&2; exit 2; }
+}
+start_ebb 0; EBB0_PID=$EBB_PID; EBB0=$(awk '$2=="ingress"{print $3}' "$work/out0")
+start_ebb 1; EBB1_PID=$EBB_PID; EBB1=$(awk '$2=="ingress"{print $3}' "$work/out1")
+sleep 0.5
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+run() { # name, url, pid of the proxy (or -)
+  local before after out rps p50 p99 reqs cpu
+  [ "$3" != - ] && before=$(cpu_ticks "$3")
+  out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  [ "$3" != - ] && after=$(cpu_ticks "$3")
+  rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+  reqs=$(awk '/requests in/{print $1}' <<<"$out")
+  p50=$(awk '$1=="50%"{print $2}' <<<"$out"); p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+  cpu="-"
+  if [ "$3" != - ]; then cpu=$(awk -v t=$((after-before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t/hz/n*1e6}'); fi
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "$cpu"
+}
+NGINX_PID=$(cat "$work/nginx.pid" 2>/dev/null || echo -)
+nginx_cpu_pid=- # nginx runs as several processes: its CPU is not attributed here
+echo "| path | requests/s | p50 | p99 | proxy CPU µs/request |"
+echo "|---|---|---|---|---|"
+for round in $(seq "$ROUNDS"); do
+  run "direct (round $round)" "http://127.0.0.1:$UP/" -
+  run "nginx proxy_pass (round $round)" "http://127.0.0.1:$NG/" "$nginx_cpu_pid"
+  run "ebb proxy, no filter (round $round)" "http://$EBB0/" "$EBB0_PID"
+  run "ebb proxy + ebb.wasm, no fault (round $round)" "http://$EBB1/" "$EBB1_PID"
+done
+# A 50 % capacity drain of 10 000 slots: 5 000 remain, far above wrk's connections, so none shed.
+ADMIN1=$(awk '$2=="admin"{print $3}' "$work/out1")
+EBB_KEY=bench-key-2b9f0c1d8e7a6f5b4c3d2e1f0a9b8c7d scripts/ebb-ctl --url "http://$EBB1" \
+  add '{"id":"drain","ttl":"10m","drain":{"pool":"web","fraction":0.5}}' > /dev/null
+sleep 1.5
+curl -s "http://$ADMIN1/stats/prometheus" | grep -q 'ebb_pool_available_hosts{ebb_pool="web"} 5' || { echo "the drain did not land" >&2; exit 2; }
+for round in $(seq "$ROUNDS"); do
+  run "ebb proxy + ebb.wasm, 50 % capacity drain (round $round)" "http://$EBB1/" "$EBB1_PID"
+done
