@@ -218,3 +218,14 @@ fn bad_starts_end_in_one_clear_line_and_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("typed_config.use_remote_address: not served by ebb proxy"), "{err}");
 }
+
+#[test]
+fn a_singleton_wasm_service_runs_one_vm_on_the_main_thread() {
+    let web = Upstream::http("web");
+    let probe = util::filter("probe");
+    let proxy = Proxy::start_yaml(&support::with_service(&probe, true), &[("backend", &web)], &[]);
+    let logs = proxy.wait_for_log("wasm log service service: on_configure");
+    let starts: Vec<&str> = logs.lines().filter(|l| l.contains("wasm log service service: on_vm_start")).collect();
+    assert_eq!(starts.len(), 1, "one VM, not one per worker:\n{logs}");
+    assert!(starts[0].contains("[main]"), "{logs}");
+}

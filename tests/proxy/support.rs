@@ -272,6 +272,27 @@ static_resources:
     ))
 }
 
+/// `single_filter_bootstrap` plus the same code as a bootstrap Wasm service.
+pub fn with_service(code: &Path, singleton: bool) -> PathBuf {
+    let base = std::fs::read_to_string(single_filter_bootstrap(code, "FAIL_CLOSED")).expect("bootstrap");
+    write_temp(&format!(
+        r#"bootstrap_extensions:
+- name: envoy.bootstrap.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.wasm.v3.WasmService
+    singleton: {singleton}
+    config:
+      name: service
+      root_id: service
+      vm_config:
+        vm_id: service
+        runtime: envoy.wasm.runtime.v8
+        code: {{ local: {{ filename: {} }} }}
+{base}"#,
+        code.display()
+    ))
+}
+
 /// `ebb proxy` running as a child process; killed when dropped.
 pub struct Proxy {
     child: Child,
@@ -376,6 +397,11 @@ impl Proxy {
         self.addr("admin")
     }
 
+    /// What the proxy wrote to stderr so far (filter logs among it).
+    pub fn logs(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
     pub fn prometheus(&self) -> String {
         get(self.admin(), "/stats/prometheus")
     }
@@ -394,6 +420,19 @@ impl Proxy {
                 self.stderr.lock().expect("stderr")
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the proxy's stderr contains `text`; returns all of it.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let logs = self.logs();
+            if logs.contains(text) {
+                return logs;
+            }
+            assert!(start.elapsed() < WAIT, "{text:?} never logged:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

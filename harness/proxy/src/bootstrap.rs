@@ -41,6 +41,15 @@ pub struct Bootstrap {
     pub stats_tags: Vec<StatsTag>,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// `bootstrap_extensions` of type `envoy.extensions.wasm.v3.WasmService`: filters with no
+    /// streams, on the main thread only when `singleton`, else on every worker too.
+    pub services: Vec<WasmService>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WasmService {
+    pub filter: WasmFilter,
+    pub singleton: bool,
 }
 
 /// `stats_config.stats_tags[]`: a tag extracted from metric names by a regex.
@@ -208,6 +217,7 @@ const NETWORK_WASM: &str = "type.googleapis.com/envoy.extensions.filters.network
 const HTTP_WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const WASM_SERVICE: &str = "type.googleapis.com/envoy.extensions.wasm.v3.WasmService";
 const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
 
 impl Bootstrap {
@@ -265,6 +275,16 @@ impl Bootstrap {
             }
             stats.finish()?;
         }
+        let mut services = Vec::new();
+        for mut extension in root.nodes("bootstrap_extensions")? {
+            extension.require_string("name")?;
+            let (_, mut config) = typed_config(&mut extension, &[WASM_SERVICE])?;
+            let singleton = config.bool("singleton")?.unwrap_or(false);
+            let filter = wasm_filter(&mut config)?;
+            config.finish()?;
+            extension.finish()?;
+            services.push(WasmService { filter, singleton });
+        }
         let mut listeners = Vec::new();
         let mut clusters = Vec::new();
         if let Some(mut resources) = root.node("static_resources")? {
@@ -277,7 +297,7 @@ impl Bootstrap {
             resources.finish()?;
         }
         root.finish()?;
-        let bootstrap = Bootstrap { node_id, admin, stats_tags, listeners, clusters };
+        let bootstrap = Bootstrap { node_id, admin, stats_tags, listeners, clusters, services };
         bootstrap.check_references()?;
         Ok(bootstrap)
     }
@@ -830,6 +850,15 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(Bootstrap::parse(&text).unwrap_err().to_string(), want);
         }
+    }
+
+    #[test]
+    fn wasm_services_are_read_with_their_singleton_flag() {
+        let text = "bootstrap_extensions:\n- name: envoy.bootstrap.wasm\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.wasm.v3.WasmService\n    singleton: true\n    config:\n      name: hello\n      vm_config:\n        runtime: envoy.wasm.runtime.v8\n        code: { local: { filename: hello.wasm } }\n";
+        let b = Bootstrap::parse(text).unwrap();
+        assert_eq!(b.services.len(), 1);
+        assert!(b.services[0].singleton);
+        assert_eq!(b.services[0].filter.code, PathBuf::from("hello.wasm"));
     }
 
     #[test]

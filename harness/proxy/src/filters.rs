@@ -17,6 +17,8 @@ pub struct Filters {
     pub workers: Vec<Vec<Proxy>>,
     /// `name root_id` of each filter, for log lines (`wasm log NAME ROOT_ID: message`).
     pub labels: Vec<String>,
+    /// The same for each worker's proxies (singleton services have none there).
+    pub worker_labels: Vec<String>,
 }
 
 fn policy(p: bootstrap::FailurePolicy) -> FailurePolicy {
@@ -34,10 +36,16 @@ pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, So
     // The first main-thread proxy of each vm_id: the others of that vm_id start beside it and so
     // share its shared data and stats, as filters with one vm_id do in Envoy.
     let mut anchors: HashMap<String, usize> = HashMap::new();
-    let mut filters =
-        Filters { main: Vec::new(), workers: (0..concurrency).map(|_| Vec::new()).collect(), labels: Vec::new() };
-    for (listener, wasm) in bootstrap.wasm_filters() {
-        let at = format!("listener {} filter {}", listener.name, wasm.name);
+    let mut filters = Filters {
+        main: Vec::new(),
+        workers: (0..concurrency).map(|_| Vec::new()).collect(),
+        labels: Vec::new(),
+        worker_labels: Vec::new(),
+    };
+    // Listeners' filters first (their indexes are the ones streams use), then services.
+    let listed = bootstrap.wasm_filters().map(|(l, w)| (format!("listener {} filter {}", l.name, w.name), w, true));
+    let services = bootstrap.services.iter().map(|s| (format!("service {}", s.filter.name), &s.filter, !s.singleton));
+    for (at, wasm, on_workers) in listed.chain(services) {
         let plugin = match plugins.get(&wasm.code) {
             Some(p) => p.clone(),
             None => {
@@ -68,13 +76,18 @@ pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, So
         let index = filters.main.len();
         filters.main.push(main);
         let anchor = *anchors.entry(wasm.vm_id.clone()).or_insert(index);
-        for worker in &mut filters.workers {
+        // A singleton service runs on the main thread only, with ticks and no streams.
+        for worker in filters.workers.iter_mut().filter(|_| on_workers) {
             let proxy = filters.main[anchor]
                 .new_beside(&plugin, options(1), clock.clone())
                 .map_err(|e| format!("{at}: {e}"))?;
             worker.push(proxy);
         }
-        filters.labels.push(format!("{} {}", wasm.name, wasm.root_id));
+        let label = format!("{} {}", wasm.name, wasm.root_id);
+        if on_workers {
+            filters.worker_labels.push(label.clone());
+        }
+        filters.labels.push(label);
     }
     Ok(filters)
 }

@@ -78,8 +78,9 @@ pub struct Shared {
     /// Per listener: index of its first HTTP / network Wasm filter among all filters.
     pub http_filter_base: Vec<usize>,
     pub network_filter_base: Vec<usize>,
-    /// `name root_id` per filter, for log lines.
+    /// `name root_id` per filter, for log lines: main-thread proxies, and each worker's.
     pub labels: Vec<String>,
+    pub worker_labels: Vec<String>,
     /// Per filter: whether a failed callback lets the stream continue (FAIL_OPEN).
     pub fail_open: Vec<bool>,
     pub shutdown: watch::Sender<bool>,
@@ -210,6 +211,7 @@ impl Server {
             http_filter_base,
             network_filter_base,
             labels: started.labels.clone(),
+            worker_labels: started.worker_labels.clone(),
             fail_open: bootstrap_fail_open,
             shutdown,
             connections: AtomicU64::new(0),

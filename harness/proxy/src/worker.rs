@@ -116,7 +116,7 @@ async fn tick_loop(worker: Rc<Worker>) {
                 for e in proxy.tick() {
                     eprintln!("[error][{thread}] {e}");
                 }
-                print_logs(proxy, &worker.shared.labels[i], &thread);
+                print_logs(proxy, &worker.shared.worker_labels[i], &thread);
             }
         }
         worker.wake_resumed();
