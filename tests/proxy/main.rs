@@ -3,6 +3,10 @@
 //! started by each test, driven by real HTTP/1.1, h2c and TCP clients and by scripts/ebb-ctl.
 //! Every wait is bounded; every process started is stopped when its test ends.
 
+// These tests wait on real processes and sockets, so they read the wall clock to bound each wait
+// (the harness's own rule, one clock, is about the code under test).
+#![allow(clippy::disallowed_types)]
+
 #[path = "../all/util.rs"]
 mod util;
 
