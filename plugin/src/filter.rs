@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ebb_engine::metrics::{GlobalMetric, PoolMetric};
 use ebb_engine::state::config_hash;
-use ebb_engine::{Config, Engine};
+use ebb_engine::Engine;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
