@@ -61,7 +61,10 @@ fn canonical(raw: &str) -> bool {
 }
 
 fn needs_normalising(raw: &str) -> bool {
-    raw.bytes().any(|b| matches!(b, b'%' | b'\\' | b';')) || raw.contains("/.") || raw.contains("//")
+    !raw.starts_with('/')
+        || raw.bytes().any(|b| matches!(b, b'%' | b'\\' | b';'))
+        || raw.contains("/.")
+        || raw.contains("//")
 }
 
 /// True when `path` (or `path/`) starts with `prefix`, ignoring ASCII case.
@@ -158,6 +161,7 @@ mod tests {
             "/.ebb;x=1/v1/state",
             "/.ebb/v1",
             "/.ebb/v1/faults/%2e%2e/state",
+            ".ebb/v1/state",
         ] {
             assert_eq!(classify(P, path), PathClass::LookAlike, "{path}");
         }
