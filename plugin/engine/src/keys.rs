@@ -23,7 +23,7 @@ pub enum KeyVerdict {
     Fine,
     /// Accepted, with this warning for the log.
     Weak(String),
-    /// Not accepted: the control API stays off, for this reason.
+    /// Not accepted: the control API stays off (answers 503), for this reason.
     Refused(String),
 }
 
@@ -33,7 +33,7 @@ pub fn judge(key: &str) -> KeyVerdict {
     let trimmed = key.trim();
     if KNOWN_EXAMPLE_KEYS.iter().any(|known| trimmed.eq_ignore_ascii_case(known)) || trimmed.contains("CHANGE-ME") {
         return KeyVerdict::Refused(
-            "control.key is an example key published in ebb's docs; control API off: render a key of your own \
+            "control.key is an example key published in ebb's docs: render a key of your own \
              (openssl rand -hex 32) into the configuration, see docs/staging.md"
                 .to_string(),
         );

@@ -127,7 +127,7 @@ pub(crate) fn read_configuration(size: usize) -> (Vec<u8>, Result<Config, Config
 pub(crate) fn log_key_verdict(config: &Config) {
     let Some(control) = &config.control else { return };
     match keys::judge(&control.key) {
-        KeyVerdict::Refused(why) => log::error!("ebb: {why}"),
+        KeyVerdict::Refused(why) => log::error!("ebb: control API off: {why}"),
         KeyVerdict::Weak(why) => log::warn!("ebb: {why}"),
         KeyVerdict::Fine => {}
     }
