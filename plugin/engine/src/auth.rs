@@ -220,6 +220,11 @@ mod tests {
             "ebb-v2\nPOST\nproxy-a.example:9902\n/.ebb/v1/faults?n=1\n1700000000\n\
              44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
+        // The worked example of docs/configuration.md, "Signing".
+        assert_eq!(
+            sign(KEY, "POST", "Proxy-A.Example:9902", "/.ebb/v1/faults?n=1", 1_700_000_000, b"{}"),
+            "v2=05aea3b04e53572e8948e82358b0f9640027a83e7ffecf5d76a38839c0e21425"
+        );
     }
 
     #[test]
