@@ -8,6 +8,8 @@ use crate::host::{LocalReply, Proxy, Step};
 
 /// Header carrying a command's JSON (the filter reads commands from headers, as in Envoy).
 pub const COMMAND_HEADER: &str = "x-ebb-command";
+/// The `:authority` the harness's own calls address (and sign, scheme v2).
+pub const AUTHORITY: &str = "ebb-control";
 
 /// Why a control call did not get a JSON answer from the filter.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +22,9 @@ pub enum ControlError {
     Host(#[from] crate::host::HostError),
 }
 
-/// Sends one signed control call on `worker` of `proxy` and returns the status and response.
-/// `nonce` makes otherwise identical changes within one second distinct (replay protection).
+/// Sends one signed control call (scheme v2, bound to [`AUTHORITY`]) on `worker` of `proxy` and
+/// returns the status and response. `nonce` makes otherwise identical changes within one second
+/// distinct (adding a fault is single-use).
 pub fn call(
     proxy: &mut Proxy,
     worker: usize,
@@ -34,11 +37,11 @@ pub fn call(
     let path = format!("{path}?n={nonce}");
     let now_s = proxy.clock().now_ns() / 1_000_000_000;
     let body = command.unwrap_or("");
-    let signature = sign(key.as_bytes(), method, &path, now_s, body.as_bytes());
+    let signature = sign(key.as_bytes(), method, AUTHORITY, &path, now_s, body.as_bytes());
     let mut headers: Vec<(&str, String)> = vec![
         (":method", method.to_string()),
         (":path", path.clone()),
-        (":authority", "ebb-control".to_string()),
+        (":authority", AUTHORITY.to_string()),
         (":scheme", "http".to_string()),
         (TIMESTAMP_HEADER, now_s.to_string()),
         (SIGNATURE_HEADER, signature),
@@ -80,10 +83,10 @@ const HOP_BY_HOP: [&str; 7] =
     ["host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade"];
 
 /// Sends a client's request, unchanged, through the filter on `worker` of `proxy`, as Envoy's
-/// control listener would: `Host` becomes `:authority`, a request with a body is not at its end
-/// on the headers (the filter refuses it with 400, because Envoy would not hand it the body), and
-/// a request the filter does not answer gets the listener's 404. The caller's own signature is
-/// checked by the filter; nothing is signed here.
+/// control listener would: `Host` becomes `:authority` (what a v2 signature covers), a request
+/// with a body is not at its end on the headers (the filter refuses it with 400, because Envoy
+/// would not hand it the body), and a request the filter does not answer gets the listener's 404.
+/// The caller's own signature is checked by the filter; nothing is signed here.
 pub fn forward(proxy: &mut Proxy, worker: usize, request: &RawRequest) -> Result<RawResponse, ControlError> {
     let authority = request.headers.iter().find(|(k, _)| k == "host").map_or("ebb-control", |(_, v)| v.as_str());
     let mut headers: Vec<(&str, &str)> =

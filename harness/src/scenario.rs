@@ -562,7 +562,8 @@ impl Scenario {
 
     /// The control API key the replay signs with (derived from the seed; never a secret).
     pub fn control_key(&self) -> String {
-        format!("ebb-replay-key-{:016x}", self.seed)
+        // 32 bytes or more: the filter warns about shorter keys.
+        format!("ebb-replay-control-key-{:016x}", self.seed)
     }
 
     /// The ebb plugin configuration every simulated proxy runs.
@@ -594,6 +595,7 @@ impl Scenario {
                 path_prefix: "/.ebb/v1/".into(),
                 key: self.control_key(),
                 window: Duration::from_secs(300),
+                accept_v1_signatures: false,
             }),
             header_faults: false,
             faults: Vec::new(),

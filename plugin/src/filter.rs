@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ebb_engine::metrics::{GlobalMetric, PoolMetric};
 use ebb_engine::state::config_hash;
-use ebb_engine::{Config, Engine};
+use ebb_engine::Engine;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
@@ -143,12 +143,12 @@ impl RootContext for Root {
         true
     }
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         let root_id = hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().unwrap_or_default();
         self.kind = if root_id.ends_with(b"tcp") { ContextType::StreamContext } else { ContextType::HttpContext };
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let (bytes, parsed) = control::read_configuration(plugin_configuration_size);
         let now = now_ms();
-        let config = match Config::parse(&bytes) {
+        let config = match parsed {
             Ok(config) => config,
             Err(e) => {
                 // Disarmed, never broken: traffic passes untouched and the metric says why to look.
@@ -161,6 +161,7 @@ impl RootContext for Root {
                 return true;
             }
         };
+        control::log_key_verdict(&config);
         let names: Vec<String> = config.pools.iter().map(|p| p.name.clone()).collect();
         let hash = config_hash(&bytes);
         let installed =

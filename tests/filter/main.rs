@@ -15,6 +15,8 @@ const KEY: &str = "staging-key-0123456789";
 #[path = "../all/util.rs"]
 mod util;
 
+mod control;
+
 /// ebb.wasm, built from source once per test run so tests never use a stale binary.
 fn plugin() -> Plugin {
     let path = util::ebb_wasm();
@@ -69,7 +71,7 @@ fn complete(proxy: &mut Proxy, id: ebb_harness::StreamId) {
 /// A signed control call on `worker`: (status, response).
 fn control(proxy: &mut Proxy, worker: usize, method: &str, path: &str, body: &str) -> (u32, Response) {
     let now_s = proxy.clock().now_ns() / 1_000_000_000;
-    let sig = sign(KEY.as_bytes(), method, path, now_s, body.as_bytes());
+    let sig = sign(KEY.as_bytes(), method, "ebb-control", path, now_s, body.as_bytes());
     call(proxy, worker, method, path, body, Some((now_s, sig)))
 }
 
@@ -107,7 +109,8 @@ fn call(
 #[test]
 fn a_control_call_with_a_body_is_refused_at_once_not_left_hanging() {
     let mut p = proxy(&config(""), 1);
-    let headers = [(":method", "POST"), (":path", "/.ebb/v1/faults"), (":authority", "ebb-control")];
+    let headers =
+        [(":method", "POST"), (":path", "/.ebb/v1/faults"), (":authority", "ebb-control"), ("content-length", "2")];
     let mut http = p.worker(0).unwrap().http();
     let Step::LocalReply(reply) = http.request_headers(&headers, false) else {
         panic!("expected an answer at the headers")
@@ -166,11 +169,11 @@ fn commands_are_signed_reach_every_worker_within_a_tick_and_the_kill_switch_clea
     let (status, r) = call(&mut p, 0, "POST", "/.ebb/v1/faults", body, None);
     assert_eq!(status, 401, "{r:?}");
     let now_s = p.clock().now_ns() / 1_000_000_000;
-    let forged = sign(b"not-the-key-at-all", "POST", "/.ebb/v1/faults", now_s, body.as_bytes());
+    let forged = sign(b"not-the-key-at-all", "POST", "ebb-control", "/.ebb/v1/faults", now_s, body.as_bytes());
     assert_eq!(call(&mut p, 0, "POST", "/.ebb/v1/faults", body, Some((now_s, forged))).0, 401);
     assert_eq!(gauge(&p, "ebb.commands_refused_total"), 2);
 
-    let sig = sign(KEY.as_bytes(), "POST", "/.ebb/v1/faults", now_s, body.as_bytes());
+    let sig = sign(KEY.as_bytes(), "POST", "ebb-control", "/.ebb/v1/faults", now_s, body.as_bytes());
     let (status, r) = call(&mut p, 1, "POST", "/.ebb/v1/faults", body, Some((now_s, sig.clone())));
     assert_eq!(status, 201, "{r:?}");
     assert_eq!(r.fault.as_ref().map(|f| f.state.as_str()), Some("active"));

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clip::{clip, quoted, VALUE};
 use crate::config::{from_json, Config, Protocol};
 use crate::duration::Duration;
 use crate::engine::{Engine, PoolStatus};
@@ -34,6 +35,49 @@ pub enum Mutation {
     Restore(String),
 }
 
+impl Mutation {
+    /// True when a captured signature must not be usable twice: adding a fault. Clearing and
+    /// restoring only ever remove faults, so a replay does nothing harmful, and the kill switch
+    /// must work whatever the state of the replay memory (full, contended, unreadable).
+    pub fn single_use(&self) -> bool {
+        matches!(self, Mutation::Add(_))
+    }
+}
+
+/// Longest command (`x-ebb-command`) read, in bytes; a fault is a few hundred.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
+/// Whether a control call carries a request body, judged from the request itself. Some hosts
+/// (ngx_wasm_module) report `end_of_stream = false` on the headers of every request, so that
+/// alone does not mean a body follows: HTTP/1.1 has a body only with `transfer-encoding` or a
+/// non-zero `content-length`, and HTTP/2 clients send `content-length` with theirs.
+pub fn has_body(end_of_stream: bool, content_length: Option<&str>, transfer_encoding: Option<&str>) -> bool {
+    if end_of_stream {
+        return false;
+    }
+    if transfer_encoding.is_some() {
+        return true;
+    }
+    content_length.is_some_and(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0))
+}
+
+/// The refusal of a request body on a control call.
+pub fn body_error() -> CommandError {
+    CommandError::invalid("", "send the command in the x-ebb-command header, not the request body")
+}
+
+/// The refusal of a path that reads as the control prefix only once normalised.
+pub fn lookalike_error(prefix: &str, path: &str) -> CommandError {
+    CommandError::invalid(
+        "",
+        format!(
+            "{} is not a control path as written: the control API answers only {prefix}… exactly, without \
+             percent-escapes, '.' or '..' segments, doubled slashes or other letter case",
+            quoted(crate::control_path::route_part(path))
+        ),
+    )
+}
+
 #[derive(Clone, Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)] // one per control call; boxing buys nothing
 pub enum Call {
@@ -43,14 +87,24 @@ pub enum Call {
 
 /// Routes a control request. `path` may carry a query string; it is ignored for routing.
 pub fn parse_call(prefix: &str, method: &str, path: &str, body: &[u8]) -> Result<Call, CommandError> {
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let rest =
-        path.strip_prefix(prefix).ok_or_else(|| CommandError::NotFound(format!("{path} is not under {prefix}")))?;
+    let path = crate::control_path::route_part(path);
+    let rest = path
+        .strip_prefix(prefix)
+        .ok_or_else(|| CommandError::NotFound(format!("{} is not under {prefix}", clip(path, VALUE))))?;
+    if body.len() > MAX_COMMAND_BYTES {
+        return Err(CommandError::invalid(
+            "",
+            format!("the command has {} bytes; at most {MAX_COMMAND_BYTES} are read", body.len()),
+        ));
+    }
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let method = method.to_ascii_uppercase();
-    let wrong = || CommandError::Method(method.clone());
+    let wrong = || CommandError::Method(clip(&method, 16).into_owned());
     match (segments.as_slice(), method.as_str()) {
         (["faults"], "GET") => Ok(Call::View(View::Faults)),
+        (["faults"], "POST") if body.iter().all(u8::is_ascii_whitespace) => {
+            Err(CommandError::invalid("", "send the fault as JSON in the x-ebb-command header"))
+        }
         (["faults"], "POST") => {
             let request: FaultRequest = from_json(body).map_err(|e| CommandError::invalid(e.path, e.message))?;
             Ok(Call::Mutate(Mutation::Add(Box::new(request))))
@@ -66,7 +120,8 @@ pub fn parse_call(prefix: &str, method: &str, path: &str, body: &[u8]) -> Result
         (["state"], "GET") => Ok(Call::View(View::State)),
         (["state"], _) => Err(wrong()),
         _ => Err(CommandError::NotFound(format!(
-            "no route {path}; try GET {prefix}state, GET|POST|DELETE {prefix}faults, DELETE {prefix}faults/ID, POST {prefix}pools/NAME/restore"
+            "no route {}; try GET {prefix}state, GET|POST|DELETE {prefix}faults, DELETE {prefix}faults/ID, POST {prefix}pools/NAME/restore",
+            clip(path, VALUE)
         ))),
     }
 }
@@ -241,6 +296,38 @@ mod tests {
         let bad = parse_call(P, "POST", "/.ebb/v1/faults", br#"{"drain":{"pool":"web","hostz":1}}"#).unwrap_err();
         assert_eq!(bad.status(), 400);
         assert!(bad.to_string().contains("drain") && bad.to_string().contains("hostz"), "{bad}");
+    }
+
+    #[test]
+    fn only_adding_a_fault_is_single_use() {
+        let add = Mutation::Add(Box::default());
+        assert!(add.single_use());
+        for m in [Mutation::ClearAll, Mutation::Clear("a".into()), Mutation::Restore("web".into())] {
+            assert!(!m.single_use(), "{m:?}: the kill switch must not depend on the replay memory");
+        }
+    }
+
+    #[test]
+    fn a_body_is_judged_from_the_request_not_end_of_stream_alone() {
+        // ngx_wasm_module: end_of_stream is false on the headers of a body-less GET.
+        assert!(!has_body(false, None, None));
+        assert!(!has_body(false, Some("0"), None));
+        assert!(!has_body(true, Some("12"), None), "end of stream on the headers: nothing follows");
+        assert!(has_body(false, Some("2"), None));
+        assert!(has_body(false, Some("junk"), None), "an unreadable length is not taken as none");
+        assert!(has_body(false, None, Some("chunked")));
+    }
+
+    #[test]
+    fn commands_are_bounded_and_their_header_named() {
+        let big = format!(r#"{{"id":"{}","abort":{{"status":503}}}}"#, "a".repeat(MAX_COMMAND_BYTES));
+        let err = parse_call(P, "POST", "/.ebb/v1/faults", big.as_bytes()).unwrap_err();
+        assert!(err.status() == 400 && err.to_string().contains("at most 16384"), "{err}");
+        let err = parse_call(P, "POST", "/.ebb/v1/faults", b"").unwrap_err();
+        assert!(err.status() == 400 && err.to_string().contains("x-ebb-command"), "{err}");
+        let long = format!("/.ebb/v1/{}", "x".repeat(100_000));
+        let err = parse_call(P, "GET", &long, b"").unwrap_err().to_string();
+        assert!(err.len() < 400 && err.contains("(100009 bytes)"), "{err}");
     }
 
     #[test]

@@ -201,19 +201,19 @@ impl Engine {
             };
             match mode {
                 DrainMode::Capacity => {
-                    status.capacity_drained += drained;
+                    status.capacity_drained = status.capacity_drained.saturating_add(drained);
                     status.limiting_fault.get_or_insert(i);
                     if status.queue.is_none() {
                         status.queue = queue;
                     }
                 }
                 DrainMode::Blackhole => {
-                    status.blackhole_drained += drained;
+                    status.blackhole_drained = status.blackhole_drained.saturating_add(drained);
                     status.blackhole_fault.get_or_insert(i);
                 }
             }
         }
-        let drained = (status.capacity_drained + status.blackhole_drained).min(pool.hosts);
+        let drained = status.capacity_drained.saturating_add(status.blackhole_drained).min(pool.hosts);
         status.available_hosts = pool.hosts - drained;
         status.capacity = u64::from(status.available_hosts) * u64::from(pool.capacity_per_host);
         Some(status)

@@ -25,6 +25,9 @@ pub enum CommandError {
     /// A transient failure on the proxy's side, such as contended shared data (503: retry).
     #[error("busy: {0}")]
     Busy(String),
+    /// The control API is configured but out of service, such as with a refused key (503).
+    #[error("control API off: {0}")]
+    Off(String),
 }
 
 impl CommandError {
@@ -45,7 +48,7 @@ impl CommandError {
             CommandError::Method(_) => 405,
             CommandError::Conflict(_) => 409,
             CommandError::OverCap(_) => 422,
-            CommandError::Busy(_) => 503,
+            CommandError::Busy(_) | CommandError::Off(_) => 503,
         }
     }
 }

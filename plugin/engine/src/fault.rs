@@ -45,8 +45,8 @@ pub trait FaultKind {
 /// {"id": "web-drain", "ttl": "2h", "drain": {"pool": "web", "hosts": 4}}
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "FaultRequest"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct FaultRequest {
     /// Unique id, `[a-z0-9_-]`; generated (`f1`, `f2`, ...) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,8 +183,13 @@ pub(crate) fn check_pool(
             Err(CommandError::invalid(
                 field,
                 format!(
-                    "no pool named {pool:?} (configured: {})",
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    "no pool named {} (configured: {})",
+                    crate::clip::quoted(pool),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        crate::clip::clip_owned(names.join(", "), crate::clip::LINE / 2)
+                    }
                 ),
             ))
         }
@@ -229,6 +234,8 @@ pub(crate) fn decimal(value: f64) -> String {
     let digits = format!("{frac:03}");
     format!("{sign}{whole}.{}", digits.trim_end_matches('0'))
 }
+
+crate::objects::object_only!(FaultRequest);
 
 #[cfg(test)]
 mod tests {

@@ -7,13 +7,17 @@
 //! commands and sign requests, never to predict behaviour (that comes from the .wasm).
 
 pub mod auth;
+pub mod clip;
 pub mod config;
 pub mod control;
+pub mod control_path;
 pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod fault;
+pub mod keys;
 pub mod metrics;
+mod objects;
 pub mod request;
 pub mod rng;
 pub mod state;

@@ -16,8 +16,8 @@ pub trait Request {
 
 /// Which requests an abort or delay applies to; all given conditions must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "RequestMatch"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RequestMatch {
     /// A prefix of `:path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,8 +28,8 @@ pub struct RequestMatch {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "HeaderMatch"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name, compared case-insensitively.
     pub name: String,
@@ -98,3 +98,5 @@ impl Request for StaticRequest {
         self.port
     }
 }
+
+crate::objects::object_only!(RequestMatch, HeaderMatch);

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clip::quoted;
 use crate::config::{valid_name, Config};
 use crate::duration::Duration;
 use crate::error::CommandError;
@@ -48,7 +49,7 @@ impl FaultSet {
     pub fn add(&mut self, config: &Config, request: &FaultRequest, now: u64) -> Result<&Fault, CommandError> {
         let fault = self.admit(config, request, now)?;
         self.faults.push(fault);
-        self.next_id += u64::from(request.id.is_none());
+        self.next_id = self.next_id.saturating_add(u64::from(request.id.is_none()));
         Ok(self.faults.last().expect("just pushed"))
     }
 
@@ -59,14 +60,18 @@ impl FaultSet {
             Some(id) if !valid_name(id) => {
                 return Err(CommandError::invalid(
                     "id",
-                    format!("{id:?} is not an id: use 1 to 63 of a-z, 0-9, '_' and '-'"),
+                    format!("{} is not an id: use 1 to 63 of a-z, 0-9, '_' and '-'", quoted(id)),
                 ))
             }
             Some(id) => id.clone(),
-            None => format!("f{}", self.next_id + 1),
+            None => format!("f{}", self.next_id.saturating_add(1)),
         };
         if self.live(now).any(|f| f.id == id) {
             return Err(CommandError::Conflict(id));
+        }
+        if let FaultSpec::Deploy(d) = &spec {
+            // Before the TTL is derived from it: batches x batch_interval must not wrap.
+            d.check_rollout(limits.max_ttl)?;
         }
         let ttl = match (request.ttl, &spec) {
             (Some(ttl), _) => ttl,
@@ -99,16 +104,18 @@ impl FaultSet {
             if let Some((_, p)) = config.pool(pool) {
                 let new = spec.kind().max_drained_hosts(p.hosts);
                 if new > 0 {
-                    let held: u32 = self
+                    // u64: one pool's faults can together name more hosts than a u32 holds.
+                    let held: u64 = self
                         .live(now)
                         .filter(|f| f.pool() == Some(pool))
-                        .map(|f| f.spec.kind().max_drained_hosts(p.hosts))
-                        .sum();
-                    let cap = (limits.max_drain_fraction * f64::from(p.hosts) + 1e-9).floor() as u32;
-                    if held + new > cap {
+                        .map(|f| u64::from(f.spec.kind().max_drained_hosts(p.hosts)))
+                        .fold(0, u64::saturating_add);
+                    let cap = (limits.max_drain_fraction * f64::from(p.hosts) + 1e-9).floor() as u64;
+                    let total = held.saturating_add(u64::from(new));
+                    if total > cap {
                         return Err(CommandError::over_cap(format!(
                             "pool {pool}: draining {} of {} hosts exceeds limits.max_drain_fraction {} (at most {cap})",
-                            held + new,
+                            total,
                             p.hosts,
                             crate::fault::decimal(limits.max_drain_fraction)
                         )));
@@ -126,7 +133,7 @@ impl FaultSet {
             .faults
             .iter()
             .position(|f| f.id == id)
-            .ok_or_else(|| CommandError::NotFound(format!("no fault {id:?}")))?;
+            .ok_or_else(|| CommandError::NotFound(format!("no fault {}", quoted(id))))?;
         Ok(self.faults.remove(at))
     }
 
@@ -138,7 +145,7 @@ impl FaultSet {
     /// Removes every fault acting on `pool`: what recovery tooling calls.
     pub fn restore_pool(&mut self, config: &Config, pool: &str) -> Result<Vec<String>, CommandError> {
         if config.pool(pool).is_none() {
-            return Err(CommandError::NotFound(format!("no pool {pool:?}")));
+            return Err(CommandError::NotFound(format!("no pool {}", quoted(pool))));
         }
         let (gone, kept): (Vec<Fault>, Vec<Fault>) =
             std::mem::take(&mut self.faults).into_iter().partition(|f| f.pool() == Some(pool));
@@ -160,7 +167,7 @@ impl FaultSet {
             match self.admit(config, request, now) {
                 Ok(mut fault) => {
                     fault.from_config = true;
-                    self.next_id += u64::from(request.id.is_none());
+                    self.next_id = self.next_id.saturating_add(u64::from(request.id.is_none()));
                     self.faults.push(fault);
                 }
                 Err(e) => refused.push((i, e)),
@@ -211,6 +218,34 @@ mod tests {
         let err = set.add(&c, &req(r#"{"drain":{"pool":"web","hosts":1}}"#), 0).unwrap_err();
         assert!(err.to_string().contains("draining 6 of 10 hosts exceeds"), "{err}");
         assert_eq!(set.faults.len(), 2, "a refused command changes nothing");
+    }
+
+    #[test]
+    fn deploys_too_long_to_roll_out_are_refused_before_their_ttl_is_derived() {
+        let c = config(r#","limits":{"max_ttl":"1d","default_ttl":"1h"}"#);
+        let mut set = FaultSet::default();
+        // Without a TTL the deploy's TTL is its rollout: that product must not wrap.
+        let wraps = req(r#"{"deploy":{"pool":"web","batches":3,"batch_interval":"71172382953d"}}"#);
+        let err = set.add(&c, &wraps, 0).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+        assert!(err.to_string().contains("deploy.batch_interval") && err.to_string().contains("overflows"), "{err}");
+        let long = req(r#"{"deploy":{"pool":"web","batches":5,"batch_interval":"5h"}}"#);
+        assert!(set.add(&c, &long, 0).unwrap_err().to_string().contains("longer than limits.max_ttl 1d"));
+        assert!(set.faults.is_empty());
+        let fits = req(r#"{"deploy":{"pool":"web","batches":4,"batch_interval":"6h"}}"#);
+        assert_eq!(set.add(&c, &fits, 0).unwrap().expires_ms, 86_400_000);
+    }
+
+    #[test]
+    fn a_huge_id_is_refused_without_being_echoed() {
+        let c = config("");
+        let id = "Q".repeat(1 << 20);
+        let err = set_add_err(&c, &format!(r#"{{"id":"{id}","abort":{{"status":503}}}}"#));
+        assert!(err.len() < 300 && err.contains("(1048576 bytes)"), "{err}");
+    }
+
+    fn set_add_err(c: &Config, json: &str) -> String {
+        FaultSet::default().add(c, &req(json), 0).unwrap_err().to_string()
     }
 
     #[test]

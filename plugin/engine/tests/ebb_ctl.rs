@@ -1,7 +1,8 @@
 //! scripts/ebb-ctl, the operators' and recovery tools' client, signs exactly as the filter checks:
-//! its `sign` subcommand agrees with `ebb_engine::auth::sign`, and the requests it really sends
-//! (caught by a one-shot HTTP server on loopback) pass `auth::verify` and route with
-//! `control::parse_call` the way the filter does. Needs bash, curl and openssl, like the script.
+//! its `sign` subcommand agrees with `ebb_engine::auth::sign` (scheme v2), and the requests it
+//! really sends (caught by a one-shot HTTP server on loopback) pass `auth::verify` for the Host
+//! they were sent to, and no other, and route with `control::parse_call` the way the filter does.
+//! Needs bash, curl and openssl, like the script.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -49,9 +50,9 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn script_signature(key: &str, method: &str, path: &str, timestamp: u64, body: &str) -> String {
+fn script_signature(key: &str, method: &str, authority: &str, path: &str, timestamp: u64, body: &str) -> String {
     let ts = timestamp.to_string();
-    let out = ebb_ctl(&["sign", method, path, &ts, body], &[("EBB_KEY", key)]);
+    let out = ebb_ctl(&["sign", method, authority, path, &ts, body], &[("EBB_KEY", key)]);
     assert!(out.status.success(), "ebb-ctl sign failed (are openssl and od installed?)\n{}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -74,13 +75,15 @@ fn sign_matches_the_engine_for_any_key_length_and_body() {
     ];
     for key in &keys {
         for (method, path, body) in calls {
-            let want = auth::sign(key.as_bytes(), method, path, NOW_S, body.as_bytes());
-            assert_eq!(
-                script_signature(key, method, path, NOW_S, body),
-                want,
-                "key of {} bytes, {method} {path} {body:?}",
-                key.len()
-            );
+            for authority in ["127.0.0.1:9902", "Proxy-A.example:443", "[::1]:9902"] {
+                let want = auth::sign(key.as_bytes(), method, authority, path, NOW_S, body.as_bytes());
+                assert_eq!(
+                    script_signature(key, method, authority, path, NOW_S, body),
+                    want,
+                    "key of {} bytes, {method} {authority} {path} {body:?}",
+                    key.len()
+                );
+            }
         }
     }
 }
@@ -183,16 +186,21 @@ fn call(args: &[&str], status: u16, reply: &'static str) -> (Output, Seen) {
 fn verify_and_route(seen: &Seen) -> Call {
     let command = seen.header("x-ebb-command").unwrap_or("");
     assert!(seen.body.is_empty(), "commands travel in x-ebb-command, not a body: {seen:?}");
-    let signed = Signed {
+    let host = seen.header("host").expect("a Host header");
+    let signed = |authority| Signed {
         method: &seen.method,
+        authority,
         path: &seen.path,
         timestamp: seen.header(auth::TIMESTAMP_HEADER),
         signature: seen.header(auth::SIGNATURE_HEADER),
         body: command.as_bytes(),
     };
-    if let Err(e) = auth::verify(KEY.as_bytes(), 300_000, NOW_S * 1000, signed) {
+    if let Err(e) = auth::verify(KEY.as_bytes(), 300_000, NOW_S * 1000, false, signed(host)) {
         panic!("the filter would refuse {seen:?}: {e}");
     }
+    // Bound to its target: the same request presented at another proxy is refused.
+    let elsewhere = auth::verify(KEY.as_bytes(), 300_000, NOW_S * 1000, false, signed("proxy-b.internal:9902"));
+    assert!(elsewhere.is_err(), "a signature for {host} must not verify at another authority");
     control::parse_call(PREFIX, &seen.method, &seen.path, command.as_bytes())
         .unwrap_or_else(|e| panic!("the filter would not route {seen:?}: {e}"))
 }

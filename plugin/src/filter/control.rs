@@ -1,39 +1,135 @@
-// The control API inside the filter: authenticate, route, apply the change to the shared fault
-// set under CAS (so every worker sees it within a tick), and answer with JSON.
+// The control API inside the filter: recognise control paths and their look-alikes on every
+// request, keep ebb's headers from the upstream, authenticate, route, apply changes to the
+// shared fault set under CAS (so every worker sees them within a tick), and answer with JSON.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use ebb_engine::auth::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use ebb_engine::clip::{clip, LINE, VALUE};
+use ebb_engine::config::{ConfigError, MAX_CONFIG_BYTES};
 use ebb_engine::control::{self as api, Call as Route};
+use ebb_engine::control_path::{classify, PathClass};
+use ebb_engine::keys::{self, KeyVerdict};
 use ebb_engine::metrics::GlobalMetric;
 use ebb_engine::request::Request;
-use ebb_engine::CommandError;
+use ebb_engine::{CommandError, Config};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
 
 use super::http::Reply;
-use super::{shared, Vm};
+use super::{now_ms, shared, Vm};
 
-/// Header carrying a command's JSON (see `http` for why not the body).
+/// Header carrying a command's JSON: Envoy does not hand a body to a filter that paused on the
+/// request headers (unless the listener sets allow_on_headers_stop_iteration).
 pub(crate) const COMMAND_HEADER: &str = "x-ebb-command";
 /// The prefix guarded while the filter is disarmed (the configured one is unknown then).
 pub(crate) const DEFAULT_PREFIX: &str = "/.ebb/";
+/// ebb's own request headers: a signature, its timestamp and a command are for the filter,
+/// never for the upstream (a captured signature could be replayed from there).
+const EBB_HEADERS: [&str; 3] = [SIGNATURE_HEADER, TIMESTAMP_HEADER, COMMAND_HEADER];
 
-/// A control call's method, path and authentication headers.
+thread_local! {
+    /// Whether the host's refusal to remove a header was logged (once per VM, not per request).
+    static STRIP_REFUSAL_LOGGED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A control call's method, authority, path and authentication headers.
 pub(crate) struct Call {
     method: String,
+    authority: String,
     path: String,
     timestamp: Option<String>,
     signature: Option<String>,
 }
 
 impl Call {
-    pub fn from_headers(req: &mut dyn Request, path: String) -> Self {
+    fn from_headers(req: &mut dyn Request, path: String) -> Self {
         Call {
             method: req.header(":method").unwrap_or_default(),
+            authority: req.header(":authority").unwrap_or_default(),
             path,
             timestamp: req.header(TIMESTAMP_HEADER),
             signature: req.header(SIGNATURE_HEADER),
         }
+    }
+}
+
+/// Runs first on every request. Returns the reply for a control call or a look-alike of the
+/// control path (never forwarded); for any other request, removes ebb's headers and returns
+/// None. Armed or disarmed, control on or off.
+pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stream: bool) -> Option<Reply> {
+    let found = {
+        let vm = vm.borrow();
+        let prefix = match vm.engine.as_ref() {
+            // Disarmed: the configured prefix is unknown, so guard the default one rather than
+            // forward signed control calls upstream.
+            None => Some(DEFAULT_PREFIX),
+            Some(e) => e.config().control.as_ref().map(|c| c.path_prefix.as_str()),
+        };
+        prefix.and_then(|prefix| {
+            let path = req.header(":path")?;
+            match classify(prefix, &path) {
+                PathClass::Outside => None,
+                PathClass::Control => Some((path, None)),
+                PathClass::LookAlike => {
+                    let refusal = api::lookalike_error(prefix, &path);
+                    Some((path, Some(refusal)))
+                }
+            }
+        })
+    };
+    let Some((path, refusal)) = found else {
+        strip_ebb_headers();
+        return None;
+    };
+    let call = Call::from_headers(req, path);
+    if let Some(e) = refusal {
+        return Some(refuse(vm, &call, &e));
+    }
+    let body = !end_of_stream
+        && api::has_body(false, req.header("content-length").as_deref(), req.header("transfer-encoding").as_deref());
+    if body {
+        return Some(refuse(vm, &call, &api::body_error()));
+    }
+    let command = req.header(COMMAND_HEADER).unwrap_or_default();
+    Some(handle(vm, &call, command.as_bytes(), now_ms()))
+}
+
+/// Removes ebb's headers from a request about to be forwarded. A removal the host refuses is
+/// logged once and otherwise ignored: the request goes on.
+fn strip_ebb_headers() {
+    for name in EBB_HEADERS {
+        if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+            if !STRIP_REFUSAL_LOGGED.with(|logged| logged.replace(true)) {
+                log::warn!("ebb: the host refused to remove {name} from a forwarded request ({status:?}); logged once");
+            }
+        }
+    }
+}
+
+/// The plugin configuration, read only when it is within [`MAX_CONFIG_BYTES`]: a larger one is
+/// refused unread (the filter disarms) instead of being copied into the VM's memory.
+pub(crate) fn read_configuration(size: usize) -> (Vec<u8>, Result<Config, ConfigError>) {
+    if size > MAX_CONFIG_BYTES {
+        return (Vec::new(), Err(ConfigError::too_large(size)));
+    }
+    // One byte over the limit tells a host that under-reported the size from one that did not.
+    let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, MAX_CONFIG_BYTES + 1)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let parsed = Config::parse(&bytes);
+    (bytes, parsed)
+}
+
+/// Logs what the key rules make of `control.key`, once per configuration.
+pub(crate) fn log_key_verdict(config: &Config) {
+    let Some(control) = &config.control else { return };
+    match keys::judge(&control.key) {
+        KeyVerdict::Refused(why) => log::error!("ebb: control API off: {why}"),
+        KeyVerdict::Weak(why) => log::warn!("ebb: {why}"),
+        KeyVerdict::Fine => {}
     }
 }
 
@@ -47,54 +143,51 @@ fn json_reply(status: u16, body: &api::Response) -> Reply {
     }
 }
 
-/// A control call that sent a body: refused at once, so the caller does not wait for a body
-/// the proxy may never pass to the filter.
-pub(crate) fn body_refused() -> Reply {
-    let body = api::Response {
-        ok: false,
-        status: Some(400),
-        error: Some(format!("send the command in the {COMMAND_HEADER} header, not the request body")),
-        ..api::Response::default()
-    };
-    json_reply(400, &body)
+/// A refusal: counted, logged on one bounded line, answered with the error as JSON.
+fn refuse(vm: &Rc<RefCell<Vm>>, call: &Call, e: &CommandError) -> Reply {
+    vm.borrow().metrics.add(GlobalMetric::CommandsRefused, 1);
+    let line = format!("ebb: control {} {} refused: {e}", clip(&call.method, 16), clip(&call.path, VALUE));
+    log::warn!("{}", clip(&line, LINE));
+    json_reply(e.status(), &api::error_response(e))
 }
 
 /// Answers one control call. Refusals change nothing and are counted.
-pub(crate) fn handle(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Reply {
+fn handle(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Reply {
     match run(vm, call, body, now) {
         Ok((status, value)) => json_reply(status, &value),
-        Err(e) => {
-            let vm = vm.borrow();
-            vm.metrics.add(GlobalMetric::CommandsRefused, 1);
-            log::warn!("ebb: control {} {} refused: {e}", call.method, call.path);
-            json_reply(e.status(), &api::error_response(&e))
-        }
+        Err(e) => refuse(vm, call, &e),
     }
 }
 
 fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16, api::Response), CommandError> {
-    let (config, prefix, key, window) = {
+    let (config, control) = {
         let vm = vm.borrow();
         let engine = vm.engine.as_ref().ok_or_else(|| {
             CommandError::Busy("filter disarmed: its configuration is invalid (see the proxy log)".into())
         })?;
         let control =
-            engine.config().control.as_ref().ok_or_else(|| CommandError::NotFound("control API is off".into()))?;
-        (engine.config().clone(), control.path_prefix.clone(), control.key.clone(), control.window.as_millis())
+            engine.config().control.clone().ok_or_else(|| CommandError::NotFound("control API is off".into()))?;
+        (engine.config().clone(), control)
     };
+    if let KeyVerdict::Refused(why) = keys::judge(&control.key) {
+        return Err(CommandError::Off(why));
+    }
     // Authenticate before anything else: an unsigned caller learns nothing about routes or state.
     let signed = auth::Signed {
         method: &call.method,
+        authority: &call.authority,
         path: &call.path,
         timestamp: call.timestamp.as_deref(),
         signature: call.signature.as_deref(),
         body,
     };
-    let verified = auth::verify(key.as_bytes(), window, now, signed)?;
-    let route = api::parse_call(&prefix, &call.method, &call.path, body)?;
-    // Changes are single-use: a captured signed change cannot be replayed. Reads change nothing,
-    // so identical reads within a second (say, polling every worker) are allowed.
-    if matches!(route, Route::Mutate(_)) {
+    let window = control.window.as_millis();
+    let verified = auth::verify(control.key.as_bytes(), window, now, control.accept_v1_signatures, signed)?;
+    let route = api::parse_call(&control.path_prefix, &call.method, &call.path, body)?;
+    // Adding a fault is single-use: a captured signed change cannot be replayed. Clearing and
+    // restoring skip the replay memory (whatever its state, the kill switch works), and reads
+    // change nothing, so they may repeat too.
+    if matches!(&route, Route::Mutate(m) if m.single_use()) {
         shared::remember_signature(&verified.signature, verified.forget_after, now)?;
     }
     match route {
@@ -126,7 +219,7 @@ fn run(vm: &Rc<RefCell<Vm>>, call: &Call, body: &[u8], now: u64) -> Result<(u16,
             let mut vm = vm.borrow_mut();
             vm.sync();
             vm.metrics.add(GlobalMetric::CommandsAccepted, 1);
-            log::info!("ebb: control {} {} accepted", call.method, call.path);
+            log::info!("ebb: control {} {} accepted", call.method, clip(&call.path, VALUE));
             Ok((status, value))
         }
     }

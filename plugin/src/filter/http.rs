@@ -267,27 +267,9 @@ impl Context for Http {}
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let mut lazy = Lazy { cache: Vec::new() };
-        let control_path = {
-            let vm = self.vm.borrow();
-            let prefix = match vm.engine.as_ref() {
-                // Disarmed: the configured prefix is unknown, so guard the default one rather
-                // than forward signed control calls upstream.
-                None => Some(control::DEFAULT_PREFIX),
-                Some(e) => e.config().control.as_ref().map(|c| c.path_prefix.as_str()),
-            };
-            prefix.and_then(|prefix| lazy.header(":path").filter(|path| path.starts_with(prefix)))
-        };
-        if let Some(path) = control_path {
-            // Never forwarded. The command travels in a header: Envoy does not hand a
-            // body to a filter that paused on headers (unless the listener sets
-            // allow_on_headers_stop_iteration), so waiting for one could hang the caller.
-            let call = control::Call::from_headers(&mut lazy, path);
-            let command = lazy.header(control::COMMAND_HEADER);
-            let reply = match (command, end_of_stream) {
-                (Some(command), _) => control::handle(&self.vm, &call, command.as_bytes(), now_ms()),
-                (None, true) => control::handle(&self.vm, &call, &[], now_ms()),
-                (None, false) => control::body_refused(),
-            };
+        // Control calls and look-alikes of the control path are answered here, never forwarded;
+        // every other request leaves without ebb's signature, timestamp and command headers.
+        if let Some(reply) = control::intercept(&self.vm, &mut lazy, end_of_stream) {
             reply.send();
             return Action::Pause;
         }

@@ -9,8 +9,8 @@ use crate::error::CommandError;
 use crate::request::RequestMatch;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Abort"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Abort {
     /// Only requests of this HTTP pool; absent means every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,3 +52,5 @@ impl FaultKind for Abort {
         check_percent(config, self.percent, "abort.percent")
     }
 }
+
+crate::objects::object_only!(Abort);

@@ -10,8 +10,8 @@ use crate::error::CommandError;
 use crate::request::RequestMatch;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Delay"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Delay {
     /// Only requests of this HTTP pool; absent means every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,3 +50,5 @@ impl FaultKind for Delay {
         Ok(())
     }
 }
+
+crate::objects::object_only!(Delay);

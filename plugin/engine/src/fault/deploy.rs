@@ -21,8 +21,8 @@ pub enum OnAbort {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Deploy"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Deploy {
     /// The pool being deployed to.
     pub pool: String,
@@ -53,9 +53,31 @@ impl Deploy {
         self.abort_at_batch.map_or(self.batches, |j| j.min(self.batches))
     }
 
-    /// How long the rollout runs before it completes or aborts.
+    /// How long the rollout runs before it completes or aborts; saturates rather than wraps
+    /// (an admitted deploy never comes near: see [`Deploy::check_rollout`]).
     pub fn rollout_ms(&self) -> u64 {
-        u64::from(self.batches_run()) * self.batch_interval.as_millis()
+        u64::from(self.batches_run()).saturating_mul(self.batch_interval.as_millis())
+    }
+
+    /// Refuses a rollout longer than `max_ttl`, or one whose length does not fit in 64 bits.
+    /// Left unchecked, `batches × batch_interval` wrapped to a short rollout: the deploy reported
+    /// no progress while its first batch stayed drained.
+    pub fn check_rollout(&self, max_ttl: Duration) -> Result<(), CommandError> {
+        let rollout = u64::from(self.batches_run()).checked_mul(self.batch_interval.as_millis());
+        match rollout {
+            Some(ms) if ms <= max_ttl.as_millis() => Ok(()),
+            Some(ms) => Err(CommandError::over_cap(format!(
+                "deploy.batch_interval: the rollout ({} batches x {}) takes {}, longer than limits.max_ttl {max_ttl}",
+                self.batches_run(),
+                self.batch_interval,
+                Duration::from_millis(ms)
+            ))),
+            None => Err(CommandError::over_cap(format!(
+                "deploy.batch_interval: the rollout ({} batches x {}) overflows; it must fit in limits.max_ttl {max_ttl}",
+                self.batches_run(),
+                self.batch_interval
+            ))),
+        }
     }
 }
 
@@ -75,6 +97,7 @@ impl FaultKind for Deploy {
         if self.batch_interval == Duration::ZERO {
             return Err(CommandError::invalid("deploy.batch_interval", "must be longer than 0s"));
         }
+        self.check_rollout(config.limits.max_ttl)?;
         if let Some(j) = self.abort_at_batch {
             if j == 0 || j > self.batches {
                 return Err(CommandError::invalid(
@@ -100,7 +123,7 @@ impl FaultKind for Deploy {
             return self.batch_size(hosts, batch as u32);
         }
         match (self.abort_at_batch, self.on_abort) {
-            (Some(j), OnAbort::LeaveDrained) => self.batch_size(hosts, j.min(self.batches) - 1),
+            (Some(j), OnAbort::LeaveDrained) => self.batch_size(hosts, j.min(self.batches).saturating_sub(1)),
             _ => 0,
         }
     }
@@ -113,6 +136,8 @@ impl FaultKind for Deploy {
         elapsed < self.rollout_ms()
     }
 }
+
+crate::objects::object_only!(Deploy);
 
 #[cfg(test)]
 mod tests {

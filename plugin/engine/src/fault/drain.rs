@@ -22,8 +22,8 @@ pub enum DrainMode {
 
 /// Queueing of requests over capacity (capacity mode only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Queue"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Queue {
     /// Most requests waiting per worker; beyond it they are shed at once.
     pub max: u32,
@@ -37,8 +37,8 @@ fn default_queue_timeout() -> Duration {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Drain"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Drain {
     /// The pool to drain.
     pub pool: String,
@@ -118,3 +118,5 @@ impl FaultKind for Drain {
         self.count(hosts)
     }
 }
+
+crate::objects::object_only!(Queue, Drain);

@@ -8,8 +8,8 @@ use crate::duration::Duration;
 use crate::error::CommandError;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(rename = "Reset"))]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Reset {
     /// Only connections of this TCP pool; absent means every connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,3 +31,5 @@ impl FaultKind for Reset {
         check_percent(config, self.percent, "reset.percent")
     }
 }
+
+crate::objects::object_only!(Reset);
