@@ -78,14 +78,21 @@ fn a_capacity_drain_sheds_only_above_the_remaining_capacity_of_both_workers_toge
     let added = ctl(&proxy, &["add", r#"{"id":"web-drain","ttl":"1m","drain":{"pool":"web","hosts":2}}"#]);
     assert!(added.contains("\"ok\":true"), "{added}");
     proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 2");
-    // Six slow requests at once on separate connections (spread over both workers).
-    let handles: Vec<_> = (0..6)
-        .map(|_| {
-            let addr = proxy.ingress();
-            std::thread::spawn(move || http1(addr, "GET", "/slow?ms=800", &[], b""))
-        })
-        .collect();
-    let results: Vec<support::Reply> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+    // Six requests on separate connections (spread over both workers); the upstream holds the
+    // admitted ones until four were shed, so each slot stays taken whatever the timing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..6 {
+        let (addr, tx) = (proxy.ingress(), tx.clone());
+        std::thread::spawn(move || tx.send(http1(addr, "GET", "/hold", &[], b"")));
+    }
+    let mut results: Vec<support::Reply> = Vec::new();
+    while results.iter().filter(|r| r.status == 503).count() < 4 {
+        results.push(rx.recv_timeout(Duration::from_secs(20)).expect("four requests are shed at once"));
+    }
+    web.release();
+    while results.len() < 6 {
+        results.push(rx.recv_timeout(Duration::from_secs(20)).expect("the admitted requests answer"));
+    }
     let ok = results.iter().filter(|r| r.status == 200).count();
     let shed: Vec<_> = results.iter().filter(|r| r.status == 503).collect();
     assert_eq!((ok, shed.len()), (2, 4), "{results:?}");

@@ -38,6 +38,8 @@ impl Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<VecDeque<Seen>>>,
+    /// `/hold` requests wait until this is set (or the tests' longest wait).
+    released: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Upstream {
@@ -47,16 +49,18 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(VecDeque::new()));
         let log = seen.clone();
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = released.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { return };
-                    let log = log.clone();
+                    let (log, gate) = (log.clone(), gate.clone());
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let log = log.clone();
-                        async move { Ok::<_, Infallible>(answer(name, req, log).await) }
+                        let (log, gate) = (log.clone(), gate.clone());
+                        async move { Ok::<_, Infallible>(answer(name, req, log, gate).await) }
                     });
                     tokio::spawn(async move {
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -66,7 +70,12 @@ impl Upstream {
                 }
             });
         });
-        Upstream { addr, seen }
+        Upstream { addr, seen, released }
+    }
+
+    /// Lets every `/hold` request answer.
+    pub fn release(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn echo() -> Upstream {
@@ -85,7 +94,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen: Arc::default() }
+        Upstream { addr, seen: Arc::default(), released: Arc::default() }
     }
 
     pub fn count(&self) -> usize {
@@ -105,7 +114,12 @@ impl Upstream {
     }
 }
 
-async fn answer(name: &str, req: Request<Incoming>, log: Arc<Mutex<VecDeque<Seen>>>) -> Response<Full<Bytes>> {
+async fn answer(
+    name: &str,
+    req: Request<Incoming>,
+    log: Arc<Mutex<VecDeque<Seen>>>,
+    gate: Arc<std::sync::atomic::AtomicBool>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let headers = parts
         .headers
@@ -117,6 +131,12 @@ async fn answer(name: &str, req: Request<Incoming>, log: Arc<Mutex<VecDeque<Seen
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     if let Some(ms) = path.strip_prefix("/slow?ms=").and_then(|m| m.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path == "/hold" {
+        let start = tokio::time::Instant::now();
+        while !gate.load(std::sync::atomic::Ordering::Acquire) && start.elapsed() < WAIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let text = format!("{name} {} {path} {}", parts.method, String::from_utf8_lossy(&body));
     Response::builder().header("x-upstream", name).body(Full::new(Bytes::from(text))).expect("response")
