@@ -241,6 +241,13 @@ fn the_schema_refuses_what_ebb_refuses() {
         ("a moment that is neither", variant("/timeline/0/at", "10m".into())),
         ("an unknown signal", variant("/alerts/0/signal", "error_rate".into())),
         ("an unknown fault field", fault_typo),
+        ("a negative rate", variant("/traffic/0/points/0/1", (-1).into())),
+        ("a rate past the limit", variant("/traffic/0/points/0/1", 1e308.into())),
+        ("too many hosts", variant("/pools/0/hosts", 200_000.into())),
+        ("no hosts", variant("/pools/0/hosts", 0.into())),
+        ("a negative error budget", variant("/slos/2/error_budget/max", (-1).into())),
+        ("a sample of 0", variant("/sample", 0.into())),
+        ("an object as an array", variant("/pools/0", serde_json::json!(["web", "http", 10, 4, "1s"]))),
     ];
     for (what, scenario) in cases {
         assert!(!errors(&validator, &scenario).is_empty(), "the schema accepts {what}");

@@ -8,29 +8,60 @@ use super::error::Problems;
 /// Problems where `input` (the JSON as written) has an array and `parsed` (the scenario as read,
 /// serialized again) has an object: that array was read field by field, in order.
 pub fn objects_where_expected(input: &Value, parsed: &Value, problems: &mut Problems) {
-    // An explicit stack: nesting in a valid scenario is shallow, but costs no recursion anyway.
-    let mut stack: Vec<(&Value, &Value, String)> = vec![(input, parsed, String::new())];
-    while let Some((input, parsed, path)) = stack.pop() {
+    // An explicit stack (no recursion), and paths spelled out only for a problem: each visited
+    // value is a step from its parent's.
+    let mut steps: Vec<(usize, Step<'_>)> = Vec::new();
+    let mut stack: Vec<(&Value, &Value, Option<usize>)> = vec![(input, parsed, None)];
+    while let Some((input, parsed, at)) = stack.pop() {
         match (input, parsed) {
             (Value::Array(_), Value::Object(_)) => {
-                problems.add(path, || "expected an object ({\"field\": value, ...}), not an array".into());
+                problems.add(path(&steps, at), || "expected an object ({\"field\": value, ...}), not an array".into());
             }
             (Value::Object(input), Value::Object(parsed)) => {
                 for (key, value) in parsed {
                     if let Some(written) = input.get(key) {
-                        let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                        stack.push((written, value, child));
+                        steps.push((at.map_or(usize::MAX, |i| i), Step::Key(key)));
+                        stack.push((written, value, Some(steps.len() - 1)));
                     }
                 }
             }
             (Value::Array(input), Value::Array(parsed)) => {
                 for (i, (written, value)) in input.iter().zip(parsed).enumerate() {
-                    stack.push((written, value, format!("{path}[{i}]")));
+                    steps.push((at.map_or(usize::MAX, |i| i), Step::Index(i)));
+                    stack.push((written, value, Some(steps.len() - 1)));
                 }
             }
             _ => {}
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Step<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+/// The JSON path of step `at` (`usize::MAX` as a parent is the root).
+fn path(steps: &[(usize, Step<'_>)], at: Option<usize>) -> String {
+    let mut chain = Vec::new();
+    let mut next = at;
+    while let Some(&(parent, step)) = next.and_then(|i| steps.get(i)) {
+        chain.push(step);
+        next = (parent != usize::MAX).then_some(parent);
+    }
+    let mut out = String::new();
+    for step in chain.into_iter().rev() {
+        match step {
+            Step::Key(k) if out.is_empty() => out.push_str(k),
+            Step::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
