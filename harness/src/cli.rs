@@ -33,7 +33,7 @@ enum Command {
     Proxy(proxy::Args),
     /// Check scenario files without running them.
     Check(check::Args),
-    /// Print the JSON Schema of the scenario format (for editors; see scenarios/schema.json).
+    /// Print the JSON Schema of the scenario format (for editors; see docs/scenario.schema.json).
     #[command(after_long_help = schema::EXAMPLES)]
     Schema(schema::Args),
 }

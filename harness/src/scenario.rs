@@ -1,17 +1,25 @@
 // The scenario format (contract 3: versioned JSON): topology, traffic, the deploy tooling and
 // timeline under test, alert rules, recovery, SLOs. Parsing reports file, line, column and the
-// JSON path; checks of meaning run before anything is simulated.
+// JSON path; checks of meaning (`check`) run before anything is simulated.
 
+mod check;
+pub mod error;
+pub mod limits;
+mod position;
+mod shape;
+mod source;
 pub mod time;
 
 use std::path::{Path, PathBuf};
 
 use ebb_engine::config::Limits;
 use ebb_engine::fault::{DrainMode, OnAbort};
-use ebb_engine::{Config, Duration, FaultRequest, FaultSet, Protocol};
+use ebb_engine::{Config, Duration, FaultRequest, Protocol};
+use limits::{MAX_CAPACITY_PER_HOST, MAX_HOSTS, MAX_PROXIES, MAX_RATE, MAX_SAMPLE, MAX_WORKERS};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use error::{Problem, ScenarioError};
 pub use time::{At, ClockTime};
 
 /// The scenario format version this harness reads.
@@ -21,8 +29,8 @@ pub const VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// The JSON Schema this file follows, for editors (`"schema.json"` beside the shipped
-    /// scenarios, as `ebb schema` prints it). Ignored by ebb.
+    /// The JSON Schema this file follows, for editors (`"../docs/scenario.schema.json"` from the
+    /// shipped scenarios, as `ebb schema` prints it). Ignored by ebb.
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Format version; must be 1.
@@ -37,13 +45,14 @@ pub struct Scenario {
     /// UTC clock time at which the replay starts. Default `00:00`.
     #[serde(default)]
     pub start: ClockTime,
-    /// How long to replay, e.g. `10h`.
+    /// How long to replay, e.g. `10h`: 1ms to 7d. No duration in a scenario may exceed 7d.
     pub duration: Duration,
     /// Seed of traffic and service times: the same file and seed give the same report.
     #[serde(default = "one")]
     pub seed: u64,
     /// Real requests each simulated request stands for (reported, never hidden). Default 1.
     #[serde(default = "one_u32")]
+    #[schemars(range(min = 1, max = MAX_SAMPLE))]
     pub sample: u32,
     #[serde(default)]
     pub topology: Topology,
@@ -114,9 +123,11 @@ impl Verdict {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Topology {
-    /// Envoy proxies sharing the traffic. Default 1.
+    /// Envoy proxies sharing the traffic, 1 to 1000. Default 1.
+    #[schemars(range(min = 1, max = MAX_PROXIES))]
     pub proxies: u32,
-    /// Worker threads (VMs) per proxy. Default 2.
+    /// Worker threads (VMs) per proxy, 1 to 64. Default 2.
+    #[schemars(range(min = 1, max = MAX_WORKERS))]
     pub workers: u32,
 }
 
@@ -153,8 +164,12 @@ pub struct Pool {
     /// `http` (default) or `tcp`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Hosts the pool is expected to have, 1 to 100,000.
+    #[schemars(range(min = 1, max = MAX_HOSTS))]
     pub hosts: u32,
-    /// Concurrent requests (connections) one host serves.
+    /// Concurrent requests (connections) one host serves, 1 to 1,000,000; `hosts` times this is
+    /// at most 1,000,000,000.
+    #[schemars(range(min = 1, max = MAX_CAPACITY_PER_HOST))]
     pub capacity_per_host: u32,
     /// Mean time a host takes for one request (HTTP) or how long a connection lasts (TCP).
     pub service_time: Duration,
@@ -168,6 +183,7 @@ pub struct Pool {
     /// spreads requests over every host again, drained ones included, and those fail.
     /// Default 0.5 (Envoy's default); 0 turns panic mode off.
     #[serde(default = "default_panic_threshold")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub panic_threshold: f64,
 }
 
@@ -194,7 +210,8 @@ impl Pool {
     }
 }
 
-/// Load on one pool: simulated requests (connections) per second over time.
+/// Load on one pool: simulated requests (connections) per second over time. One entry per pool;
+/// every rate is 0 to 1,000,000 per second.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Traffic {
@@ -202,6 +219,7 @@ pub struct Traffic {
     /// A rate curve: `[moment, per second]` points joined by straight lines; flat before the
     /// first point and after the last.
     #[serde(default)]
+    #[schemars(schema_with = "points_schema")]
     pub points: Vec<(At, f64)>,
     /// A daily cycle added to the points: lowest at `trough`, highest 12 hours later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,10 +229,26 @@ pub struct Traffic {
     pub bursts: Vec<Burst>,
 }
 
+/// `[moment, rate]` pairs; the rate within its limits.
+fn points_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "default": [],
+        "items": {
+            "type": "array",
+            "prefixItems": [generator.subschema_for::<At>(), {"type": "number", "minimum": 0.0, "maximum": MAX_RATE}],
+            "minItems": 2,
+            "maxItems": 2
+        }
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Diurnal {
+    #[schemars(range(min = 0.0, max = MAX_RATE))]
     pub min: f64,
+    #[schemars(range(min = 0.0, max = MAX_RATE))]
     pub max: f64,
     /// Clock time of the lowest rate. Default `03:00`.
     #[serde(default = "default_trough")]
@@ -228,10 +262,13 @@ fn default_trough() -> ClockTime {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Burst {
+    /// When it starts, inside the replay.
     pub at: At,
+    /// How long it lasts (it may run past the end).
     #[serde(rename = "for")]
     pub lasts: Duration,
-    /// Extra requests per second.
+    /// Extra requests per second, 0 to 1,000,000.
+    #[schemars(range(min = 0.0, max = MAX_RATE))]
     pub rate: f64,
 }
 
@@ -382,12 +419,15 @@ impl Recovery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Impact {
-    /// Default 0.01.
+    /// 0 to 1. Default 0.01.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub error_ratio: f64,
     /// p90 latency in seconds; default none.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
     pub latency_p90: Option<f64>,
-    /// Default `5m`: long enough that a handful of unlucky requests is not an impact.
+    /// At least `scrape_interval`. Default `5m`: long enough that a handful of unlucky requests
+    /// is not an impact.
     pub window: Duration,
 }
 
@@ -442,8 +482,10 @@ pub struct NoPage {
 #[serde(deny_unknown_fields)]
 pub struct RatioWithin {
     pub pool: String,
+    /// A ratio from 0 to 1 (`error_ratio`) or seconds (`latency_p99`).
+    #[schemars(range(min = 0.0))]
     pub max: f64,
-    /// Default `5m`.
+    /// At least `scrape_interval`. Default `5m`.
     #[serde(default = "default_slo_window")]
     pub window: Duration,
 }
@@ -456,103 +498,100 @@ fn default_slo_window() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     pub pool: String,
+    /// Between 0 and 1, like 0.999.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub objective: f64,
+    /// Share of the budget, 0 or more (1.0 = all of it).
+    #[schemars(range(min = 0.0))]
     pub max: f64,
 }
 
-/// A scenario that does not load: where, and what was expected. Always the scenario's fault.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}{}: {path}{message}", location(*line, *column), path = if path.is_empty() { String::new() } else { format!("{path}: ") })]
-pub struct ScenarioError {
-    pub file: PathBuf,
-    /// 1-based line and column, when the JSON parser knows them.
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    /// JSON path of the offending value, e.g. `alerts[2].for`.
-    pub path: String,
-    pub message: String,
-}
-
-/// For serde's "unknown field `x`, expected one of `a`, `b`": the expected field closest to `x`,
-/// when it is close enough to be a typo.
-fn did_you_mean(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (got, rest) = rest.split_once('`')?;
-    let candidates = rest.split('`').skip(1).step_by(2);
-    let (best, distance) = candidates.map(|c| (c, edit_distance(got, c))).min_by_key(|(_, d)| *d)?;
-    (distance <= 2.max(got.len() / 3)).then(|| best.to_string())
-}
-
-/// Levenshtein distance: enough for typo suggestions on short field names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
+/// `text` with control characters escaped (`\0`, `\u{1b}`), so that no error can move the
+/// terminal's cursor or hide what follows.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
         }
     }
-    row[b.len()]
-}
-
-fn location(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!(":{l}:{c}"),
-        (Some(l), None) => format!(":{l}"),
-        _ => String::new(),
-    }
+    out
 }
 
 impl Scenario {
-    /// Reads, parses and checks a scenario file.
+    /// Reads, parses and checks a scenario file (a regular file of at most 64 MiB).
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let bytes = std::fs::read(path).map_err(|e| ScenarioError {
-            file: path.to_path_buf(),
-            line: None,
-            column: None,
-            path: String::new(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let bytes = source::read(path).map_err(|message| ScenarioError::file(path.to_path_buf(), message))?;
         Scenario::parse(path, &bytes)
     }
 
-    /// Parses and checks scenario JSON; `file` names it in errors.
+    /// Parses and checks scenario JSON; `file` names it in errors. Every problem found carries
+    /// the line and column of the value at fault, whether the parser or a check of meaning found it.
     pub fn parse(file: &Path, bytes: &[u8]) -> Result<Scenario, ScenarioError> {
+        let text = source::strip_bom(bytes);
         let json_error = |path: String, inner: serde_json::Error| {
-            let (line, column) = (inner.line(), inner.column());
             let mut message = inner.to_string();
             if let Some(at) = message.find(" at line ") {
                 message.truncate(at);
             }
-            if let Some(suggestion) = did_you_mean(&message) {
+            if let Some(suggestion) = error::did_you_mean(&message) {
                 message.push_str(&format!(" (did you mean `{suggestion}`?)"));
             }
-            ScenarioError {
-                file: file.to_path_buf(),
-                line: (line > 0).then_some(line),
-                column: (column > 0).then_some(column),
-                path: if path == "." { String::new() } else { path },
-                message,
-            }
+            // serde_path_to_error writes `?` for a step it could not name, and `.` for the root:
+            // the path is cut before either, and the position says the rest.
+            let path = match path.find('?') {
+                Some(cut) => path[..cut].trim_end_matches(['.', '[']).to_string(),
+                None if path == "." => String::new(),
+                None => path,
+            };
+            // A key as written may hold control characters: shown escaped, never raw.
+            let (path, message) = (printable(&path), printable(&message));
+            let (line, column) = match inner.line() {
+                // Errors at the very end (an empty file, a missing `}`) have no column: the
+                // end of the text is where something was expected.
+                0 => position::line_column(text, text.len()),
+                line => (line, inner.column().max(1)),
+            };
+            let problem = Problem { line: Some(line), column: Some(column), path, message };
+            ScenarioError { file: file.to_path_buf(), problems: vec![problem], more: 0 }
         };
-        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let mut de = serde_json::Deserializer::from_slice(text);
         let scenario: Scenario =
             serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e.path().to_string(), e.into_inner()))?;
         de.end().map_err(|e| json_error(String::new(), e))?;
         let mut scenario = scenario;
         scenario.dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        scenario.check().map_err(|(path, message)| ScenarioError {
-            file: file.to_path_buf(),
-            line: None,
-            column: None,
-            path,
-            message,
-        })?;
+        let mut problems = scenario.check();
+        if let (Ok(written), Ok(read)) =
+            (serde_json::from_slice::<serde_json::Value>(text), serde_json::to_value(&scenario))
+        {
+            shape::objects_where_expected(&written, &read, &mut problems);
+        }
+        if !problems.is_empty() {
+            let more = problems.total.saturating_sub(problems.kept.len());
+            let problems = problems
+                .kept
+                .into_iter()
+                .map(|(path, message)| {
+                    let (line, column) = position::locate(text, &path);
+                    Problem { line: Some(line), column: Some(column), path, message }
+                })
+                .collect();
+            return Err(ScenarioError { file: file.to_path_buf(), problems, more });
+        }
         Ok(scenario)
+    }
+
+    /// The programs a replay of this scenario runs (`recovery[].run`), with their JSON paths.
+    pub fn programs(&self) -> Vec<(String, &Recovery)> {
+        self.recovery
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.run.is_some())
+            .map(|(i, r)| (format!("recovery[{i}].run"), r))
+            .collect()
     }
 
     /// Milliseconds from the start to `at`.
@@ -568,26 +607,31 @@ impl Scenario {
 
     /// The ebb plugin configuration every simulated proxy runs.
     pub fn plugin_config(&self) -> Config {
+        self.config_with(self.pools.iter().map(|p| self.pool_config(p)).collect())
+    }
+
+    /// What the filter is told of `pool`.
+    fn pool_config(&self, p: &Pool) -> ebb_engine::PoolConfig {
         let proxies = self.topology.proxies.max(1);
-        let pools = self
-            .pools
-            .iter()
-            .map(|p| ebb_engine::PoolConfig {
-                name: p.name.clone(),
-                protocol: p.protocol,
-                matcher: match p.protocol {
-                    Protocol::Http => {
-                        ebb_engine::config::PoolMatch { authority: Some(p.authority()), ..Default::default() }
-                    }
-                    // The one TCP pool takes every connection of the network filter's listener,
-                    // as a dedicated SSH listener does in deploy/envoy.
-                    Protocol::Tcp => ebb_engine::config::PoolMatch::default(),
-                },
-                hosts: p.hosts,
-                // Each proxy admits its share of a host's concurrency.
-                capacity_per_host: p.capacity_per_host.div_ceil(proxies),
-            })
-            .collect();
+        ebb_engine::PoolConfig {
+            name: p.name.clone(),
+            protocol: p.protocol,
+            matcher: match p.protocol {
+                Protocol::Http => {
+                    ebb_engine::config::PoolMatch { authority: Some(p.authority()), ..Default::default() }
+                }
+                // The one TCP pool takes every connection of the network filter's listener,
+                // as a dedicated SSH listener does in deploy/envoy.
+                Protocol::Tcp => ebb_engine::config::PoolMatch::default(),
+            },
+            hosts: p.hosts,
+            // Each proxy admits its share of a host's concurrency.
+            capacity_per_host: p.capacity_per_host.div_ceil(proxies),
+        }
+    }
+
+    /// The plugin configuration with these pools (all of them, one, or none for checks).
+    fn config_with(&self, pools: Vec<ebb_engine::PoolConfig>) -> Config {
         Config {
             pools,
             limits: self.filter.limits.clone(),
@@ -620,206 +664,6 @@ impl Scenario {
             ..FaultRequest::default()
         }
     }
-
-    /// Checks of meaning: names that must exist, ranges, moments inside the replay, and every
-    /// command against the filter's own rules and caps. Errors are (JSON path, message).
-    pub fn check(&self) -> Result<(), (String, String)> {
-        let err = |path: String, message: String| Err((path, message));
-        if self.version != VERSION {
-            return err("version".into(), format!("this ebb reads scenario version {VERSION}, not {}", self.version));
-        }
-        if self.duration == Duration::ZERO || self.duration > Duration::from_secs(7 * 86_400) {
-            return err("duration".into(), "must be between 1ms and 7d".into());
-        }
-        if self.sample == 0 {
-            return err("sample".into(), "must be at least 1".into());
-        }
-        if !(1..=1000).contains(&self.topology.proxies) || !(1..=64).contains(&self.topology.workers) {
-            return err("topology".into(), "proxies must be 1 to 1000 and workers 1 to 64".into());
-        }
-        if self.scrape_interval < Duration::from_secs(1) {
-            return err("scrape_interval".into(), "must be at least 1s".into());
-        }
-        let config = self.plugin_config();
-        if self.pools.iter().filter(|p| p.protocol == Protocol::Tcp).count() > 1 {
-            let i = self.pools.iter().rposition(|p| p.protocol == Protocol::Tcp).unwrap_or(0);
-            return err(
-                format!("pools[{i}].protocol"),
-                "a replay models one TCP listener, so at most one pool can be tcp".into(),
-            );
-        }
-        for (i, p) in self.pools.iter().enumerate() {
-            if p.service_time == Duration::ZERO {
-                return err(format!("pools[{i}].service_time"), "must be longer than 0s".into());
-            }
-            if !(0.0..=1.0).contains(&p.panic_threshold) {
-                return err(format!("pools[{i}].panic_threshold"), "must be between 0 and 1".into());
-            }
-        }
-        if let Err(e) = config.validate() {
-            // Pool errors come back as pools[i].field: the same paths as in the scenario.
-            let path = if e.path.starts_with("pools") { e.path.clone() } else { format!("filter.{}", e.path) };
-            return err(path, e.message);
-        }
-        let pool_names: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
-        let known_pool = |path: String, name: &str| -> Result<(), (String, String)> {
-            if pool_names.contains(&name) {
-                Ok(())
-            } else {
-                Err((path, format!("no pool named {name:?} (pools: {})", pool_names.join(", "))))
-            }
-        };
-        let within = |path: String, at: At| -> Result<(), (String, String)> {
-            if self.offset_ms(at) > self.duration.as_millis() {
-                Err((path, format!("{at} is after the end of the replay ({} from {})", self.duration, self.start)))
-            } else {
-                Ok(())
-            }
-        };
-        for (i, t) in self.traffic.iter().enumerate() {
-            known_pool(format!("traffic[{i}].pool"), &t.pool)?;
-            if t.points.is_empty() && t.diurnal.is_none() && t.bursts.is_empty() {
-                return err(format!("traffic[{i}]"), "give points, diurnal or bursts".into());
-            }
-            for (j, (at, rate)) in t.points.iter().enumerate() {
-                if !(rate.is_finite() && *rate >= 0.0) {
-                    return err(
-                        format!("traffic[{i}].points[{j}]"),
-                        "a rate is a number of requests per second, 0 or more".into(),
-                    );
-                }
-                within(format!("traffic[{i}].points[{j}]"), *at)?;
-            }
-            if let Some(d) = &t.diurnal {
-                if !(d.min >= 0.0 && d.max >= d.min) {
-                    return err(format!("traffic[{i}].diurnal"), "needs 0 <= min <= max".into());
-                }
-            }
-        }
-        for (i, run) in self.deploys.iter().enumerate() {
-            within(format!("deploys[{i}].at"), run.at)?;
-            for (j, pool) in run.pools.iter().enumerate() {
-                known_pool(format!("deploys[{i}].pools[{j}]"), pool)?;
-                for retry in [false, true] {
-                    let fault = self.deploy_fault(i, run, pool, retry);
-                    FaultSet::default()
-                        .add(&config, &fault, 0)
-                        .map_err(|e| (format!("deploys[{i}]"), format!("pool {pool}: {e}")))?;
-                }
-            }
-            if run.retry_after.is_some() && run.fail_at_batch.is_none() {
-                return err(
-                    format!("deploys[{i}].retry_after"),
-                    "only a deploy that fails (fail_at_batch) retries".into(),
-                );
-            }
-        }
-        for (i, a) in self.timeline.iter().enumerate() {
-            within(format!("timeline[{i}].at"), a.at)?;
-            let kinds = usize::from(a.command.is_some())
-                + usize::from(a.restore.is_some())
-                + usize::from(a.clear.is_some())
-                + usize::from(a.clear_all);
-            if kinds != 1 {
-                return err(format!("timeline[{i}]"), "give exactly one of command, restore, clear, clear_all".into());
-            }
-            if let Some(pool) = &a.restore {
-                known_pool(format!("timeline[{i}].restore"), pool)?;
-            }
-            if let Some(command) = &a.command {
-                FaultSet::default()
-                    .add(&config, command, 0)
-                    .map_err(|e| (format!("timeline[{i}].command"), e.to_string()))?;
-            }
-        }
-        let mut alert_names: Vec<&str> = Vec::new();
-        for (i, a) in self.alerts.iter().enumerate() {
-            if alert_names.contains(&a.name.as_str()) {
-                return err(format!("alerts[{i}].name"), format!("alert {:?} is defined twice", a.name));
-            }
-            alert_names.push(&a.name);
-            known_pool(format!("alerts[{i}].pool"), &a.pool)?;
-            if a.above.is_some() == a.below.is_some() {
-                return err(format!("alerts[{i}]"), "give exactly one of above or below".into());
-            }
-            if a.window < self.scrape_interval {
-                return err(
-                    format!("alerts[{i}].window"),
-                    format!("must be at least scrape_interval ({})", self.scrape_interval),
-                );
-            }
-        }
-        let known_alert = |path: String, name: &str| -> Result<(), (String, String)> {
-            if alert_names.contains(&name) {
-                Ok(())
-            } else {
-                Err((path, format!("no alert named {name:?} (alerts: {})", alert_names.join(", "))))
-            }
-        };
-        for (i, r) in self.recovery.iter().enumerate() {
-            known_alert(format!("recovery[{i}].on"), &r.on)?;
-            if usize::from(r.restore.is_some()) + usize::from(r.clear_all) + usize::from(r.run.is_some()) != 1 {
-                return err(format!("recovery[{i}]"), "give exactly one of restore, clear_all or run".into());
-            }
-            if let Some(run) = &r.run {
-                if run.first().is_none_or(|program| program.is_empty()) {
-                    return err(
-                        format!("recovery[{i}].run"),
-                        "give the program and its arguments, like [\"scripts/recover-pool.sh\", \"--verbose\"]".into(),
-                    );
-                }
-            }
-            if let Some(timeout) = r.timeout {
-                if r.run.is_none() {
-                    return err(format!("recovery[{i}].timeout"), "only a recovery program (run) has a timeout".into());
-                }
-                if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(600) {
-                    return err(format!("recovery[{i}].timeout"), format!("must be between 1s and 10m, not {timeout}"));
-                }
-            }
-            if let Some(pool) = &r.restore {
-                known_pool(format!("recovery[{i}].restore"), pool)?;
-            }
-        }
-        if self.slos.is_empty() {
-            return err("slos".into(), "a scenario needs at least one SLO: it is what the verdict is made of".into());
-        }
-        for (i, s) in self.slos.iter().enumerate() {
-            let at = |f: &str| format!("slos[{i}].{f}");
-            let kinds = [
-                s.time_to_detect.is_some(),
-                s.time_to_restore.is_some(),
-                s.no_page.is_some(),
-                s.error_ratio.is_some(),
-                s.latency_p99.is_some(),
-                s.error_budget.is_some(),
-            ];
-            if kinds.iter().filter(|k| **k).count() != 1 {
-                return err(
-                    format!("slos[{i}]"),
-                    "give exactly one of time_to_detect, time_to_restore, no_page, error_ratio, latency_p99, error_budget".into(),
-                );
-            }
-            if let Some(p) = s.time_to_detect.as_ref().or(s.time_to_restore.as_ref()) {
-                known_pool(at("pool"), &p.pool)?;
-            }
-            if let Some(n) = &s.no_page {
-                for (j, a) in n.alerts.iter().enumerate() {
-                    known_alert(format!("slos[{i}].no_page.alerts[{j}]"), a)?;
-                }
-            }
-            if let Some(r) = s.error_ratio.as_ref().or(s.latency_p99.as_ref()) {
-                known_pool(at("pool"), &r.pool)?;
-            }
-            if let Some(b) = &s.error_budget {
-                known_pool(at("error_budget.pool"), &b.pool)?;
-                if !(b.objective > 0.0 && b.objective < 1.0) {
-                    return err(at("error_budget.objective"), "must be between 0 and 1, like 0.999".into());
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Slo {
@@ -847,19 +691,5 @@ impl Slo {
             return format!("{}: error budget at {}", b.pool, b.objective);
         }
         "slo".into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::did_you_mean;
-
-    #[test]
-    fn unknown_fields_get_the_nearest_known_one() {
-        let serde = "unknown field `duraton`, expected one of `version`, `name`, `duration`, `seed`";
-        assert_eq!(did_you_mean(serde).as_deref(), Some("duration"));
-        let far = "unknown field `colour`, expected one of `version`, `name`";
-        assert_eq!(did_you_mean(far), None);
-        assert_eq!(did_you_mean("invalid type: string"), None);
     }
 }

@@ -1,13 +1,15 @@
 // The replay: a discrete-event simulation in which synthetic traffic passes through the real
 // filter in simulated proxies, is served by simulated pools, and feeds scrapes, alert rules,
-// recovery actions and, at the end, the report with its SLO verdicts.
+// recovery actions and, at the end, the report with its SLO verdicts. Times are u64 nanoseconds
+// that only ever add saturating: a moment past the end is simply never reached.
 
+pub mod budget;
 pub mod recovery;
 pub mod stats;
 pub mod traffic;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use ebb_engine::metrics::PoolMetric;
 use ebb_engine::rng::Rng;
@@ -20,6 +22,8 @@ use crate::host::{HostError, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
 use crate::report::{self, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
 use crate::scenario::{Scenario, Service};
 use crate::slo;
+use budget::Meter;
+pub use budget::{estimate, Budget, Estimate};
 use stats::{Bucket, Sample};
 use traffic::Curve;
 
@@ -32,13 +36,26 @@ const MAX_FAILURE_EVENTS: u64 = 5;
 /// Control calls of one recovery program reported one by one in the timeline; the rest are counted.
 const MAX_CALL_EVENTS: usize = 20;
 
-/// Why a replay could not run (the scenario loaded; the host or filter could not start).
+/// Why a replay could not run or finish (the scenario loaded; the host or filter could not
+/// start, or the replay is larger than its budget).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("proxy {proxy}: {source}")]
     Proxy { proxy: usize, source: HostError },
     #[error("the filter refused the replay's configuration: {0}")]
     Config(String),
+    /// Refused before it ran: the estimate is over the budget.
+    #[error("the replay would exceed its budget: {}", over.join("; "))]
+    TooLarge { estimate: Estimate, over: Vec<String> },
+    /// Stopped while it ran: it did more than its budget allows (what the estimate could not
+    /// foresee, such as requests held by delays and polled meanwhile).
+    #[error("the replay stopped at {at} (simulated): {what}, its budget")]
+    OverBudget { what: String, at: String },
+}
+
+/// Nanoseconds in `ms` milliseconds, saturating: a time past u64 is never reached.
+fn ns(ms: u64) -> u64 {
+    ms.saturating_mul(1_000_000)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,19 +125,38 @@ struct Sim<'s> {
     /// Serves the control API to recovery programs; started at the first one, stopped with the
     /// replay.
     server: Option<recovery::ControlServer>,
+    /// The recovery rules each alert triggers, by alert index.
+    runbooks: Vec<Vec<usize>>,
+    meter: Meter,
 }
 
-/// Replays `scenario` through `plugin`; `progress` hears the fraction done now and then.
+/// Replays `scenario` through `plugin` within the default budget; `progress` hears the fraction
+/// done now and then.
 pub fn replay(scenario: &Scenario, plugin: &Plugin, progress: &mut dyn FnMut(f64)) -> Result<Report, ReplayError> {
-    let mut sim = Sim::new(scenario, plugin)?;
-    sim.run(progress);
+    replay_within(scenario, plugin, Budget::DEFAULT, progress)
+}
+
+/// Replays `scenario` if its estimate fits `budget`, and stops it if it does more than that anyway.
+pub fn replay_within(
+    scenario: &Scenario,
+    plugin: &Plugin,
+    budget: Budget,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Report, ReplayError> {
+    let estimate = budget::estimate(scenario);
+    let over = estimate.over(&budget);
+    if !over.is_empty() {
+        return Err(ReplayError::TooLarge { estimate, over });
+    }
+    let mut sim = Sim::new(scenario, plugin, budget)?;
+    sim.run(progress)?;
     Ok(sim.report())
 }
 
 impl<'s> Sim<'s> {
-    fn new(scenario: &'s Scenario, plugin: &Plugin) -> Result<Sim<'s>, ReplayError> {
+    fn new(scenario: &'s Scenario, plugin: &Plugin, budget: Budget) -> Result<Sim<'s>, ReplayError> {
         let config = serde_json::to_vec(&scenario.plugin_config()).map_err(|e| ReplayError::Config(e.to_string()))?;
-        let start_ns = (EPOCH_DAY_S * 1000 + scenario.start.millis()) * 1_000_000;
+        let start_ns = ns((EPOCH_DAY_S * 1000).saturating_add(scenario.start.millis()));
         // Each simulated Envoy runs the HTTP filter (root_id `ebb`) and, when a pool is TCP, the
         // network filter (root_id `ebb_tcp`) beside it on the same vm_id, as deploy/envoy does:
         // they share data and stats, so commands sent to the HTTP side reach the TCP side.
@@ -151,11 +187,20 @@ impl<'s> Sim<'s> {
             }
         }
         let sides = sides.len();
+        // Looked up by name once, not searched per pool, alert or rule: linear in the scenario.
+        let pool_index: HashMap<&str, usize> =
+            scenario.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+        let mut traffic_of: Vec<Vec<&crate::scenario::Traffic>> = vec![Vec::new(); scenario.pools.len()];
+        for t in &scenario.traffic {
+            if let Some(&i) = pool_index.get(t.pool.as_str()) {
+                traffic_of[i].push(t);
+            }
+        }
         let pools = scenario
             .pools
             .iter()
-            .map(|p| {
-                let traffic: Vec<_> = scenario.traffic.iter().filter(|t| t.pool == p.name).collect();
+            .zip(traffic_of)
+            .map(|(p, traffic)| {
                 let headers = match p.protocol {
                     Protocol::Http => vec![
                         (":method".into(), "GET".into()),
@@ -172,9 +217,9 @@ impl<'s> Sim<'s> {
                     headers,
                     mean_ms: p.service_time.as_millis(),
                     exponential: p.service == Service::Exponential,
-                    timeout_ns: p.timeout.as_millis() * 1_000_000,
+                    timeout_ns: ns(p.timeout.as_millis()),
                     capacity_per_host: u64::from(p.capacity_per_host),
-                    slots: u64::from(p.hosts) * u64::from(p.capacity_per_host),
+                    slots: u64::from(p.hosts).saturating_mul(u64::from(p.capacity_per_host)),
                     panic_threshold: p.panic_threshold,
                     panic_share: 0.0,
                     busy: 0,
@@ -186,14 +231,19 @@ impl<'s> Sim<'s> {
                 }
             })
             .collect();
-        let alerts = scenario
+        let alerts: Vec<Alert> = scenario
             .alerts
             .iter()
-            .map(|rule| {
-                let pool = scenario.pools.iter().position(|p| p.name == rule.pool).unwrap_or(0);
-                Alert::new(rule.clone(), pool)
-            })
+            .map(|rule| Alert::new(rule.clone(), pool_index.get(rule.pool.as_str()).copied().unwrap_or(0)))
             .collect();
+        let alert_index: HashMap<&str, usize> =
+            scenario.alerts.iter().enumerate().map(|(i, a)| (a.name.as_str(), i)).collect();
+        let mut runbooks = vec![Vec::new(); alerts.len()];
+        for (r, rule) in scenario.recovery.iter().enumerate() {
+            if let Some(&a) = alert_index.get(rule.on.as_str()) {
+                runbooks[a].push(r);
+            }
+        }
         let mut sim = Sim {
             scenario,
             sides,
@@ -209,22 +259,24 @@ impl<'s> Sim<'s> {
             seq: 0,
             rng: Rng::new(scenario.seed),
             start_ns,
-            end_ns: start_ns + scenario.duration.as_millis() * 1_000_000,
+            end_ns: start_ns.saturating_add(ns(scenario.duration.as_millis())),
             next_proxy: 0,
             nonce: 0,
             events: Vec::new(),
             simulated: 0,
             filter_failures: 0,
             server: None,
+            runbooks,
+            meter: Meter::new(budget),
         };
-        let ms = |at| start_ns + scenario.offset_ms(at) * 1_000_000;
+        let ms = |at| start_ns.saturating_add(ns(scenario.offset_ms(at)));
         for (i, run) in scenario.deploys.iter().enumerate() {
             sim.schedule(ms(run.at), Ev::Deploy(i, false));
         }
         for (i, action) in scenario.timeline.iter().enumerate() {
             sim.schedule(ms(action.at), Ev::Timeline(i));
         }
-        sim.schedule(start_ns + scenario.scrape_interval.as_millis() * 1_000_000, Ev::Scrape);
+        sim.schedule(start_ns.saturating_add(ns(scenario.scrape_interval.as_millis())), Ev::Scrape);
         for p in 0..sim.pools.len() {
             sim.next_arrival(p, 0.0);
         }
@@ -232,13 +284,17 @@ impl<'s> Sim<'s> {
         Ok(sim)
     }
 
+    /// Queues `ev` at `t_ns`; a moment past the end is never reached, so it is not queued.
     fn schedule(&mut self, t_ns: u64, ev: Ev) {
+        if t_ns > self.end_ns {
+            return;
+        }
         self.seq += 1;
         self.queue.push(Reverse((t_ns, self.seq, ev)));
     }
 
     fn t_s(&self, t_ns: u64) -> f64 {
-        (t_ns - self.start_ns) as f64 / 1e9
+        t_ns.saturating_sub(self.start_ns) as f64 / 1e9
     }
 
     fn event(&mut self, t_ns: u64, kind: &str, text: String) {
@@ -248,17 +304,25 @@ impl<'s> Sim<'s> {
 
     fn next_arrival(&mut self, pool: usize, after_s: f64) {
         let end_s = self.t_s(self.end_ns);
-        if let Some(t) = self.pools[pool].curve.next_arrival(after_s, end_s, &mut self.rng) {
-            self.schedule(self.start_ns + (t * 1e9) as u64, Ev::Arrival(pool));
+        let curve = &self.pools[pool].curve;
+        self.meter.steps(curve.cost());
+        if let Some(t) = curve.next_arrival(after_s, end_s, &mut self.rng) {
+            // The float-to-integer cast saturates (and NaN is 0).
+            self.schedule(self.start_ns.saturating_add((t * 1e9) as u64), Ev::Arrival(pool));
         }
     }
 
-    fn run(&mut self, progress: &mut dyn FnMut(f64)) {
-        let total = (self.end_ns - self.start_ns) as f64;
+    fn run(&mut self, progress: &mut dyn FnMut(f64)) -> Result<(), ReplayError> {
+        let total = self.end_ns.saturating_sub(self.start_ns).max(1) as f64;
         let mut reported = 0.0;
         while let Some(Reverse((t, _, ev))) = self.queue.pop() {
             if t > self.end_ns {
                 break;
+            }
+            self.meter.steps(1);
+            if let Some(what) = self.meter.exceeded() {
+                let at = crate::scenario::time::clock_label(self.scenario.start, self.t_s(t));
+                return Err(ReplayError::OverBudget { what, at });
             }
             match ev {
                 Ev::Arrival(pool) => self.arrive(pool, t),
@@ -269,13 +333,14 @@ impl<'s> Sim<'s> {
                 Ev::Timeline(i) => self.timeline(i, t),
                 Ev::Recovery(i) => self.recover(i, t),
             }
-            let done = (t - self.start_ns) as f64 / total;
+            let done = t.saturating_sub(self.start_ns) as f64 / total;
             if done - reported >= 0.01 {
                 reported = done;
                 progress(done);
             }
         }
         progress(1.0);
+        Ok(())
     }
 
     /// The host proxy serving `protocol` for simulated Envoy `envoy`.
@@ -311,7 +376,8 @@ impl<'s> Sim<'s> {
 
     fn arrive(&mut self, pool: usize, t: u64) {
         self.next_arrival(pool, self.t_s(t));
-        self.simulated += 1;
+        self.simulated = self.simulated.saturating_add(1);
+        self.meter.request();
         let envoy = self.next_proxy;
         self.next_proxy = (self.next_proxy + 1) % self.scenario.topology.proxies as usize;
         let worker = (self.rng.next_u64() % u64::from(self.scenario.topology.workers)) as usize;
@@ -348,7 +414,7 @@ impl<'s> Sim<'s> {
                 self.paused.push(flight);
                 if !self.poll_armed {
                     self.poll_armed = true;
-                    self.schedule(t + POLL_MS * 1_000_000, Ev::Poll);
+                    self.schedule(t.saturating_add(ns(POLL_MS)), Ev::Poll);
                 }
             }
             Step::LocalReply(reply) => {
@@ -379,7 +445,7 @@ impl<'s> Sim<'s> {
             if let Some(f) = self.flights[flight].as_mut() {
                 f.serving = true;
             }
-            self.schedule(t + service * 1_000_000, Ev::Done(flight));
+            self.schedule(t.saturating_add(ns(service)), Ev::Done(flight));
         } else {
             p.waiting.push_back((flight, t));
         }
@@ -445,16 +511,17 @@ impl<'s> Sim<'s> {
             self.failure(t, e.to_string());
         }
         let p = &mut self.pools[f.pool];
-        let latency_ms = (t - f.start_ns) / 1_000_000;
+        let latency_ms = t.saturating_sub(f.start_ns) / 1_000_000;
         p.bucket.record(latency_ms, error, by_filter);
-        p.requests += 1;
-        p.errors += u64::from(error);
+        p.requests = p.requests.saturating_add(1);
+        p.errors = p.errors.saturating_add(u64::from(error));
     }
 
     /// Looks at paused requests: resumed ones go upstream, answered ones are done.
     fn poll(&mut self, t: u64) {
         self.poll_armed = false;
         let paused = std::mem::take(&mut self.paused);
+        self.meter.steps(paused.len() as u64);
         for flight in paused {
             let Some(f) = self.flights[flight].as_ref() else { continue };
             let (proxy, stream) = (f.proxy, f.stream);
@@ -474,7 +541,7 @@ impl<'s> Sim<'s> {
         }
         if !self.paused.is_empty() {
             self.poll_armed = true;
-            self.schedule(t + POLL_MS * 1_000_000, Ev::Poll);
+            self.schedule(t.saturating_add(ns(POLL_MS)), Ev::Poll);
         }
     }
 
@@ -483,10 +550,10 @@ impl<'s> Sim<'s> {
     }
 
     fn scrape(&mut self, t: u64) {
-        let next = t + self.scenario.scrape_interval.as_millis() * 1_000_000;
-        if next <= self.end_ns {
-            self.schedule(next, Ev::Scrape);
-        }
+        self.schedule(t.saturating_add(ns(self.scenario.scrape_interval.as_millis())), Ev::Scrape);
+        let proxies = u64::from(self.scenario.topology.proxies);
+        self.meter.steps((self.pools.len() as u64).saturating_mul(proxies).saturating_mul(3));
+        self.meter.steps(self.alerts.len() as u64);
         for proxy in 0..self.proxies.len() {
             self.advance(proxy, t);
         }
@@ -504,11 +571,11 @@ impl<'s> Sim<'s> {
             }
             let p = &mut self.pools[pool];
             // The hosts still in the pool are the ones that serve.
-            p.slots = available * p.capacity_per_host;
+            p.slots = available.saturating_mul(p.capacity_per_host);
             let ratio = if expected == 0 { 1.0 } else { available as f64 / expected as f64 };
             p.panic_share = if ratio < p.panic_threshold { 1.0 - ratio } else { 0.0 };
             let bucket = std::mem::take(&mut p.bucket);
-            p.samples.push(Sample { t_s, available, expected, deploying, bucket });
+            stats::push(&mut p.samples, Sample { t_s, available, expected, deploying, bucket, ..Sample::default() });
         }
         let mut fired = Vec::new();
         for (i, alert) in self.alerts.iter_mut().enumerate() {
@@ -527,10 +594,9 @@ impl<'s> Sim<'s> {
                     "alert",
                     format!("{name} fires ({} on {})", signal_name(&self.alerts[i]), self.alerts[i].rule.pool),
                 );
-                for (r, rule) in self.scenario.recovery.iter().enumerate() {
-                    if rule.on == name {
-                        self.schedule(t + rule.after.as_millis() * 1_000_000, Ev::Recovery(r));
-                    }
+                for r in self.runbooks[i].clone() {
+                    let after = self.scenario.recovery[r].after.as_millis();
+                    self.schedule(t.saturating_add(ns(after)), Ev::Recovery(r));
                 }
             } else {
                 self.event(t, "resolved", format!("{name} resolved"));
@@ -567,8 +633,8 @@ impl<'s> Sim<'s> {
     fn deploy(&mut self, i: usize, retry: bool, t: u64) {
         let run = self.scenario.deploys[i].clone();
         if let (Some(j), Some(wait), false) = (run.fail_at_batch, run.retry_after, retry) {
-            let abort = u64::from(j) * run.batch_interval.as_millis() + wait.as_millis();
-            self.schedule(t + abort * 1_000_000, Ev::Deploy(i, true));
+            let abort = u64::from(j).saturating_mul(run.batch_interval.as_millis()).saturating_add(wait.as_millis());
+            self.schedule(t.saturating_add(ns(abort)), Ev::Deploy(i, true));
         }
         let outcome = match run.fail_at_batch.filter(|_| !retry) {
             Some(j) => format!(
@@ -667,7 +733,7 @@ impl<'s> Sim<'s> {
             None => (String::new(), rule.on.clone()),
         };
         // The rule was scheduled `after` the alert fired.
-        let fired_s = t.saturating_sub(rule.after.as_millis() * 1_000_000) / 1_000_000_000;
+        let fired_s = t.saturating_sub(ns(rule.after.as_millis())) / 1_000_000_000;
         let now_s = t / 1_000_000_000;
         let url = server.url().to_string();
         let webhook = recovery::webhook(&rule.on, &pool, &summary, fired_s, &url);
@@ -760,6 +826,12 @@ impl<'s> Sim<'s> {
         let scenario = self.scenario;
         let mut pools = Vec::new();
         let mut extra = Vec::new();
+        let mut alerts_of = vec![Vec::new(); self.pools.len()];
+        for (k, a) in self.alerts.iter().enumerate() {
+            if let Some(of) = alerts_of.get_mut(a.pool) {
+                of.push(k);
+            }
+        }
         for (i, p) in self.pools.iter().enumerate() {
             let name = scenario.pools[i].name.clone();
             let s = &p.samples;
@@ -777,10 +849,9 @@ impl<'s> Sim<'s> {
                 s[k].t_s
             });
             let detected = drop_start.zip(lost_s).and_then(|(from, l)| {
-                self.alerts
+                alerts_of[i]
                     .iter()
-                    .filter(|a| a.pool == i)
-                    .flat_map(|a| a.fired_s.iter().copied())
+                    .flat_map(|&k| self.alerts[k].fired_s.iter().copied())
                     .filter(|&f| f >= from)
                     .fold(None, |m: Option<f64>, f| Some(m.map_or(f, |m: f64| m.min(f))))
                     .map(|f| f.max(l))
@@ -859,7 +930,7 @@ impl<'s> Sim<'s> {
             requests: Requests {
                 simulated: self.simulated,
                 sample,
-                represented: self.simulated * u64::from(sample),
+                represented: self.simulated.saturating_mul(u64::from(sample)),
                 filter_failures: self.filter_failures,
             },
             slos,

@@ -1,6 +1,8 @@
 // SLO verdicts: each objective of the scenario checked against what the replay measured
 // (pool capacity moments, alert firings, outcome windows), with target and measurement in words.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::alert::Alert;
 use crate::report::{human, PoolResult, SloResult};
 use crate::scenario::{Scenario, Slo};
@@ -8,14 +10,19 @@ use crate::sim::stats::{window, Sample};
 
 /// Checks every SLO of `scenario`. `samples[i]` are pool i's scrapes.
 pub fn evaluate(scenario: &Scenario, pools: &[PoolResult], alerts: &[Alert], samples: &[&[Sample]]) -> Vec<SloResult> {
-    scenario.slos.iter().map(|slo| check(scenario, slo, pools, alerts, samples)).collect()
+    let index: HashMap<&str, usize> = scenario.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+    let pool_index = |name: &str| index.get(name).copied().unwrap_or(0);
+    scenario.slos.iter().map(|slo| check(scenario, &pool_index, slo, pools, alerts, samples)).collect()
 }
 
-fn pool_index(scenario: &Scenario, name: &str) -> usize {
-    scenario.pools.iter().position(|p| p.name == name).unwrap_or(0)
-}
-
-fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert], samples: &[&[Sample]]) -> SloResult {
+fn check(
+    scenario: &Scenario,
+    pool_index: &dyn Fn(&str) -> usize,
+    slo: &Slo,
+    pools: &[PoolResult],
+    alerts: &[Alert],
+    samples: &[&[Sample]],
+) -> SloResult {
     let name = slo.label();
     let result =
         |pass: bool, target: String, measured: String| SloResult { name: name.clone(), pass, target, measured };
@@ -27,7 +34,7 @@ fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert],
     ];
     for (objective, moment) in timed {
         if let Some(p) = objective {
-            let pool = &pools[pool_index(scenario, &p.pool)];
+            let pool = &pools[pool_index(&p.pool)];
             let target = format!("<= {}", p.max);
             return match (pool.capacity_lost_s, moment(pool)) {
                 (None, _) => result(true, target, "no capacity loss".into()),
@@ -37,28 +44,29 @@ fn check(scenario: &Scenario, slo: &Slo, pools: &[PoolResult], alerts: &[Alert],
         }
     }
     if let Some(n) = &slo.no_page {
+        let watched: HashSet<&str> = n.alerts.iter().map(String::as_str).collect();
         let fired: Vec<String> = alerts
             .iter()
-            .filter(|a| n.alerts.contains(&a.rule.name) && !a.fired_s.is_empty())
+            .filter(|a| watched.contains(a.rule.name.as_str()) && !a.fired_s.is_empty())
             .map(|a| format!("{} x{}", a.rule.name, a.fired_s.len()))
             .collect();
         let measured = if fired.is_empty() { "silent".to_string() } else { fired.join(", ") };
         return result(fired.is_empty(), "no firing".into(), measured);
     }
     if let Some(r) = &slo.error_ratio {
-        let s = samples[pool_index(scenario, &r.pool)];
+        let s = samples[pool_index(&r.pool)];
         let n = (r.window.as_millis() as f64 / 1000.0 / scrape_s).round().max(1.0) as usize;
         let worst = (0..s.len()).filter_map(|k| window(s, k, n).error_ratio()).fold(0.0, f64::max);
         return result(worst <= r.max, format!("<= {}", percent(r.max)), format!("worst {}", percent(worst)));
     }
     if let Some(r) = &slo.latency_p99 {
-        let s = samples[pool_index(scenario, &r.pool)];
+        let s = samples[pool_index(&r.pool)];
         let n = (r.window.as_millis() as f64 / 1000.0 / scrape_s).round().max(1.0) as usize;
         let worst = (0..s.len()).filter_map(|k| window(s, k, n).quantile(0.99)).fold(0.0, f64::max);
         return result(worst <= r.max, format!("<= {}s", r.max), format!("worst {worst}s"));
     }
     if let Some(b) = &slo.error_budget {
-        let pool = &pools[pool_index(scenario, &b.pool)];
+        let pool = &pools[pool_index(&b.pool)];
         let allowed = pool.requests as f64 * (1.0 - b.objective);
         let consumed = if allowed > 0.0 { pool.errors as f64 / allowed } else { 0.0 };
         return result(consumed <= b.max, format!("<= {}", percent(b.max)), format!("{} of budget", percent(consumed)));

@@ -15,6 +15,8 @@ use ebb_harness::Plugin;
 #[path = "../all/util.rs"]
 mod util;
 
+mod hardening;
+mod properties;
 mod recovery;
 mod reports;
 
@@ -47,8 +49,7 @@ fn every_shipped_scenario_gives_the_verdict_it_states() {
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("scenarios")).unwrap() {
         let path = entry.unwrap().path();
-        // schema.json beside the scenarios is their JSON Schema, not a scenario.
-        if path.extension().is_none_or(|e| e != "json") || path.file_name().is_some_and(|n| n == "schema.json") {
+        if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();

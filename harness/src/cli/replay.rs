@@ -9,7 +9,10 @@ use anyhow::Context;
 use ebb_harness::host::Plugin;
 use ebb_harness::report;
 use ebb_harness::scenario::Scenario;
-use ebb_harness::{sim, Clock};
+use ebb_harness::sim::{self, Budget, ReplayError};
+use ebb_harness::Clock;
+
+use super::check;
 
 pub const EXAMPLES: &str = "Examples:
   # The seed incident as it happened (its capacity SLOs fail, exit 1):
@@ -25,7 +28,11 @@ pub const EXAMPLES: &str = "Examples:
   # Open the HTML report after a game day (self-contained: charts, events, pools, SLOs):
   ebb replay scenarios/blackhole-drain.json --html out/blackhole.html && xdg-open out/blackhole.html
 
-Exit status: 0 every SLO met, 1 an SLO missed, 2 invalid scenario or harness error.
+  # A scenario you have not read: refuse to run its recovery programs (they run as you):
+  ebb replay downloaded.json --no-programs
+
+Exit status: 0 every SLO met, 1 an SLO missed, 2 invalid scenario, a replay over its budget
+(see `ebb check`; --allow-large raises it), programs refused by --no-programs, or harness error.
 NO_COLOR=1 turns colours off in the terminal (the HTML report always has them).";
 
 #[derive(clap::Args)]
@@ -52,6 +59,14 @@ pub struct Args {
     /// Print only the verdict line.
     #[arg(long, short)]
     quiet: bool,
+    /// Replay scenarios whose estimated cost is over the default budget (20 million simulated
+    /// requests, 1,024 VMs, 4 GiB), up to the large one; the replay still stops if it does more.
+    #[arg(long)]
+    allow_large: bool,
+    /// Refuse (exit 2) a scenario whose recovery runs programs (`recovery[].run`), listing them:
+    /// for a scenario you have not read. A verdict without its programs would judge another scenario.
+    #[arg(long)]
+    no_programs: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -59,6 +74,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(seed) = args.seed {
         scenario.seed = seed;
     }
+    if args.no_programs {
+        let programs = check::programs(&scenario);
+        if !programs.is_empty() {
+            anyhow::bail!(
+                "{}: refused by --no-programs: its recovery runs programs, as you, on this machine:\n  {}",
+                args.scenario.display(),
+                programs.join("\n  ")
+            );
+        }
+    }
+    let budget = Budget::new(args.allow_large);
     let plugin = Plugin::load(&args.plugin).with_context(|| format!("loading {}", args.plugin.display()))?;
     let tty = std::io::stderr().is_terminal();
     let mut last = -1i64;
@@ -77,7 +103,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Wall time, for the JUnit report only (the replay itself runs on its simulated clock).
     let clock = Clock::real();
     let started = clock.now_ns();
-    let report = sim::replay(&scenario, &plugin, &mut progress)?;
+    let replayed = sim::replay_within(&scenario, &plugin, budget, &mut progress);
+    if replayed.is_err() && tty && !args.quiet {
+        // The progress bar's line, so that the error starts a line of its own.
+        eprint!("\r{:60}\r", "");
+    }
+    let report = match replayed {
+        Ok(report) => report,
+        Err(ReplayError::TooLarge { over, .. }) => {
+            anyhow::bail!("{}: {}", args.scenario.display(), check::over_budget(&over, args.allow_large))
+        }
+        Err(e @ ReplayError::OverBudget { .. }) => {
+            let hint = if args.allow_large { "" } else { "; --allow-large raises the budget" };
+            anyhow::bail!("{}: {e}{hint}", args.scenario.display())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
     let mut written = Vec::new();
     if let Some(path) = &args.json {

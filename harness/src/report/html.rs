@@ -221,8 +221,8 @@ fn pools(out: &mut String, report: &Report) {
             within(p.capacity_lost_s, p.restored_s),
             impact,
             p.min_capacity_ratio * 100.0,
-            thousands(p.requests * sample),
-            thousands(p.errors * sample),
+            thousands(p.requests.saturating_mul(sample)),
+            thousands(p.errors.saturating_mul(sample)),
         );
     }
     let _ = writeln!(out, "</tbody>\n</table>");

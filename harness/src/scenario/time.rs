@@ -70,7 +70,8 @@ impl At {
     pub fn offset_ms(self, start: ClockTime) -> u64 {
         match self {
             At::Offset(d) => d.as_millis(),
-            At::Clock(t) => (t.0 + DAY_MS - start.0) % DAY_MS,
+            // Both are below a day when parsed; the remainders keep a hand-built one from wrapping.
+            At::Clock(t) => (t.0 % DAY_MS + DAY_MS - start.0 % DAY_MS) % DAY_MS,
         }
     }
 
@@ -141,7 +142,8 @@ const OFFSET_PATTERN: &str = "^\\+(([0-9]+(ms|s|m|h|d))+|0)$";
 
 /// Formats seconds since the start as the clock time it was (for timelines).
 pub fn clock_label(start: ClockTime, seconds: f64) -> String {
-    let ms = (start.0 + (seconds.max(0.0) * 1000.0) as u64) % DAY_MS;
+    // The float-to-integer cast saturates; the remainders keep the sum from wrapping.
+    let ms = (start.0 % DAY_MS + ((seconds.max(0.0) * 1000.0) as u64) % DAY_MS) % DAY_MS;
     let s = ms / 1000;
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
@@ -159,5 +161,13 @@ mod tests {
         for bad in ["7:10", "24:00", "07:60", "+soon", "10m"] {
             assert!(At::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn clock_arithmetic_never_wraps() {
+        let start = ClockTime(u64::MAX);
+        assert!(At::Clock(ClockTime(u64::MAX - 5)).offset_ms(start) < DAY_MS);
+        assert_eq!(clock_label(ClockTime::parse("23:00").unwrap(), 1e300).len(), 8);
+        assert_eq!(clock_label(ClockTime(u64::MAX), f64::INFINITY).len(), 8);
     }
 }

@@ -309,8 +309,11 @@ pub fn run(
     };
     if let Some(mut stdin) = child.stdin.take() {
         // The webhook JSON is a few hundred bytes, well within a pipe's buffer: this never blocks.
-        // A program that does not read stdin may have exited already (broken pipe): not an error.
-        let _ = stdin.write_all(&program.stdin);
+        // A program that does not read stdin may have exited already (broken pipe): not an error,
+        // and not the SIGPIPE that `ebb` lets end it when its own output is closed (main.rs).
+        without_sigpipe(|| {
+            let _ = stdin.write_all(&program.stdin);
+        });
     }
     let stdout = tail(child.stdout.take());
     let stderr = tail(child.stderr.take());
@@ -353,6 +356,36 @@ pub fn run(
         Ok(status) => Outcome::Exited { status, took_s, output },
         Err(()) => Outcome::TimedOut { took_s, output },
     }
+}
+
+/// Runs `write` with SIGPIPE blocked in this thread, and drops the SIGPIPE a write to a closed
+/// pipe raised meanwhile: `ebb` runs with SIGPIPE's default action (death), which is right for
+/// its stdout and wrong for a recovery program's stdin.
+#[cfg(unix)]
+fn without_sigpipe(write: impl FnOnce()) {
+    // SAFETY: the sigset_t values live on this stack for the calls that take their addresses;
+    // pthread_sigmask, sigpending and sigwait only read and write them and this thread's mask.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old) == 0;
+        write();
+        if blocked {
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            if libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+                let mut signal = 0;
+                libc::sigwait(&pipe, &mut signal);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn without_sigpipe(write: impl FnOnce()) {
+    write();
 }
 
 fn display_dir(dir: &Path) -> String {

@@ -1,5 +1,6 @@
 // Outcome statistics streamed into fixed buckets: per pool and scrape interval, counts and a
-// latency histogram. Nothing per request is kept, so memory is flat in the replay's length.
+// latency histogram, with running totals so that any window of scrapes is one subtraction.
+// Nothing per request is kept, so memory is flat in the replay's request count.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,20 +22,34 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn record(&mut self, latency_ms: u64, error: bool, by_filter: bool) {
-        self.requests += 1;
-        self.errors += u64::from(error);
-        self.shed += u64::from(by_filter);
+        self.requests = self.requests.saturating_add(1);
+        self.errors = self.errors.saturating_add(u64::from(error));
+        self.shed = self.shed.saturating_add(u64::from(by_filter));
         let i = LATENCY_BOUNDS_MS.iter().position(|b| latency_ms <= *b).unwrap_or(LATENCY_BOUNDS_MS.len());
-        self.latency[i] += 1;
+        self.latency[i] = self.latency[i].saturating_add(1);
     }
 
     pub fn merge(&mut self, other: &Bucket) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.shed += other.shed;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.shed = self.shed.saturating_add(other.shed);
         for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
+    }
+
+    /// What `self` (a running total) holds beyond `earlier` (the same total, before).
+    fn since(&self, earlier: &Bucket) -> Bucket {
+        let mut b = Bucket {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            shed: self.shed.saturating_sub(earlier.shed),
+            latency: [0; 21],
+        };
+        for (i, n) in b.latency.iter_mut().enumerate() {
+            *n = self.latency[i].saturating_sub(earlier.latency[i]);
+        }
+        b
     }
 
     pub fn error_ratio(&self) -> Option<f64> {
@@ -52,9 +67,9 @@ impl Bucket {
             return None;
         }
         let rank = (q * self.requests as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
+        let mut seen = 0u64;
         for (i, n) in self.latency.iter().enumerate() {
-            seen += n;
+            seen = seen.saturating_add(*n);
             if seen >= rank {
                 let ms =
                     LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(2 * LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1]);
@@ -76,6 +91,8 @@ pub struct Sample {
     pub deploying: bool,
     /// What finished since the previous scrape.
     pub bucket: Bucket,
+    /// What finished up to this scrape, set by [`push`]: a window is the difference of two.
+    pub cumulative: Bucket,
 }
 
 impl Sample {
@@ -88,13 +105,22 @@ impl Sample {
     }
 }
 
-/// Merges the buckets of the last `n` samples up to and including `end`.
+/// Appends `sample`, with the running total of everything before it.
+pub fn push(samples: &mut Vec<Sample>, mut sample: Sample) {
+    let mut cumulative = samples.last().map(|s| s.cumulative.clone()).unwrap_or_default();
+    cumulative.merge(&sample.bucket);
+    sample.cumulative = cumulative;
+    samples.push(sample);
+}
+
+/// The buckets of the last `n` samples up to and including `end`, merged: in constant time, so
+/// that alert rules and SLOs over long windows cost the same as over short ones.
 pub fn window(samples: &[Sample], end: usize, n: usize) -> Bucket {
-    let mut b = Bucket::default();
-    for s in &samples[(end + 1).saturating_sub(n)..=end] {
-        b.merge(&s.bucket);
+    let first = (end + 1).saturating_sub(n);
+    match first.checked_sub(1) {
+        Some(before) => samples[end].cumulative.since(&samples[before].cumulative),
+        None => samples[end].cumulative.clone(),
     }
-    b
 }
 
 #[cfg(test)]
@@ -111,5 +137,26 @@ mod tests {
         assert_eq!(b.quantile(0.99), Some(1.0));
         assert_eq!(b.error_ratio(), Some(0.1));
         assert_eq!(Bucket::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn a_window_is_the_merge_of_its_samples() {
+        let mut samples = Vec::new();
+        for k in 0..50u64 {
+            let mut bucket = Bucket::default();
+            for r in 0..(k % 7) {
+                bucket.record(k * 37 + r * 400, (k + r) % 3 == 0, r == 1);
+            }
+            push(&mut samples, Sample { t_s: k as f64, bucket, ..Sample::default() });
+        }
+        for end in 0..samples.len() {
+            for n in [1, 2, 5, 20, 49, 50, 51, usize::MAX] {
+                let mut merged = Bucket::default();
+                for s in &samples[(end + 1).saturating_sub(n)..=end] {
+                    merged.merge(&s.bucket);
+                }
+                assert_eq!(window(&samples, end, n), merged, "end {end}, n {n}");
+            }
+        }
     }
 }
