@@ -8,7 +8,7 @@ EBB := target/release/ebb
 # Test filters under tests/filters/ are wasm-only crates; native commands leave them out.
 NATIVE_EXCLUDES := --exclude ebb-plugin $(foreach f,$(wildcard tests/filters/*),--exclude ebb-testfilter-$(notdir $(f)))
 
-.PHONY: all wasm build test demo bench bench-proxy lint fmt clean prereqs wasm-target
+.PHONY: all wasm build test demo bench bench-proxy fuzz lint fmt clean prereqs wasm-target
 
 all: build
 
@@ -51,6 +51,16 @@ bench: build
 ## bench-proxy: only the ebb proxy / nginx comparison (needs Debian's nginx and wrk)
 bench-proxy: build
 	./scripts/bench-proxy.sh
+
+## fuzz: cargo-fuzz targets for FUZZ_SECONDS each (default 60): the plugin configuration, control
+## calls and signatures, scenarios. Installs a nightly toolchain and cargo-fuzz when missing.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) +1.95.0 install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz run plugin_config -O -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && cargo +nightly fuzz run control_call -O -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && cargo +nightly fuzz run scenario -O --features scenario -- -max_total_time=$(FUZZ_SECONDS)
 
 ## lint: formatting and clippy with warnings as errors, native and wasm
 lint:
