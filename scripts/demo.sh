@@ -64,5 +64,38 @@ ABORT='{"id":"api-503","abort":{"status":503,"match":{"path_prefix":"/api"}}}'
 PICK='^step|local reply|status|x-ebb-fault|ebb.aborted_total'
 show "$EBB" request --plugin "$WASM" --config "$(with_fault abort "$ABORT")" --authority bitbucket.org --path /api/2.0/repositories --log-level warn
 
+# 6. Real sockets: the staging bootstrap served by `ebb proxy` in front of two local servers.
+proxy_demo() {
+  command -v python3 >/dev/null && command -v curl >/dev/null || { echo "  (skipped: needs python3 and curl)"; return; }
+  local dir; dir=$(mktemp -d)
+  local key=demo-proxy-key-7c2e9a4b1f6d8e3a5c0b9d7e2f4a6c81
+  sed "s/CHANGE-ME-ebb-staging-placeholder-key/$key/" deploy/envoy/envoy.yaml > "$dir/envoy.yaml"
+  mkdir -p "$dir/web"; echo "hello from the web pool" > "$dir/web/index.html"
+  python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$dir/web" > "$dir/web.log" 2>&1 & local up=$!
+  local port=""; for _ in $(seq 50); do port=$(grep -o 'port [0-9]*' "$dir/web.log" 2>/dev/null | head -1 | cut -d' ' -f2 || true); [ -n "$port" ] && break; sleep 0.1; done
+  printf '  $ %s proxy deploy/envoy/envoy.yaml --wasm-file /etc/envoy/ebb.wasm=%s --cluster web=127.0.0.1:%s ... (ports: any free)\n' "$EBB" "$WASM" "$port"
+  "$EBB" proxy "$dir/envoy.yaml" --wasm-file "/etc/envoy/ebb.wasm=$WASM" --listener ingress_http=127.0.0.1:0 \
+    --listener ingress_ssh=127.0.0.1:0 --listener ebb_control=127.0.0.1:0 --admin 127.0.0.1:0 \
+    --cluster web=127.0.0.1:"$port" --cluster api=127.0.0.1:"$port" --cluster ssh=127.0.0.1:"$port" \
+    > "$dir/proxy.out" 2> "$dir/proxy.err" & local px=$!
+  for _ in $(seq 100); do grep -q '^ready' "$dir/proxy.out" 2>/dev/null && break; sleep 0.1; done
+  local ingress control admin
+  ingress=$(awk '$2=="ingress_http"{print $3}' "$dir/proxy.out"); control=$(awk '$2=="ebb_control"{print $3}' "$dir/proxy.out")
+  admin=$(awk '$2=="admin"{print $3}' "$dir/proxy.out")
+  if [ -z "$ingress" ]; then sed 's/^/    /' "$dir/proxy.err"; kill $up $px 2>/dev/null; return; fi
+  echo "  $ curl http://$ingress/"; curl -s "http://$ingress/" | sed 's/^/    /'
+  echo "  $ scripts/ebb-ctl --url http://$control add '{\"id\":\"drain\",\"ttl\":\"5m\",\"drain\":{\"pool\":\"web\",\"hosts\":4}}'"
+  EBB_KEY=$key scripts/ebb-ctl --url "http://$control" add '{"id":"drain","ttl":"5m","drain":{"pool":"web","hosts":4}}' > /dev/null
+  sleep 1.2
+  echo "  $ curl http://$admin/stats/prometheus | grep web"
+  curl -s "http://$admin/stats/prometheus" | grep -E '^ebb_pool_(available|expected)_hosts\{ebb_pool="web"\}|^envoy_cluster_upstream_rq_xx\{envoy_cluster_name="web",envoy_response_code_class="2"\}' | sed 's/^/    /'
+  echo "  $ scripts/ebb-ctl --url http://$control clear-all    # the kill switch"
+  EBB_KEY=$key scripts/ebb-ctl --url "http://$control" clear-all | sed 's/^/    /'; echo
+  kill -TERM $px; wait $px 2>/dev/null || true; kill $up 2>/dev/null || true; wait $up 2>/dev/null || true
+  rm -rf "$dir"
+}
+bold "6. Real sockets: deploy/envoy/envoy.yaml served by ebb proxy (2 workers) in front of a local server."
+proxy_demo
+
 bold "Reports: open $OUT/bitbucket-2021-02-05.html (timeline chart, events, SLO verdicts); JSON for CI beside it."
-echo "Next: make test (everything); docs/scenarios.md (write your own incident); docs/staging.md (put ebb in staging Envoy)."
+echo "Next: make test (everything); docs/scenarios.md (write your own incident); docs/proxy.md (ebb proxy); docs/staging.md (put ebb in staging Envoy)."
