@@ -16,7 +16,7 @@ use ebb_engine::{FaultRequest, Protocol};
 use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
 use crate::control::{self, RawRequest, RawResponse};
-use crate::host::{HostError, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
+use crate::host::{HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
 use crate::report::{self, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
 use crate::scenario::{Scenario, Service};
 use crate::slo;
@@ -112,13 +112,23 @@ struct Sim<'s> {
 
 /// Replays `scenario` through `plugin`; `progress` hears the fraction done now and then.
 pub fn replay(scenario: &Scenario, plugin: &Plugin, progress: &mut dyn FnMut(f64)) -> Result<Report, ReplayError> {
-    let mut sim = Sim::new(scenario, plugin)?;
+    replay_as(scenario, plugin, HostProfile::Envoy, progress)
+}
+
+/// `replay` with every simulated proxy playing `profile` (`ebb replay --host-profile`).
+pub fn replay_as(
+    scenario: &Scenario,
+    plugin: &Plugin,
+    profile: HostProfile,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Report, ReplayError> {
+    let mut sim = Sim::new(scenario, plugin, profile)?;
     sim.run(progress);
     Ok(sim.report())
 }
 
 impl<'s> Sim<'s> {
-    fn new(scenario: &'s Scenario, plugin: &Plugin) -> Result<Sim<'s>, ReplayError> {
+    fn new(scenario: &'s Scenario, plugin: &Plugin, profile: HostProfile) -> Result<Sim<'s>, ReplayError> {
         let config = serde_json::to_vec(&scenario.plugin_config()).map_err(|e| ReplayError::Config(e.to_string()))?;
         let start_ns = (EPOCH_DAY_S * 1000 + scenario.start.millis()) * 1_000_000;
         // Each simulated Envoy runs the HTTP filter (root_id `ebb`) and, when a pool is TCP, the
@@ -138,6 +148,7 @@ impl<'s> Sim<'s> {
                     root_id: (*root_id).into(),
                     plugin_config: config.clone(),
                     workers: scenario.topology.workers as usize,
+                    host_profile: profile,
                     ..ProxyOptions::default()
                 };
                 // One clock per proxy: each is advanced lazily, to the moment it is next used.

@@ -49,6 +49,9 @@ pub struct Args {
     /// Replace the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// The proxy the simulated fleet plays (envoy, ngx-wasm or strict; see `ebb request --help`).
+    #[arg(long, value_enum, default_value_t = super::args::HostProfile::Envoy)]
+    host_profile: super::args::HostProfile,
     /// Print only the verdict line.
     #[arg(long, short)]
     quiet: bool,
@@ -77,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Wall time, for the JUnit report only (the replay itself runs on its simulated clock).
     let clock = Clock::real();
     let started = clock.now_ns();
-    let report = sim::replay(&scenario, &plugin, &mut progress)?;
+    let report = sim::replay_as(&scenario, &plugin, args.host_profile.into(), &mut progress)?;
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
     let mut written = Vec::new();
     if let Some(path) = &args.json {
