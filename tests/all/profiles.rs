@@ -2,6 +2,7 @@
 //! intersection. Each quirk is accepted by Envoy and refused (or reported differently) by
 //! ngx-wasm and strict, and a trap names the quirk and the profile.
 
+use std::process::Command;
 use std::time::Duration;
 
 use ebb_harness::{Clock, FailurePolicy, Fault, HostError, HostProfile, Proxy, ProxyOptions, Step};
@@ -61,9 +62,11 @@ fn increments_on_gauges_and_histograms_trap_where_only_counters_count() {
 
 #[test]
 fn counter_deltas_below_one_are_refused_by_envoy_and_strict_and_subtract_in_kong() {
-    for (profile, status, value) in
-        [(HostProfile::Envoy, "status=2", 5), (HostProfile::NgxWasm, "status=0", 4), (HostProfile::Strict, "status=2", 5)]
-    {
+    for (profile, status, value) in [
+        (HostProfile::Envoy, "status=2", 5),
+        (HostProfile::NgxWasm, "status=0", 4),
+        (HostProfile::Strict, "status=2", 5),
+    ] {
         let (proxy, step) = run(profile, "metric:counter:c=5,metric:counter:c=-1");
         assert!(matches!(step, Step::Continue), "{profile}: {step:?}");
         assert_eq!(result_of(&proxy, "metric:counter:c=-1"), status, "{profile}");
@@ -115,11 +118,18 @@ fn a_tick_period_once_set_cannot_change() {
     assert!(proxy.advance(Duration::from_millis(100)).is_empty());
     assert_eq!(proxy.metric("probe.ticks").expect("counter").value, 6, "3 ticks of 30 ms on 2 VMs");
     for profile in KONG {
-        let err = Proxy::new(&util::plugin("probe"), options(profile, "tick=100;tick_again=30"), Clock::default())
-            .expect_err("the second period traps in on_configure");
+        let Err(err) = Proxy::new(&util::plugin("probe"), options(profile, "tick=100;tick_again=30"), Clock::default())
+        else {
+            panic!("{profile}: the second period must trap in on_configure")
+        };
         let text = err.to_string();
         assert!(text.contains("proxy_on_configure"), "{text}");
-        assert!(text.contains(&format!("host profile {profile}: proxy_set_tick_period_milliseconds when a period is already set")), "{text}");
+        assert!(
+            text.contains(&format!(
+                "host profile {profile}: proxy_set_tick_period_milliseconds when a period is already set"
+            )),
+            "{text}"
+        );
         assert!(text.contains("tick_period already set"), "{text}");
         // Turning the timer off (0) is allowed, and so is setting it again after that.
         let proxy = probe(profile, "tick=100;tick_again=0");
@@ -177,7 +187,12 @@ fn shared_data_traps_without_a_namespace() {
         assert_quirk(profile, &step, "proxy_get_shared_data with no shared-data namespace configured", "shm_kv *");
         let mut proxy = util::probe_with(no_namespace(profile));
         let step = util::exchange(&mut proxy, 0, "shared-set:k=v");
-        assert_quirk(profile, &step, "proxy_set_shared_data with no shared-data namespace", "could not resolve namespace");
+        assert_quirk(
+            profile,
+            &step,
+            "proxy_set_shared_data with no shared-data namespace",
+            "could not resolve namespace",
+        );
         // With the namespace (the default), the same calls work.
         let (_, step) = run(profile, "shared-get:k,shared-set:k=v");
         assert!(matches!(step, Step::Continue), "{profile}: {step:?}");
@@ -263,8 +278,11 @@ fn properties_kong_lacks_are_absent_and_it_reports_some_as_text() {
         }
     };
     for profile in HostProfile::ALL {
-        let mut proxy =
-            util::probe_with(ProxyOptions { root_id: "probe".into(), vm_id: "probe-vm".into(), ..options(profile, "") });
+        let mut proxy = util::probe_with(ProxyOptions {
+            root_id: "probe".into(),
+            vm_id: "probe-vm".into(),
+            ..options(profile, "")
+        });
         let step = util::exchange(&mut proxy, 0, commands);
         assert!(matches!(step, Step::Continue), "{profile}: {step:?}");
         let got: Vec<String> = commands.split(',').map(|c| result_of(&proxy, c)).collect();
@@ -289,4 +307,29 @@ fn a_quirk_trap_goes_through_the_failure_policy() {
         assert!(matches!(http.request_headers(&util::request(""), true), Step::Continue));
         assert!(http.upstream_request().is_some(), "{profile}: bypassed, the request reaches the upstream");
     }
+}
+
+#[test]
+fn ebb_request_plays_the_profile_it_is_given() {
+    let probe = util::filter("probe");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["request", "--plugin", probe.to_str().expect("utf-8 path"), "--json"];
+        args.extend_from_slice(extra);
+        let out = Command::new(util::ebb_binary()).args(&args).output().expect("ebb runs");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v)
+    };
+    let (code, v) = run(&["-H", "x-probe: metric:gauge:g=1"]);
+    assert_eq!(code, Some(0), "{v:#}");
+    let (code, v) = run(&["-H", "x-probe: metric:gauge:g=1", "--host-profile", "ngx-wasm"]);
+    assert_eq!(code, Some(1), "{v:#}");
+    let error = v["error"].as_str().expect("an error");
+    assert!(error.contains("host profile ngx-wasm: proxy_increment_metric on a gauge"), "{error}");
+    let (code, v) = run(&["-H", "x-probe: shared-get:k", "--host-profile", "strict", "--no-shm-kv"]);
+    assert_eq!(code, Some(1), "{v:#}");
+    assert!(v["error"].as_str().expect("an error").contains("host profile strict: proxy_get_shared_data"), "{v:#}");
+    let (code, v) = run(&["-H", "x-probe: local-reply:403", "--host-profile", "strict"]);
+    assert_eq!(code, Some(0), "{v:#}");
+    assert_eq!(v["response"]["body"], "denied by probe\n");
 }

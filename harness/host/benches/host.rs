@@ -28,7 +28,11 @@ const RESPONSE: [(&str, &str); 4] =
     [(":status", "200"), ("content-type", "application/json"), ("content-length", "2"), ("server", "app")];
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Builds the pass-through test filter (a no-op when up to date) and returns its path.

@@ -929,8 +929,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_get_metric", |mut c: Ctx<'_>, id: i32, ret: i32| {
         guard(&c, "proxy_get_metric")?;
-        let ngx_value =
-            if c.data().profile.ngx() { Some(profile::get_metric(c.data(), metric_stat(c.data(), id).ok())?) } else { None };
+        let ngx_value = if c.data().profile.ngx() {
+            Some(profile::get_metric(c.data(), metric_stat(c.data(), id).ok())?)
+        } else {
+            None
+        };
         Ok(flat((|| {
             let (mem, st) = split(&mut c)?;
             let value = match ngx_value {

@@ -259,7 +259,11 @@ pub(crate) fn splice(profile: HostProfile, buf: &mut Vec<u8>, start: usize, size
 /// ngx-wasm only, as text (nginx variables): `response.code`, `connection.id`, `source.address`
 /// without the port, `source.port`, and `plugin_root_id` as the root context's number. Strict
 /// keeps Envoy's encoding of those: a portable filter must accept both.
-pub(crate) fn property(st: &HostState, path: &[u8], stream_value: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Option<Option<Vec<u8>>> {
+pub(crate) fn property(
+    st: &HostState,
+    path: &[u8],
+    stream_value: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+) -> Option<Option<Vec<u8>>> {
     match path {
         b"cluster_name" | b"route_name" | b"plugin_vm_id" | b"node" | b"response\0code_details" | b"connection_id" => {
             return Some(None)

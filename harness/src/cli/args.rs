@@ -115,7 +115,8 @@ mod tests {
     #[test]
     fn host_profiles_map_one_to_one() {
         use clap::ValueEnum;
-        for (arg, name) in [(HostProfile::Envoy, "envoy"), (HostProfile::NgxWasm, "ngx-wasm"), (HostProfile::Strict, "strict")]
+        for (arg, name) in
+            [(HostProfile::Envoy, "envoy"), (HostProfile::NgxWasm, "ngx-wasm"), (HostProfile::Strict, "strict")]
         {
             assert_eq!(HostProfile::from_str(name, false).ok(), Some(arg));
             assert_eq!(ebb_harness::HostProfile::from(arg).name(), name);
