@@ -268,6 +268,21 @@ fn hostcalls_kong_does_not_implement_trap() {
 }
 
 #[test]
+fn closing_a_tcp_connection_stays_envoys_while_resetting_an_http_stream_traps() {
+    for profile in KONG {
+        // Network filters exist in Envoy only: closing a connection keeps Envoy's answer.
+        let mut proxy = probe(profile, "type=tcp");
+        let mut tcp = proxy.worker(0).expect("worker").tcp();
+        assert!(matches!(tcp.new_connection(), Step::Continue));
+        let step = tcp.downstream_data(b"please close", false);
+        assert!(matches!(&step, Step::Closed { details } if details == "wasm_downstream_close"), "{profile}: {step:?}");
+        // An HTTP stream cannot be reset from the filter in Kong (proxy_close_stream is a nop there).
+        let (_, step) = run(profile, "close");
+        assert_quirk(profile, &step, "proxy_close_stream, which it does not implement,", "ngx_proxy_wasm_hfuncs_nop");
+    }
+}
+
+#[test]
 fn properties_kong_lacks_are_absent_and_it_reports_some_as_text() {
     let commands = "prop:cluster_name,prop:plugin_vm_id,prop:source.address,prop:source.port,prop:plugin_root_id";
     let expect = |profile| -> [&str; 5] {

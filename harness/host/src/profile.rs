@@ -163,8 +163,8 @@ fn kind_name(kind: MetricKind) -> &'static str {
 
 /// Hostcalls ngx_wasm_module links but does not implement (`ngx_proxy_wasm_hfuncs_nop`): a call
 /// traps. Called at the top of each; costs one branch under Envoy. Kong's module runs
-/// proxy-wasm in the http{} subsystem only, so a TCP connection (a network filter, Envoy's
-/// alone) keeps Envoy's answers.
+/// proxy-wasm in the http{} subsystem only, so what only a TCP connection (a network filter,
+/// Envoy's alone) can do, closing it, keeps Envoy's answer.
 #[inline]
 pub(crate) fn not_implemented(st: &HostState, call: &'static str) -> wasmtime::Result<()> {
     if st.profile.ngx() && !matches!(st.streams.get(&st.effective_context), Some(StreamData::Tcp(_))) {
