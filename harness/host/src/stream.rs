@@ -497,7 +497,7 @@ impl Vm {
         }
         // ngx_wasm_module passes end_of_stream = 0 to both header callbacks, body or not
         // (ngx_http_proxy_wasm.c, `ngx_http_proxy_wasm_on_request_headers`/`_on_response_headers`).
-        let eos = end_of_stream && !self.store.data().profile.ngx();
+        let eos = end_of_stream && !self.profile.ngx();
         let args = (ctx as i32, n, eos as i32);
         let result = match which {
             Which::Request => self.call("proxy_on_request_headers", |e| e.on_request_headers.as_ref(), args, ctx),
@@ -725,7 +725,7 @@ impl Vm {
     /// Envoy's deferred `sendLocalReply`: the response is built, then runs through the same
     /// filter's `on_response_headers` / `on_response_body` before reaching the client.
     fn local_reply(&mut self, ctx: u32, reply: LocalReply) {
-        let ngx = self.store.data().profile.ngx();
+        let ngx = self.profile.ngx();
         let Some(h) = self.http(ctx) else {
             self.store
                 .data()
