@@ -1,7 +1,9 @@
 //! ebb's Proxy-Wasm host: a Proxy-Wasm ABI v0.2.1 host on wasmtime that runs any proxy-wasm
 //! filter the way Envoy does — main and worker VMs, Envoy's callback order and status codes,
 //! shared data and queues, metrics, calls answered by the caller or sent to real upstreams — on a
-//! clock the caller owns. It knows nothing of ebb's own filter: `ebb request`, the replay
+//! clock the caller owns. `ProxyOptions::host_profile` makes it play Kong's ngx_wasm_module
+//! instead, or both proxies' refusals at once (`HostProfile::Strict`), so that a filter's tests
+//! say whether it runs in both. It knows nothing of ebb's own filter: `ebb request`, the replay
 //! simulator and the tests are its users.
 //!
 //! ```no_run
