@@ -35,9 +35,15 @@ prereqs:
 	  echo "or run .ci/run, which installs everything the tests need." >&2; exit 2; fi
 
 ## test: every test, against a freshly built dist/ebb.wasm. The release profile, as `make build`
-## uses: wasmtime is compiled once for both. Every test binary runs even when one fails.
+## uses: wasmtime is compiled once for both. Every test binary runs even when one fails. The real
+## filter's end-to-end tests run a second time with the host playing `strict` (Envoy's and Kong's
+## ngx_wasm_module's refusals at once), so a change that works only in Envoy fails here.
 test: prereqs wasm
-	$(CARGO) test --release --no-fail-fast --workspace $(NATIVE_EXCLUDES)
+	@status=0; \
+	$(CARGO) test --release --no-fail-fast --workspace $(NATIVE_EXCLUDES) || status=$$?; \
+	echo "== tests/filter again, the host playing strict (EBB_TEST_HOST_PROFILE=strict)"; \
+	EBB_TEST_HOST_PROFILE=strict $(CARGO) test --release --no-fail-fast -p ebb-tests --test filter || status=$$?; \
+	exit $$status
 
 ## demo: drive the real filter through the harness host
 demo: build

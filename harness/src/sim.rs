@@ -18,7 +18,7 @@ use ebb_engine::{FaultRequest, Protocol};
 use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
 use crate::control::{self, RawRequest, RawResponse};
-use crate::host::{HostError, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
+use crate::host::{HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
 use crate::report::{self, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
 use crate::scenario::{Scenario, Service};
 use crate::slo;
@@ -143,18 +143,34 @@ pub fn replay_within(
     budget: Budget,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Report, ReplayError> {
+    replay_with(scenario, plugin, budget, HostProfile::Envoy, progress)
+}
+
+/// `replay_within` with every simulated proxy playing `profile` (`ebb replay --host-profile`).
+pub fn replay_with(
+    scenario: &Scenario,
+    plugin: &Plugin,
+    budget: Budget,
+    profile: HostProfile,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Report, ReplayError> {
     let estimate = budget::estimate(scenario);
     let over = estimate.over(&budget);
     if !over.is_empty() {
         return Err(ReplayError::TooLarge { estimate, over });
     }
-    let mut sim = Sim::new(scenario, plugin, budget)?;
+    let mut sim = Sim::new(scenario, plugin, budget, profile)?;
     sim.run(progress)?;
     Ok(sim.report())
 }
 
 impl<'s> Sim<'s> {
-    fn new(scenario: &'s Scenario, plugin: &Plugin, budget: Budget) -> Result<Sim<'s>, ReplayError> {
+    fn new(
+        scenario: &'s Scenario,
+        plugin: &Plugin,
+        budget: Budget,
+        profile: HostProfile,
+    ) -> Result<Sim<'s>, ReplayError> {
         let config = serde_json::to_vec(&scenario.plugin_config()).map_err(|e| ReplayError::Config(e.to_string()))?;
         let start_ns = ns((EPOCH_DAY_S * 1000).saturating_add(scenario.start.millis()));
         // Each simulated Envoy runs the HTTP filter (root_id `ebb`) and, when a pool is TCP, the
@@ -174,6 +190,7 @@ impl<'s> Sim<'s> {
                     root_id: (*root_id).into(),
                     plugin_config: config.clone(),
                     workers: scenario.topology.workers as usize,
+                    host_profile: profile,
                     ..ProxyOptions::default()
                 };
                 // One clock per proxy: each is advanced lazily, to the moment it is next used.

@@ -15,6 +15,7 @@ mod lifecycle;
 mod local_reply;
 mod metrics;
 mod modules;
+mod profiles;
 mod properties;
 mod shared;
 mod tcp;

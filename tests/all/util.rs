@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ebb_harness::{Clock, Plugin, Proxy, ProxyOptions, Step};
+use ebb_harness::{Clock, HostProfile, Plugin, Proxy, ProxyOptions, Step};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -85,6 +85,16 @@ pub fn ebb_binary() -> PathBuf {
         cargo(&["build", "--profile", cargo_profile, "-p", "ebb-harness", "--bin", "ebb"])
     });
     target_dir().join(&profile).join("ebb")
+}
+
+/// The proxy the real filter's end-to-end tests (tests/filter) play: `EBB_TEST_HOST_PROFILE`
+/// (envoy, ngx-wasm or strict; default envoy). `make test` runs them under envoy and strict, so a
+/// change that works only in Envoy fails there.
+pub fn host_profile() -> HostProfile {
+    match std::env::var("EBB_TEST_HOST_PROFILE") {
+        Ok(name) if !name.is_empty() => name.parse().unwrap_or_else(|e| panic!("EBB_TEST_HOST_PROFILE: {e}")),
+        _ => HostProfile::Envoy,
+    }
 }
 
 pub fn plugin(name: &str) -> Plugin {

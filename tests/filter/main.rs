@@ -41,6 +41,7 @@ fn proxy(config: &str, workers: usize) -> Proxy {
         root_id: "ebb".into(),
         plugin_config: config.as_bytes().to_vec(),
         workers,
+        host_profile: util::host_profile(),
         ..ProxyOptions::default()
     };
     Proxy::new(&plugin(), options, Clock::default()).expect("proxy starts")
@@ -260,7 +261,12 @@ fn header_faults_only_when_opted_in() {
 #[test]
 fn a_reset_without_a_pool_closes_every_new_connection() {
     let config = r#"{"faults":[{"id":"r","reset":{"percent":100}}]}"#;
-    let options = ProxyOptions { root_id: "ebb_tcp".into(), plugin_config: config.into(), ..ProxyOptions::default() };
+    let options = ProxyOptions {
+        root_id: "ebb_tcp".into(),
+        plugin_config: config.into(),
+        host_profile: util::host_profile(),
+        ..ProxyOptions::default()
+    };
     let mut p = Proxy::new(&plugin(), options, Clock::default()).unwrap();
     let step = p.worker(0).unwrap().tcp().new_connection();
     assert!(!matches!(step, Step::Continue), "{step:?}");
@@ -274,6 +280,7 @@ fn tcp_resets_close_a_share_of_new_connections() {
         vm_id: "ebb".into(),
         root_id: "ebb_tcp".into(),
         plugin_config: config.as_bytes().to_vec(),
+        host_profile: util::host_profile(),
         ..ProxyOptions::default()
     };
     let mut p = Proxy::new(&plugin(), options, Clock::default()).unwrap();

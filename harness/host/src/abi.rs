@@ -8,6 +8,7 @@ use super::headers::{parse_pairs, HeaderMap};
 use super::logs::LogLevel;
 use super::memory::{hand_over, ret_u32, slice, split, write_u32, write_u64, Ctx};
 use super::metrics::MetricKind;
+use super::profile::{self, Quirk};
 use super::shared::Registrant;
 use super::state::{lock, AbiVersion, Deferred, HostState};
 use super::stream::{LocalReply, StreamData};
@@ -223,6 +224,20 @@ fn grpc_target(
 /// The value of property `path` for the effective context, staged into scratch.
 fn stage_property(st: &mut HostState, path: &[u8]) -> Status {
     let ctx = st.effective_context;
+    if st.profile.ngx() {
+        let stream = st.streams.get(&ctx);
+        let set_by_filter = stream.and_then(|s| s.filter_property(path)).or(st.root_properties.get(path)).is_some();
+        let answer =
+            if set_by_filter { None } else { profile::property(st, path, |p| stream.and_then(|s| s.property(p))) };
+        match answer {
+            Some(Some(v)) => {
+                stage(st, &v);
+                return Ok(status::OK);
+            }
+            Some(None) => return Err(status::NOT_FOUND),
+            None => {}
+        }
+    }
     let shared = st.shared.clone();
     let mut found: Option<Vec<u8>> = None;
     if let Some(stream) = st.streams.get(&ctx) {
@@ -248,6 +263,23 @@ fn metric_stat(st: &HostState, id: i32) -> Result<usize, i32> {
     let kind = (id & 3) as usize;
     let k = (id >> 2) as usize;
     st.metric_ids.get(kind).and_then(|ids| ids.get(k)).copied().ok_or(status::NOT_FOUND)
+}
+
+/// ngx_wasm_module traps a local reply it cannot send (`ngx_http_wasm_stash_local_response`): a
+/// second one before the first took effect, or one after the response went out. Envoy ignores
+/// the first case with a warning and resets the stream in the second.
+fn check_local_reply(st: &HostState) -> wasmtime::Result<()> {
+    let ctx = st.effective_context;
+    let stashed = st.deferred.iter().any(|d| matches!(d, Deferred::LocalReply { context, .. } if *context == ctx));
+    if stashed {
+        return Err(Quirk::LocalReplyStashed.trap(st.profile));
+    }
+    if let Some(StreamData::Http(h)) = st.streams.get(&ctx) {
+        if (h.local_reply.is_some() && !h.in_local_reply) || h.response.headers_forwarded {
+            return Err(Quirk::ResponseAlreadySent.trap(st.profile));
+        }
+    }
+    Ok(())
 }
 
 /// Defines every `env` hostcall for an `abi` module. Returns the names defined, so that the
@@ -309,6 +341,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         names.push("proxy_get_log_level");
         linker.func_wrap(E, "proxy_get_log_level", |mut c: Ctx<'_>, ret: i32| {
             guard(&c, "proxy_get_log_level")?;
+            profile::not_implemented(c.data(), "proxy_get_log_level")?;
             let level = c.data().shared.log_level as u32;
             Ok(ret_u32(&mut c, ret, level))
         })?;
@@ -327,6 +360,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
     linker.func_wrap(E, "proxy_set_tick_period_milliseconds", |mut c: Ctx<'_>, ms: i32| {
         guard(&c, "proxy_set_tick_period_milliseconds")?;
         let st = c.data_mut();
+        if st.profile.ngx() {
+            profile::check_tick(st, ms as u32)?;
+        }
         let period = u64::from(ms as u32) * 1_000_000;
         st.tick_period_ns = period;
         // Envoy arms the timer from now; 0 disables it.
@@ -336,6 +372,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_done", |c: Ctx<'_>| {
         guard(&c, "proxy_done")?;
+        profile::not_implemented(c.data(), "proxy_done")?;
         c.data().log(LogLevel::Debug, "proxy_done called (context finishes at once in this host)".into());
         Ok(status::OK)
     })?;
@@ -376,8 +413,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
                 if t == buffer::VM_CONFIGURATION || t == buffer::PLUGIN_CONFIGURATION {
                     return Err(status::BAD_ARGUMENT);
                 }
+                let profile = st.profile;
                 let buf = buffer(st, t)?;
-                Ok(splice(buf, start as u32 as usize, size as u32 as usize, value))
+                let (start, size) = (start as u32 as usize, size as u32 as usize);
+                if profile.ngx() && (t == buffer::HTTP_REQUEST_BODY || t == buffer::HTTP_RESPONSE_BODY) {
+                    return Ok(profile::splice(profile, buf, start, size, value));
+                }
+                Ok(splice(buf, start, size, value))
             })()))
         },
     )?;
@@ -520,6 +562,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_close_stream", |mut c: Ctx<'_>, t: i32| {
         guard(&c, "proxy_close_stream")?;
+        profile::not_implemented(c.data(), "proxy_close_stream")?;
         let st = c.data_mut();
         Ok(match t {
             0..=3 => {
@@ -533,6 +576,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_get_status", |mut c: Ctx<'_>, rc: i32, rp: i32, rs: i32| {
         guard(&c, "proxy_get_status")?;
+        profile::not_implemented(c.data(), "proxy_get_status")?;
         let st = c.data_mut();
         let (code, message) = (st.status.0, std::mem::take(&mut st.status.1));
         stage(st, &message);
@@ -552,6 +596,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         "proxy_send_local_response",
         |mut c: Ctx<'_>, code: i32, dp: i32, dl: i32, bp: i32, bl: i32, hp: i32, hl: i32, grpc: i32| {
             guard(&c, "proxy_send_local_response")?;
+            if c.data().profile.ngx() {
+                check_local_reply(c.data())?;
+            }
             Ok(flat((|| {
                 let (mem, st) = split(&mut c)?;
                 // Envoy replaces whitespace in details (`StringUtil::replaceAllEmptySpace`).
@@ -638,6 +685,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
          timeout_ms: i32,
          ret: i32| {
             guard(&c, "proxy_grpc_call")?;
+            profile::not_implemented(c.data(), "proxy_grpc_call")?;
             Ok(flat((|| {
                 let (mem, st) = split(&mut c)?;
                 let GrpcTarget { cluster, service, method, metadata } =
@@ -661,6 +709,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         "proxy_grpc_stream",
         |mut c: Ctx<'_>, up: i32, ul: i32, sp: i32, sl: i32, mp: i32, ml: i32, hp: i32, hl: i32, ret: i32| {
             guard(&c, "proxy_grpc_stream")?;
+            profile::not_implemented(c.data(), "proxy_grpc_stream")?;
             Ok(flat((|| {
                 let (mem, st) = split(&mut c)?;
                 let GrpcTarget { cluster, service, method, metadata } =
@@ -681,6 +730,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_grpc_send", |mut c: Ctx<'_>, token: i32, mp: i32, ml: i32, end: i32| {
         guard(&c, "proxy_grpc_send")?;
+        profile::not_implemented(c.data(), "proxy_grpc_send")?;
         Ok(flat((|| {
             let (mem, st) = split(&mut c)?;
             let message = slice(mem, mp, ml)?;
@@ -706,6 +756,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
     for (name, cancel) in [("proxy_grpc_cancel", true), ("proxy_grpc_close", false)] {
         linker.func_wrap(E, name, move |mut c: Ctx<'_>, token: i32| {
             guard(&c, name)?;
+            profile::not_implemented(c.data(), name)?;
             let st = c.data_mut();
             let token = token as u32;
             let instance = st.instance;
@@ -746,16 +797,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_set_shared_data", |mut c: Ctx<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| {
         guard(&c, "proxy_set_shared_data")?;
+        profile::check_shared_data(c.data(), "proxy_set_shared_data")?;
         Ok(flat((|| {
             let (mem, st) = split(&mut c)?;
             let key = slice(mem, kp, kl)?;
             let value = slice(mem, vp, vl)?;
-            Ok(lock(&st.shared.shared_data).set(key, value, cas as u32))
+            Ok(lock(&st.shared.shared_data).set(key, value, cas as u32, st.profile.ngx()))
         })()))
     })?;
 
     linker.func_wrap(E, "proxy_get_shared_data", |mut c: Ctx<'_>, kp: i32, kl: i32, rp: i32, rs: i32, rcas: i32| {
         guard(&c, "proxy_get_shared_data")?;
+        profile::check_shared_data(c.data(), "proxy_get_shared_data")?;
         let found = (|| {
             let (mem, st) = split(&mut c)?;
             let key = slice(mem, kp, kl)?;
@@ -789,6 +842,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         "proxy_resolve_shared_queue",
         |mut c: Ctx<'_>, vp: i32, vl: i32, np: i32, nl: i32, ret: i32| {
             guard(&c, "proxy_resolve_shared_queue")?;
+            profile::not_implemented(c.data(), "proxy_resolve_shared_queue")?;
             Ok(flat((|| {
                 let (mem, st) = split(&mut c)?;
                 let vm_id = slice(mem, vp, vl)?;
@@ -833,6 +887,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_define_metric", |mut c: Ctx<'_>, t: i32, np: i32, nl: i32, ret: i32| {
         guard(&c, "proxy_define_metric")?;
+        if c.data().profile.ngx() && MetricKind::from_abi(t).is_none() {
+            return Err(Quirk::DefineUnknownType(t).trap(c.data().profile));
+        }
         Ok(flat((|| {
             let kind = MetricKind::from_abi(t).ok_or(status::BAD_ARGUMENT)?;
             let (mem, st) = split(&mut c)?;
@@ -849,6 +906,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
     linker.func_wrap(E, "proxy_record_metric", |c: Ctx<'_>, id: i32, value: i64| {
         guard(&c, "proxy_record_metric")?;
         let st = c.data();
+        if st.profile.ngx() {
+            return profile::record_metric(st, metric_stat(st, id).ok(), value as u64);
+        }
         Ok(flat((|| {
             let stat = metric_stat(st, id)?;
             Ok(lock(&st.shared.metrics).record(stat, value as u64))
@@ -858,6 +918,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
     linker.func_wrap(E, "proxy_increment_metric", |c: Ctx<'_>, id: i32, delta: i64| {
         guard(&c, "proxy_increment_metric")?;
         let st = c.data();
+        if st.profile.ngx() {
+            return profile::increment_metric(st, metric_stat(st, id).ok(), delta);
+        }
         Ok(flat((|| {
             let stat = metric_stat(st, id)?;
             Ok(lock(&st.shared.metrics).increment(stat, delta))
@@ -866,10 +929,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
 
     linker.func_wrap(E, "proxy_get_metric", |mut c: Ctx<'_>, id: i32, ret: i32| {
         guard(&c, "proxy_get_metric")?;
+        let ngx_value = if c.data().profile.ngx() {
+            Some(profile::get_metric(c.data(), metric_stat(c.data(), id).ok())?)
+        } else {
+            None
+        };
         Ok(flat((|| {
             let (mem, st) = split(&mut c)?;
-            let stat = metric_stat(st, id)?;
-            let value = lock(&st.shared.metrics).get(stat)?;
+            let value = match ngx_value {
+                Some(v) => v,
+                None => lock(&st.shared.metrics).get(metric_stat(st, id)?)?,
+            };
             write_u64(mem, ret, value)?;
             Ok(status::OK)
         })()))
@@ -908,6 +978,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         "proxy_call_foreign_function",
         |mut c: Ctx<'_>, np: i32, nl: i32, _ap: i32, _al: i32, _rp: i32, _rs: i32| {
             guard(&c, "proxy_call_foreign_function")?;
+            if c.data().profile.ngx() {
+                return Err(Quirk::ForeignFunction.trap(c.data().profile));
+            }
             Ok(flat((|| {
                 let (mem, st) = split(&mut c)?;
                 let name = lossy(slice(mem, np, nl)?);

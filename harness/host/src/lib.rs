@@ -1,7 +1,9 @@
 //! ebb's Proxy-Wasm host: a Proxy-Wasm ABI v0.2.1 host on wasmtime that runs any proxy-wasm
 //! filter the way Envoy does — main and worker VMs, Envoy's callback order and status codes,
 //! shared data and queues, metrics, calls answered by the caller or sent to real upstreams — on a
-//! clock the caller owns. It knows nothing of ebb's own filter: `ebb request`, the replay
+//! clock the caller owns. `ProxyOptions::host_profile` makes it play Kong's ngx_wasm_module
+//! instead, or both proxies' refusals at once (`HostProfile::Strict`), so that a filter's tests
+//! say whether it runs in both. It knows nothing of ebb's own filter: `ebb request`, the replay
 //! simulator and the tests are its users.
 //!
 //! ```no_run
@@ -26,6 +28,7 @@ mod logs;
 mod memory;
 mod metrics;
 mod module;
+mod profile;
 mod properties;
 mod proxy;
 mod shared;
@@ -42,6 +45,7 @@ pub use headers::{parse_pairs, HeaderMap, Pair, PairsError};
 pub use logs::{LogLevel, LogRecord};
 pub use metrics::{prometheus_name, render_prometheus, Metric, MetricKind, HISTOGRAM_BUCKETS};
 pub use module::Plugin;
+pub use profile::HostProfile;
 pub use properties::{int_value, path_key};
 pub use proxy::{FailurePolicy, Limits, Proxy, ProxyOptions, UpstreamAnswer, Worker};
 pub use state::AbiVersion;

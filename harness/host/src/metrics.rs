@@ -99,6 +99,23 @@ impl Registry {
         }
     }
 
+    /// The kind of a stat, None for an index never handed out.
+    pub(crate) fn kind(&self, stat: usize) -> Option<MetricKind> {
+        self.stats.get(stat).map(|m| m.kind)
+    }
+
+    /// Adds `delta` (any sign, wrapping) to a counter or gauge: ngx_wasm_module's `counter += n`.
+    pub(crate) fn add(&mut self, stat: usize, delta: i64) -> i32 {
+        match self.stats.get_mut(stat) {
+            Some(m) if m.kind != MetricKind::Histogram => {
+                m.value = m.value.wrapping_add(delta as u64);
+                status::OK
+            }
+            Some(_) => status::BAD_ARGUMENT,
+            None => status::NOT_FOUND,
+        }
+    }
+
     /// `proxy_record_metric`: a counter adds, a gauge sets, a histogram records.
     pub(crate) fn record(&mut self, stat: usize, value: u64) -> i32 {
         let Some(m) = self.stats.get_mut(stat) else {

@@ -11,6 +11,7 @@ use super::error::{HostError, Thread};
 use super::logs::{LogLevel, LogRecord, LogSink};
 use super::metrics::{render_prometheus, Metric, Registry};
 use super::module::Plugin;
+use super::profile::HostProfile;
 use super::properties::{path_key, PropertyMap};
 use super::shared::{Queues, SharedData};
 use super::state::{lock, ProxyShared};
@@ -89,6 +90,13 @@ pub struct ProxyOptions {
     pub log_level: LogLevel,
     /// Most log lines kept (oldest dropped first). Default 10 000.
     pub max_log_records: usize,
+    /// The proxy the host plays: Envoy (default), Kong's ngx_wasm_module, or the strict
+    /// intersection of both (docs/abi.md, "Host profiles").
+    pub host_profile: HostProfile,
+    /// ngx_wasm_module's `shm_kv *` in the `wasm{}` block: shared data has a default namespace.
+    /// Without it, under `NgxWasm` and `Strict`, every shared-data call traps. Default true;
+    /// ignored under `Envoy`.
+    pub shm_kv_namespace: bool,
 }
 
 impl Default for ProxyOptions {
@@ -108,6 +116,8 @@ impl Default for ProxyOptions {
             upstreams: Vec::new(),
             log_level: LogLevel::Info,
             max_log_records: 10_000,
+            host_profile: HostProfile::Envoy,
+            shm_kv_namespace: true,
         }
     }
 }
@@ -228,6 +238,8 @@ impl Proxy {
             vm_id: options.vm_id.clone(),
             root_id: options.root_id.clone(),
             clock,
+            profile: options.host_profile,
+            shm_kv_namespace: options.shm_kv_namespace,
             vm_config: options.vm_config.clone(),
             plugin_config: options.plugin_config.clone(),
             log_level: options.log_level,
@@ -328,6 +340,11 @@ impl Proxy {
     /// The root_id.
     pub fn root_id(&self) -> &str {
         &self.shared.root_id
+    }
+
+    /// The proxy the host plays.
+    pub fn host_profile(&self) -> HostProfile {
+        self.shared.profile
     }
 
     /// Number of worker VMs.

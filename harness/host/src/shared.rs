@@ -27,9 +27,14 @@ impl SharedData {
         self.map.get(key).map(|(v, cas)| (v.as_slice(), *cas))
     }
 
-    /// Sets `key`. On an existing key a non-zero `cas` must match (else CAS_MISMATCH); on a
-    /// missing key `cas` is ignored (creation races: last writer wins), as in cpp-host.
-    pub(crate) fn set(&mut self, key: &[u8], value: &[u8], cas: u32) -> i32 {
+    /// Sets `key`. cpp-host's rule: on an existing key a non-zero `cas` must match (else
+    /// CAS_MISMATCH); on a missing key `cas` is ignored (creation races: last writer wins).
+    /// With `exact` (ngx_wasm_module, `ngx_wa_shm_kv_set_locked`), `cas` must equal the key's
+    /// current CAS, 0 for a missing key: an unconditional write to an existing key is refused.
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8], cas: u32, exact: bool) -> i32 {
+        if exact && cas != self.map.get(key).map_or(0, |e| e.1) {
+            return status::CAS_MISMATCH;
+        }
         let next = self.next_cas();
         match self.map.get_mut(key) {
             Some(entry) => {
@@ -130,15 +135,27 @@ mod tests {
     #[test]
     fn cas_rules_follow_cpp_host() {
         let mut d = SharedData::default();
-        assert_eq!(d.set(b"k", b"v1", 12345), status::OK, "creation ignores cas");
+        assert_eq!(d.set(b"k", b"v1", 12345, false), status::OK, "creation ignores cas");
         let (_, cas) = d.get(b"k").expect("set");
         assert_ne!(cas, 0);
-        assert_eq!(d.set(b"k", b"v2", cas + 1), status::CAS_MISMATCH);
-        assert_eq!(d.set(b"k", b"v2", cas), status::OK);
+        assert_eq!(d.set(b"k", b"v2", cas + 1, false), status::CAS_MISMATCH);
+        assert_eq!(d.set(b"k", b"v2", cas, false), status::OK);
         let (v, cas2) = d.get(b"k").expect("set");
         assert_eq!(v, b"v2");
         assert_ne!(cas2, cas);
-        assert_eq!(d.set(b"k", b"v3", 0), status::OK, "0 is unconditional");
+        assert_eq!(d.set(b"k", b"v3", 0, false), status::OK, "0 is unconditional");
+    }
+
+    #[test]
+    fn exact_cas_follows_ngx_wasm_module() {
+        let mut d = SharedData::default();
+        assert_eq!(d.set(b"k", b"v1", 7, true), status::CAS_MISMATCH, "a missing key wants cas 0");
+        assert!(d.get(b"k").is_none());
+        assert_eq!(d.set(b"k", b"v1", 0, true), status::OK);
+        let (_, cas) = d.get(b"k").expect("set");
+        assert_eq!(d.set(b"k", b"v2", 0, true), status::CAS_MISMATCH, "no unconditional overwrite");
+        assert_eq!(d.get(b"k").map(|(v, _)| v.to_vec()), Some(b"v1".to_vec()));
+        assert_eq!(d.set(b"k", b"v2", cas, true), status::OK);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::calls::Calls;
 use super::error::Thread;
 use super::logs::{LogLevel, LogRecord, LogSink};
 use super::metrics::Registry;
+use super::profile::HostProfile;
 use super::properties::PropertyMap;
 use super::shared::{Queues, SharedData};
 use super::stream::{HttpData, LocalReply, StreamData};
@@ -30,6 +31,11 @@ pub(crate) struct ProxyShared {
     pub vm_id: String,
     pub root_id: String,
     pub clock: Clock,
+    /// The proxy the host plays.
+    pub profile: HostProfile,
+    /// ngx_wasm_module's `shm_kv *`: shared data has a namespace (else, under ngx-wasm and
+    /// strict, shared-data calls trap).
+    pub shm_kv_namespace: bool,
     pub vm_config: Vec<u8>,
     pub plugin_config: Vec<u8>,
     /// Lines below this level are not kept; `proxy_get_log_level` returns it.
@@ -144,6 +150,8 @@ impl ResourceLimiter for MemoryLimit {
 /// The data of one VM's store.
 pub(crate) struct HostState {
     pub shared: Arc<ProxyShared>,
+    /// `shared.profile`, kept here so that hostcalls branch on it without a pointer chase.
+    pub profile: HostProfile,
     pub thread: Thread,
     pub instance: usize,
     pub memory: Option<Memory>,
@@ -191,6 +199,7 @@ pub(crate) struct HostState {
 impl HostState {
     pub(crate) fn new(shared: Arc<ProxyShared>, instance: usize, memory_bytes: usize) -> HostState {
         HostState {
+            profile: shared.profile,
             shared,
             thread: Thread::from_index(instance),
             instance,

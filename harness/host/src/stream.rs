@@ -237,6 +237,14 @@ impl StreamData {
         }
     }
 
+    /// A property the filter set on this stream.
+    pub(crate) fn filter_property(&self, path: &[u8]) -> Option<&[u8]> {
+        match self {
+            StreamData::Http(h) => h.properties.get(path),
+            StreamData::Tcp(t) => t.properties.get(path),
+        }
+    }
+
     /// A property as Envoy derives it from the stream, after those the filter set.
     pub(crate) fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
         let (props, conn) = match self {
@@ -487,7 +495,10 @@ impl Vm {
         if let Err(e) = self.ensure_created(ctx, created) {
             return self.stream_failed(ctx, e);
         }
-        let args = (ctx as i32, n, end_of_stream as i32);
+        // ngx_wasm_module passes end_of_stream = 0 to both header callbacks, body or not
+        // (ngx_http_proxy_wasm.c, `ngx_http_proxy_wasm_on_request_headers`/`_on_response_headers`).
+        let eos = end_of_stream && !self.profile.ngx();
+        let args = (ctx as i32, n, eos as i32);
         let result = match which {
             Which::Request => self.call("proxy_on_request_headers", |e| e.on_request_headers.as_ref(), args, ctx),
             Which::Response => self.call("proxy_on_response_headers", |e| e.on_response_headers.as_ref(), args, ctx),
@@ -714,6 +725,7 @@ impl Vm {
     /// Envoy's deferred `sendLocalReply`: the response is built, then runs through the same
     /// filter's `on_response_headers` / `on_response_body` before reaching the client.
     fn local_reply(&mut self, ctx: u32, reply: LocalReply) {
+        let ngx = self.profile.ngx();
         let Some(h) = self.http(ctx) else {
             self.store
                 .data()
@@ -740,8 +752,14 @@ impl Vm {
         for (k, v) in reply.headers.iter() {
             resp.headers.add(k, v);
         }
+        resp.body.extend_from_slice(&reply.body);
+        if ngx && !reply.body.is_empty() {
+            // ngx_wasm_module sends the body with a line feed appended, counted in its
+            // content-length (ngx_http_wasm_local_response.c, `ngx_http_wasm_stash_local_response`).
+            resp.body.push(b'\n');
+        }
         if !reply.body.is_empty() {
-            resp.headers.add(b"content-length", reply.body.len().to_string().as_bytes());
+            resp.headers.add(b"content-length", resp.body.len().to_string().as_bytes());
             if resp.headers.get(b"content-type").is_none() {
                 resp.headers.add(b"content-type", b"text/plain");
             }
@@ -753,13 +771,12 @@ impl Vm {
         }
         resp.has_headers = true;
         resp.end_stream = true;
-        resp.body.extend_from_slice(&reply.body);
         let n = resp.headers.len() as i32;
-        let body_len = reply.body.len() as i32;
+        let body_len = resp.body.len() as i32;
         h.in_local_reply = true;
         h.local_reply = Some(reply);
         if created {
-            let args = (ctx as i32, n, (body_len == 0) as i32);
+            let args = (ctx as i32, n, (body_len == 0 && !ngx) as i32);
             if self.call("proxy_on_response_headers", |e| e.on_response_headers.as_ref(), args, ctx).is_err() {
                 return;
             }

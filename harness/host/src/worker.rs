@@ -11,6 +11,7 @@ use super::calls::{CallAnswer, CallRecord, GrpcStreamEvent};
 use super::error::{FailureKind, HostError, Thread};
 use super::logs::LogLevel;
 use super::module::{Plugin, EPOCH_TICK};
+use super::profile::HostProfile;
 use super::state::{CallResponse, HostState, ProxyShared};
 use super::FailurePolicy;
 
@@ -103,6 +104,8 @@ pub(crate) struct Vm {
     /// Set by the first failure; a failed VM is never called again.
     pub failed: Option<HostError>,
     pub policy: FailurePolicy,
+    /// The proxy the host plays (a copy of the store's, read on the stream path).
+    pub profile: HostProfile,
     deadline_ticks: u64,
     /// True while deferred actions are being run, so that nested callbacks leave theirs to
     /// the outer loop.
@@ -151,7 +154,8 @@ impl Vm {
             st.alloc = alloc;
             st.next_context = first_context;
         }
-        let mut vm = Vm { store, exports, failed: None, policy, deadline_ticks, in_deferred: false };
+        let profile = store.data().profile;
+        let mut vm = Vm { store, exports, failed: None, policy, profile, deadline_ticks, in_deferred: false };
 
         vm.store.data_mut().restricted = true;
         if vm.exports.initialize.is_some() {

@@ -5,6 +5,32 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+/// `--host-profile`: the proxy the host plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostProfile {
+    /// Envoy (proxy-wasm-cpp-host), the default.
+    #[default]
+    Envoy,
+    /// Kong's ngx_wasm_module in nginx: counters-only increments, tick period from the root
+    /// context only and once, end_of_stream 0 on headers, exact shared-data CAS, a line feed
+    /// after local-reply bodies, replaced bodies cut to the old size, traps where it has no
+    /// answer (docs/abi.md, "Host profiles").
+    NgxWasm,
+    /// Both at once: whatever Envoy or ngx_wasm_module refuses is refused, and where they report
+    /// differently the filter gets the less convenient report. Passing here means running in both.
+    Strict,
+}
+
+impl From<HostProfile> for ebb_harness::HostProfile {
+    fn from(p: HostProfile) -> ebb_harness::HostProfile {
+        match p {
+            HostProfile::Envoy => ebb_harness::HostProfile::Envoy,
+            HostProfile::NgxWasm => ebb_harness::HostProfile::NgxWasm,
+            HostProfile::Strict => ebb_harness::HostProfile::Strict,
+        }
+    }
+}
+
 /// `STRING` or `@FILE` (the file's bytes).
 pub fn string_or_file(value: &str) -> anyhow::Result<Vec<u8>> {
     match value.strip_prefix('@') {
@@ -84,5 +110,16 @@ mod tests {
         assert_eq!(duration("2s").ok(), Some(Duration::from_secs(2)));
         assert!(duration("2 weeks").is_err());
         assert_eq!(key_value("a=b=c").ok(), Some(("a".into(), "b=c".into())));
+    }
+
+    #[test]
+    fn host_profiles_map_one_to_one() {
+        use clap::ValueEnum;
+        for (arg, name) in
+            [(HostProfile::Envoy, "envoy"), (HostProfile::NgxWasm, "ngx-wasm"), (HostProfile::Strict, "strict")]
+        {
+            assert_eq!(HostProfile::from_str(name, false).ok(), Some(arg));
+            assert_eq!(ebb_harness::HostProfile::from(arg).name(), name);
+        }
     }
 }

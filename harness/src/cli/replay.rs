@@ -56,6 +56,9 @@ pub struct Args {
     /// Replace the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// The proxy the simulated fleet plays (envoy, ngx-wasm or strict; see `ebb request --help`).
+    #[arg(long, value_enum, default_value_t = super::args::HostProfile::Envoy)]
+    host_profile: super::args::HostProfile,
     /// Print only the verdict line.
     #[arg(long, short)]
     quiet: bool,
@@ -103,7 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Wall time, for the JUnit report only (the replay itself runs on its simulated clock).
     let clock = Clock::real();
     let started = clock.now_ns();
-    let replayed = sim::replay_within(&scenario, &plugin, budget, &mut progress);
+    let replayed = sim::replay_with(&scenario, &plugin, budget, args.host_profile.into(), &mut progress);
     if replayed.is_err() && tty && !args.quiet {
         // The progress bar's line, so that the error starts a line of its own.
         eprint!("\r{:60}\r", "");

@@ -31,6 +31,10 @@ Examples:
   # Let 2.5 s of simulated time pass first, so that the filter's ticks fire:
   ebb request --plugin dist/ebb.wasm --config @ebb.json --at 2500ms
 
+  # Does the filter run in Kong's ngx_wasm_module too? Play its quirks (or --host-profile
+  # strict: whatever Envoy or Kong refuses):
+  ebb request --plugin dist/ebb.wasm --config @ebb.json --host-profile ngx-wasm
+
   # A network (TCP) filter: client data in, upstream data back:
   ebb request --plugin tcp.wasm --tcp --data 'hello' --response-body 'world'
 
@@ -105,6 +109,13 @@ pub struct Args {
     /// Bypass the filter after it fails instead of answering 503 (Envoy FAIL_OPEN).
     #[arg(long)]
     fail_open: bool,
+    /// The proxy the host plays: does the filter run in Kong's ngx_wasm_module too?
+    #[arg(long, value_enum, default_value_t = args::HostProfile::Envoy)]
+    host_profile: args::HostProfile,
+    /// With --host-profile ngx-wasm or strict: play a wasm{} block without `shm_kv *`, where
+    /// every shared-data call traps.
+    #[arg(long)]
+    no_shm_kv: bool,
     /// Drive a TCP connection through a network filter instead of an HTTP exchange.
     #[arg(long)]
     tcp: bool,
@@ -158,6 +169,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         clusters: calls.iter().map(|c| c.cluster.clone()).collect(),
         upstreams: args.upstreams.clone(),
         log_level: args.log_level,
+        host_profile: args.host_profile.into(),
+        shm_kv_namespace: !args.no_shm_kv,
         ..ProxyOptions::default()
     };
     let mut proxy = match Proxy::new(&plugin, options, Clock::default()) {

@@ -2,7 +2,8 @@
 //! (request header `x-probe: cmd,cmd,...`) and logs what the host answered, one line per
 //! command (`probe <cmd> => <result>`), so that tests can assert the host's behaviour.
 //! Root behaviour comes from the plugin configuration, `key=value;key=value`:
-//! `tick=MS`, `queue=NAME`, `shared_tick=KEY`, `reject=1`, `type=tcp`.
+//! `tick=MS` (then `tick_again=MS` sets it a second time), `queue=NAME`, `shared_tick=KEY`,
+//! `reject=1`, `type=tcp`.
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -107,6 +108,9 @@ impl RootContext for Root {
         if let Some(ms) = self.config.get("tick").and_then(|v| v.parse::<u64>().ok()) {
             self.ticks = hostcalls::define_metric(MetricType::Counter, "probe.ticks").ok();
             self.set_tick_period(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.config.get("tick_again").and_then(|v| v.parse::<u64>().ok()) {
+            info!("probe tick_again => {:?}", hostcalls::set_tick_period(Duration::from_millis(ms)));
         }
         if let Some(name) = self.config.get("queue").cloned() {
             let id = self.register_shared_queue(&name);
@@ -314,6 +318,10 @@ impl Probe {
                 };
                 format!("status={status}")
             }
+            // `tick:MS` sets the tick period from the HTTP context.
+            "tick" => format!("{:?}", hostcalls::set_tick_period(Duration::from_millis(arg.parse().unwrap_or(100)))),
+            "foreign" => format!("{:?}", hostcalls::call_foreign_function(arg, None)),
+            "done" => format!("{:?}", hostcalls::done()),
             "missing-hostcall" => format!("status={}", unsafe { raw::proxy_probe_no_such_hostcall() }),
             "continue-upstream" => format!("status={}", unsafe { raw::proxy_continue_stream(3) }),
             "effective" => format!("status={}", unsafe { raw::proxy_set_effective_context(arg.parse().unwrap_or(0)) }),
