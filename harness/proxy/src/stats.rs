@@ -168,16 +168,28 @@ impl Page {
 
     /// A histogram in milliseconds.
     pub fn histogram(&mut self, tagger: &Tagger, stat: &str, h: &Histogram) {
+        let buckets =
+            TIME_BUCKETS_MS.iter().map(|b| b.to_string()).zip(h.buckets.iter().map(|c| c.load(Ordering::Relaxed)));
+        let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        self.histogram_lines(tagger, stat, buckets, h.count.load(Ordering::Relaxed), &sum.to_string());
+    }
+
+    /// A histogram's family: cumulative `(bound, count)` buckets, then `+Inf`, `_sum`, `_count`.
+    fn histogram_lines(
+        &mut self,
+        tagger: &Tagger,
+        stat: &str,
+        buckets: impl Iterator<Item = (String, u64)>,
+        count: u64,
+        sum: &str,
+    ) {
         let (name, tags) = tagger.extract(stat);
         let base = labels(&tags);
         let sep = if base.is_empty() { "" } else { "," };
-        let mut lines = Vec::new();
-        for (bound, bucket) in TIME_BUCKETS_MS.iter().zip(&h.buckets) {
-            lines.push(format!("_bucket{{{base}{sep}le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed)));
-        }
-        let count = h.count.load(Ordering::Relaxed);
+        let mut lines: Vec<String> =
+            buckets.map(|(bound, n)| format!("_bucket{{{base}{sep}le=\"{bound}\"}} {n}")).collect();
         lines.push(format!("_bucket{{{base}{sep}le=\"+Inf\"}} {count}"));
-        lines.push(format!("_sum{{{base}}} {}", h.sum_us.load(Ordering::Relaxed) as f64 / 1000.0));
+        lines.push(format!("_sum{{{base}}} {sum}"));
         lines.push(format!("_count{{{base}}} {count}"));
         self.family(prometheus_name(&name), "histogram").samples.insert(base, lines);
     }
@@ -189,17 +201,9 @@ impl Page {
             match m.kind {
                 MetricKind::Counter | MetricKind::Gauge => self.scalar(tagger, &stat, m.kind, m.value),
                 MetricKind::Histogram => {
-                    let (name, tags) = tagger.extract(&stat);
-                    let base = labels(&tags);
-                    let sep = if base.is_empty() { "" } else { "," };
-                    let mut lines = Vec::new();
-                    for (count, bound) in m.buckets.iter().zip(ebb_host::HISTOGRAM_BUCKETS) {
-                        lines.push(format!("_bucket{{{base}{sep}le=\"{bound}\"}} {count}"));
-                    }
-                    lines.push(format!("_bucket{{{base}{sep}le=\"+Inf\"}} {}", m.value));
-                    lines.push(format!("_sum{{{base}}} {}", m.sum));
-                    lines.push(format!("_count{{{base}}} {}", m.value));
-                    self.family(prometheus_name(&name), "histogram").samples.insert(base, lines);
+                    let buckets =
+                        ebb_host::HISTOGRAM_BUCKETS.iter().map(|b| b.to_string()).zip(m.buckets.iter().copied());
+                    self.histogram_lines(tagger, &stat, buckets, m.value, &m.sum.to_string());
                 }
             }
         }

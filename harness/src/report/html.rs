@@ -1,6 +1,7 @@
 // The self-contained HTML report a platform engineer opens after a game day: verdict, SLO table,
 // one SVG timeline per pool, pools and events. Inline CSS and SVG only: no script, no fetch.
 
+use crate::scenario::error::thousands;
 use std::fmt::Write as _;
 
 use super::chart::{self, pool_chart};
@@ -261,25 +262,12 @@ fn events(out: &mut String, report: &Report) {
     let _ = writeln!(out, "</tbody>\n</table>\n</section>");
 }
 
-/// `26,420,025`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn thousands_are_grouped() {
-        assert_eq!(super::thousands(26_420_025), "26,420,025");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(crate::scenario::error::thousands(26_420_025), "26,420,025");
+        assert_eq!(crate::scenario::error::thousands(999), "999");
+        assert_eq!(crate::scenario::error::thousands(1000), "1,000");
     }
 }
