@@ -8,6 +8,8 @@
 //! - `host_only`: the host's own per-exchange work with a filter that exports no callbacks;
 //! - `passthrough`: the Rust SDK pass-through test filter through the host;
 //! - `ebb_no_fault`: `dist/ebb.wasm` with config `{}`, when it exists;
+//! - `ebb_drain`: `dist/ebb.wasm` with one pool under a 50 % capacity drain (every request is
+//!   admitted, so each one takes and returns a capacity slot in shared data);
 //! - `start/*`: starting a proxy of 2 workers (3 VMs).
 
 use std::path::{Path, PathBuf};
@@ -27,8 +29,18 @@ const REQUEST: [(&str, &str); 6] = [
 const RESPONSE: [(&str, &str); 4] =
     [(":status", "200"), ("content-type", "application/json"), ("content-length", "2"), ("server", "app")];
 
+/// One pool of 10 hosts × 100 requests with 5 hosts drained in capacity mode: capacity 500, so
+/// the one-at-a-time exchanges of the bench are all admitted, each through the shared counter.
+const DRAIN_CONFIG: &str = r#"{"pools":[{"name":"app","match":{"authority":"app.example.com"},"hosts":10,"capacity_per_host":100}],
+  "limits":{"max_ttl":"24h"},
+  "faults":[{"id":"half","ttl":"24h","drain":{"pool":"app","fraction":0.5}}]}"#;
+
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Builds the pass-through test filter (a no-op when up to date) and returns its path.
@@ -146,6 +158,7 @@ fn benches(c: &mut Criterion) {
     if ebb.exists() {
         let plugin = Plugin::load(&ebb).expect("dist/ebb.wasm loads");
         bench_proxy(c, "ebb_no_fault", &plugin, b"{}");
+        bench_proxy(c, "ebb_drain", &plugin, DRAIN_CONFIG.as_bytes());
         bench_start(c, "ebb_2_workers", &plugin, b"{}");
     } else {
         eprintln!("dist/ebb.wasm missing (run `make wasm`): skipping ebb_no_fault");

@@ -3,8 +3,8 @@
 
 use ebb_engine::auth::SeenSignatures;
 use ebb_engine::FaultSet;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+
+use super::hostcall::{self, WriteError};
 
 /// Key of the proxy's fault set (JSON).
 pub const FAULTS_KEY: &str = "ebb.faults";
@@ -13,49 +13,55 @@ pub const SIGNATURES_KEY: &str = "ebb.signatures";
 /// Attempts before a contended update gives up (and the caller fails safe).
 const ATTEMPTS: usize = 16;
 
+/// Why an update did not land.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedError {
+    /// Other VMs kept writing the key for every attempt.
+    Contended,
+    /// The host refused a read or a write (logged once per VM).
+    Refused,
+}
+
 /// Reads a key: its bytes (empty when absent) and its CAS (0 when absent).
-pub fn read(key: &str) -> (Vec<u8>, u32) {
-    match hostcalls::get_shared_data(key) {
-        Ok((data, cas)) => (data.unwrap_or_default(), cas.unwrap_or(0)),
-        Err(_) => (Vec::new(), 0),
+pub fn read(key: &str) -> Result<(Vec<u8>, u32), SharedError> {
+    match hostcall::shared_get(key) {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Ok((Vec::new(), 0)),
+        Err(()) => Err(SharedError::Refused),
     }
 }
 
 /// Read-modify-write under CAS. `change` returns the new bytes, or None to leave the key alone;
 /// its result `R` is returned once the write landed. Always passes back the CAS it read, because
 /// some hosts refuse an unconditional write to an existing key.
-pub fn update<R>(key: &str, mut change: impl FnMut(&[u8]) -> Option<(Vec<u8>, R)>) -> Result<Option<R>, Status> {
+pub fn update<R>(key: &str, mut change: impl FnMut(&[u8]) -> Option<(Vec<u8>, R)>) -> Result<Option<R>, SharedError> {
     for _ in 0..ATTEMPTS {
-        let (bytes, cas) = read(key);
+        let (bytes, cas) = read(key)?;
         let Some((new, result)) = change(&bytes) else {
             return Ok(None);
         };
-        match hostcalls::set_shared_data(key, Some(&new), if cas == 0 { None } else { Some(cas) }) {
+        match hostcall::shared_set(key, &new, cas) {
             Ok(()) => return Ok(Some(result)),
-            Err(Status::CasMismatch) => continue,
-            Err(other) => return Err(other),
+            Err(WriteError::CasMismatch) => continue,
+            Err(WriteError::Refused) => return Err(SharedError::Refused),
         }
     }
-    Err(Status::CasMismatch)
+    Err(SharedError::Contended)
 }
 
-/// The proxy's fault set and its CAS; an unreadable value reads as empty (fail safe: no faults).
-pub fn read_faults() -> (FaultSet, u32) {
-    let (bytes, cas) = read(FAULTS_KEY);
+/// Parses a fault set read from shared data; an unreadable value reads as empty (fail safe).
+pub fn parse_faults(bytes: &[u8]) -> FaultSet {
     if bytes.is_empty() {
-        return (FaultSet::default(), cas);
+        return FaultSet::default();
     }
-    match FaultSet::from_json(&bytes) {
-        Ok(set) => (set, cas),
-        Err(e) => {
-            log::error!("ebb: shared fault set unreadable, treating as empty: {e}");
-            (FaultSet::default(), cas)
-        }
-    }
+    FaultSet::from_json(bytes).unwrap_or_else(|e| {
+        log::error!("ebb: shared fault set unreadable, treating as empty: {e}");
+        FaultSet::default()
+    })
 }
 
 /// Updates the fault set under CAS; see [`update`].
-pub fn update_faults<R>(mut change: impl FnMut(&mut FaultSet) -> Option<R>) -> Result<Option<R>, Status> {
+pub fn update_faults<R>(mut change: impl FnMut(&mut FaultSet) -> Option<R>) -> Result<Option<R>, SharedError> {
     update(FAULTS_KEY, |bytes| {
         let mut set =
             if bytes.is_empty() { FaultSet::default() } else { FaultSet::from_json(bytes).unwrap_or_default() };
@@ -93,32 +99,46 @@ fn decode(bytes: &[u8]) -> u64 {
     bytes.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
 }
 
+/// Creates a pool's counter at 0 when it does not exist yet. Without it, the first two requests
+/// of two workers could both find no key and both write 1 (a write to a missing key ignores the
+/// CAS), admitting one request more than the capacity.
+pub fn create_counter(key: &str) {
+    if let Ok(None) = hostcall::shared_get(key) {
+        // A racing creation writes the same 0; a racing first admission finds the key and CASes.
+        let _ = hostcall::shared_set(key, &0u64.to_le_bytes(), 0);
+    }
+}
+
+/// Adds `delta` (+1 or -1) to a counter under CAS, unless `allow` refuses the current value.
+/// One read and one write when no other VM writes in between.
+fn step(key: &str, allow: impl Fn(u64) -> bool, up: bool) -> Result<bool, SharedError> {
+    for _ in 0..ATTEMPTS {
+        let (bytes, cas) = read(key)?;
+        let n = decode(&bytes);
+        if !allow(n) {
+            return Ok(false);
+        }
+        let next = if up { n.saturating_add(1) } else { n.saturating_sub(1) };
+        match hostcall::shared_set(key, &next.to_le_bytes(), cas) {
+            Ok(()) => return Ok(true),
+            Err(WriteError::CasMismatch) => continue,
+            Err(WriteError::Refused) => return Err(SharedError::Refused),
+        }
+    }
+    Err(SharedError::Contended)
+}
+
 /// Takes one slot of a pool's capacity across all workers. `Some(true)`: admitted and counted;
 /// `Some(false)`: full; `None`: the counter could not be updated, so the request is let through
 /// uncounted (a chaos tool must not break traffic on its own failure).
 pub fn try_acquire(key: &str, capacity: u64) -> Option<bool> {
-    let mut full = false;
-    match update(key, |bytes| {
-        let n = decode(bytes);
-        if n >= capacity {
-            full = true;
-            return None;
-        }
-        Some(((n + 1).to_le_bytes().to_vec(), ()))
-    }) {
-        Ok(Some(())) => Some(true),
-        Ok(None) if full => Some(false),
-        _ => None,
-    }
+    step(key, |n| n < capacity, true).ok()
 }
 
 /// Returns a slot taken by [`try_acquire`].
 pub fn release(key: &str) {
-    let result = update(key, |bytes| {
-        let n = decode(bytes);
-        (n > 0).then(|| ((n - 1).to_le_bytes().to_vec(), ()))
-    });
-    if result.is_err() {
-        log::warn!("ebb: could not release a slot ({key})");
+    // A refusal was logged once already; contention this long is rare enough to log each time.
+    if let Err(SharedError::Contended) = step(key, |n| n > 0, false) {
+        log::warn!("ebb: could not release a slot of {key}: shared data contended");
     }
 }
