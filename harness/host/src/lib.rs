@@ -35,8 +35,8 @@ mod upstream;
 mod wasi;
 mod worker;
 
-pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
 pub use clock::Clock;
+pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
 pub use error::{FailureKind, Fault, HostError, Thread};
 pub use headers::{parse_pairs, HeaderMap, Pair, PairsError};
 pub use logs::{LogLevel, LogRecord};
