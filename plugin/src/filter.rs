@@ -40,8 +40,8 @@ pub(crate) struct Vm {
     pub faults_cas: u32,
     /// Requests of this VM waiting on a timer: delays, and queues in front of a drained pool.
     pub pending: Vec<http::Pending>,
-    /// Shared-data key of each pool's in-flight counter, by pool index.
-    pub slot_keys: Vec<String>,
+    /// Each pool's admission counter in shared data, by pool index.
+    pub slots: Vec<shared::Counter>,
 }
 
 impl Vm {
@@ -123,7 +123,7 @@ impl Root {
                 metrics: Metrics::default(),
                 faults_cas: 0,
                 pending: Vec::new(),
-                slot_keys: Vec::new(),
+                slots: Vec::new(),
             })),
             kind: ContextType::HttpContext,
             timer: Timer { period_ms: 0, every: 1, left: 1 },
@@ -178,7 +178,11 @@ impl Root {
 
     /// Sync, expiry and gauges: once per configured `tick`.
     fn housekeeping(&mut self, now: u64) {
-        self.vm.borrow_mut().sync();
+        {
+            let mut vm = self.vm.borrow_mut();
+            vm.sync();
+            vm.slots.iter().for_each(shared::Counter::forget);
+        }
         self.expire(now);
         self.publish(now);
     }
@@ -229,10 +233,7 @@ impl RootContext for Root {
             let seed = now ^ (u64::from(self.context_id) << 32) ^ hash;
             vm.engine = Some(Engine::new(config, seed));
             vm.metrics = Metrics::define(&names);
-            vm.slot_keys = names.iter().map(|n| shared::counter_key(n)).collect();
-            for key in &vm.slot_keys {
-                shared::create_counter(key);
-            }
+            vm.slots = names.iter().map(|n| shared::Counter::new(n)).collect();
             vm.faults_cas = u32::MAX;
             vm.sync();
         }

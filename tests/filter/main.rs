@@ -15,6 +15,8 @@ const KEY: &str = "staging-key-0123456789";
 #[path = "../all/util.rs"]
 mod util;
 
+mod portability;
+
 /// ebb.wasm, built from source once per test run so tests never use a stale binary.
 fn plugin() -> Plugin {
     let path = util::ebb_wasm();

@@ -58,6 +58,11 @@ impl PoolMetric {
         PoolMetric::Queued,
     ];
 
+    /// Position in [`PoolMetric::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn suffix(self) -> &'static str {
         match self {
             PoolMetric::ExpectedHosts => "expected_hosts",
@@ -123,6 +128,11 @@ impl GlobalMetric {
         GlobalMetric::Delayed,
     ];
 
+    /// Position in [`GlobalMetric::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             GlobalMetric::Armed => "ebb.armed",
@@ -160,6 +170,16 @@ mod tests {
                 stat.starts_with("ebb.").then(|| (stat.to_string(), series.to_string(), kind.to_string()))
             })
             .collect()
+    }
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, m) in PoolMetric::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i, "{m:?}");
+        }
+        for (i, m) in GlobalMetric::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i, "{m:?}");
+        }
     }
 
     #[test]

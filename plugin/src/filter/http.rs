@@ -11,7 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::metrics::increment;
-use super::{control, hostcall, now_ms, shared, Vm};
+use super::{control, hostcall, now_ms, Vm};
 
 /// A request's accounting, shared with the timer list while it waits.
 #[derive(Default)]
@@ -63,22 +63,30 @@ enum Outcome {
     Wait,
 }
 
-/// Request properties fetched on demand, once each.
+/// Request properties fetched on demand. `:path` and `:authority` are kept once read (the
+/// control prefix, several pools' matches and the control call may each ask for them); other
+/// headers are asked for once at most and not kept.
+#[derive(Default)]
 struct Lazy {
-    cache: Vec<(String, Option<String>)>,
+    path: Option<Option<String>>,
+    authority: Option<Option<String>>,
+}
+
+fn fetch_header(name: &str) -> Option<String> {
+    hostcall::request_header(name).map(|b| match String::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 impl Request for Lazy {
     fn header(&mut self, name: &str) -> Option<String> {
-        if let Some((_, v)) = self.cache.iter().find(|(k, _)| k == name) {
-            return v.clone();
-        }
-        let value = hostcall::request_header(name).map(|b| match String::from_utf8(b) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        });
-        self.cache.push((name.to_string(), value.clone()));
-        value
+        let slot = match name {
+            ":path" => &mut self.path,
+            ":authority" => &mut self.authority,
+            _ => return fetch_header(name),
+        };
+        slot.get_or_insert_with(|| fetch_header(name)).clone()
     }
 
     fn cluster(&mut self) -> Option<String> {
@@ -159,8 +167,8 @@ fn settle(
     let Admission::Limited { pool: index, capacity, queue, fault } = admission else {
         return Outcome::Forward;
     };
-    let Some(key) = vm.slot_keys.get(index) else { return Outcome::Forward };
-    match shared::try_acquire(key, capacity) {
+    let Some(counter) = vm.slots.get(index) else { return Outcome::Forward };
+    match counter.try_acquire(capacity) {
         Some(true) => {
             req.borrow_mut().counted = Some(index);
             Outcome::Forward
@@ -217,11 +225,11 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
                     }
                 }
                 Wait::Queue { pool, capacity, deadline, ref fault } => {
-                    let Some(key) = vm.slot_keys.get(pool) else {
+                    let Some(counter) = vm.slots.get(pool) else {
                         actions.push((p.context_id, Outcome::Forward));
                         continue;
                     };
-                    let admitted = if full { Some(false) } else { shared::try_acquire(key, capacity) };
+                    let admitted = if full { Some(false) } else { counter.try_acquire(capacity) };
                     match admitted {
                         Some(true) => {
                             p.req.borrow_mut().counted = Some(pool);
@@ -274,7 +282,7 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut lazy = Lazy { cache: Vec::new() };
+        let mut lazy = Lazy::default();
         let control_path = {
             let vm = self.vm.borrow();
             let prefix = match vm.engine.as_ref() {
@@ -347,8 +355,8 @@ impl HttpContext for Http {
         vm.pending.retain(|p| p.context_id != self.context_id);
         let mut req = self.req.borrow_mut();
         increment(req.completes.take(), 1);
-        if let Some(key) = req.counted.take().and_then(|i| vm.slot_keys.get(i)) {
-            shared::release(key);
+        if let Some(counter) = req.counted.take().and_then(|i| vm.slots.get(i)) {
+            counter.release();
         }
     }
 }

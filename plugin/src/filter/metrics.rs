@@ -1,7 +1,7 @@
 // The filter's metric handles, defined once per VM and configuration: counters are incremented,
 // gauges recorded from a value every VM agrees on. Names come from `ebb_engine::metrics`.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use ebb_engine::metrics::{GlobalMetric, Kind, PoolMetric};
 
@@ -16,44 +16,60 @@ fn define(kind: Kind, name: &str) -> Option<u32> {
     hostcall::define_metric(t, name)
 }
 
-/// Ids of every metric (None: the host refused to define it), and the value this VM last
-/// recorded on each gauge, so that an unchanged gauge costs no hostcall.
+/// One defined metric: its id (None: the host refused to define it) and, for a gauge, the value
+/// this VM last recorded, so that an unchanged gauge costs no hostcall.
+#[derive(Default)]
+struct Handle {
+    id: Option<u32>,
+    recorded: Cell<Option<u64>>,
+}
+
+impl Handle {
+    fn new(kind: Kind, name: &str) -> Self {
+        Handle { id: define(kind, name), recorded: Cell::new(None) }
+    }
+
+    fn record(&self, value: u64) {
+        let Some(id) = self.id else { return };
+        if self.recorded.replace(Some(value)) != Some(value) {
+            hostcall::record_metric(id, value);
+        }
+    }
+}
+
+/// Every metric of the configuration, indexed like `GlobalMetric::ALL` and `PoolMetric::ALL`.
 #[derive(Default)]
 pub struct Metrics {
-    global: Vec<Option<u32>>,
-    pools: Vec<Vec<Option<u32>>>,
-    recorded: RefCell<Vec<(u32, u64)>>,
+    global: Vec<Handle>,
+    pools: Vec<Vec<Handle>>,
 }
 
 impl Metrics {
     pub fn define(pools: &[String]) -> Self {
         Metrics {
-            global: GlobalMetric::ALL.iter().map(|m| define(m.kind(), m.name())).collect(),
+            global: GlobalMetric::ALL.iter().map(|m| Handle::new(m.kind(), m.name())).collect(),
             pools: pools
                 .iter()
-                .map(|p| PoolMetric::ALL.iter().map(|m| define(m.kind(), &m.name(p))).collect())
+                .map(|p| PoolMetric::ALL.iter().map(|m| Handle::new(m.kind(), &m.name(p))).collect())
                 .collect(),
-            recorded: RefCell::default(),
         }
     }
 
-    fn global_id(&self, m: GlobalMetric) -> Option<u32> {
-        let i = GlobalMetric::ALL.iter().position(|x| *x == m)?;
-        *self.global.get(i)?
+    fn pool_handle(&self, pool: usize, m: PoolMetric) -> Option<&Handle> {
+        self.pools.get(pool)?.get(m.index())
     }
 
     /// The id of a pool's metric, to keep with a request whose completion it will count (the
     /// configuration, and with it the pool's index, may change while the request is in flight).
     pub fn pool_id(&self, pool: usize, m: PoolMetric) -> Option<u32> {
-        let i = PoolMetric::ALL.iter().position(|x| *x == m)?;
-        *self.pools.get(pool)?.get(i)?
+        self.pool_handle(pool, m)?.id
     }
 
     /// Adds to a counter. Gauges are never incremented (some hosts trap on it), and counters
     /// only grow (Envoy refuses a delta of 0 or less).
     pub fn add(&self, m: GlobalMetric, delta: u64) {
         if m.kind() == Kind::Counter {
-            increment(self.global_id(m), delta);
+            increment(self.global.get(m.index()).and_then(|h| h.id), delta);
         }
     }
 
@@ -66,25 +82,18 @@ impl Metrics {
     /// Sets a gauge (never a counter: a record adds to an Envoy counter, and traps in others).
     pub fn set(&self, m: GlobalMetric, value: u64) {
         if m.kind() == Kind::Gauge {
-            self.record(self.global_id(m), value);
+            if let Some(h) = self.global.get(m.index()) {
+                h.record(value);
+            }
         }
     }
 
     pub fn pool_set(&self, pool: usize, m: PoolMetric, value: u64) {
         if m.kind() == Kind::Gauge {
-            self.record(self.pool_id(pool, m), value);
+            if let Some(h) = self.pool_handle(pool, m) {
+                h.record(value);
+            }
         }
-    }
-
-    fn record(&self, id: Option<u32>, value: u64) {
-        let Some(id) = id else { return };
-        let mut recorded = self.recorded.borrow_mut();
-        match recorded.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, last)) if *last == value => return,
-            Some((_, last)) => *last = value,
-            None => recorded.push((id, value)),
-        }
-        hostcall::record_metric(id, value);
     }
 
     /// Requests or connections of `pool` in flight through the whole proxy: `requests_total`

@@ -12,7 +12,7 @@ use proxy_wasm::types::{Action, PeerType};
 
 use super::http::{property_port, property_string};
 use super::metrics::increment;
-use super::{hostcall, now_ms, shared, Vm};
+use super::{hostcall, now_ms, Vm};
 
 struct Conn;
 
@@ -46,8 +46,8 @@ impl Tcp {
     fn close(&mut self) {
         increment(self.completes.take(), 1);
         let vm = self.vm.borrow();
-        if let Some(key) = self.counted.take().and_then(|i| vm.slot_keys.get(i)) {
-            shared::release(key);
+        if let Some(counter) = self.counted.take().and_then(|i| vm.slots.get(i)) {
+            counter.release();
         }
     }
 }
@@ -79,8 +79,7 @@ impl StreamContext for Tcp {
                 _ => match plan.admission {
                     Admission::Free => false,
                     Admission::Limited { pool: index, capacity, .. } => {
-                        let key = vm.slot_keys.get(index).map_or("", String::as_str);
-                        match shared::try_acquire(key, capacity) {
+                        match vm.slots.get(index).and_then(|counter| counter.try_acquire(capacity)) {
                             Some(true) => {
                                 self.counted = Some(index);
                                 false
