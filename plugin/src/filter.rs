@@ -92,7 +92,7 @@ impl Timer {
                 self.period_ms
             );
         }
-        self.every = if self.period_ms == 0 { 1 } else { (tick_ms / self.period_ms).max(1) };
+        self.every = tick_ms.checked_div(self.period_ms).unwrap_or(1).max(1);
         self.left = self.every;
     }
 
