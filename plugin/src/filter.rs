@@ -68,20 +68,20 @@ struct Timer {
 }
 
 impl Timer {
-    /// The period a root of `kind` wants for a configured tick of `tick_ms`: TCP contexts never
-    /// wait on a timer, HTTP ones hold delayed and queued requests.
-    fn period_for(kind: ContextType, tick_ms: u64) -> u64 {
+    /// The period a root of `kind` wants: TCP contexts never wait on a timer, HTTP ones hold
+    /// delayed and queued requests unless `limits.max_delay` is 0 (no delay or queue fits).
+    fn period_for(kind: ContextType, tick_ms: u64, holds: bool) -> u64 {
         match kind {
-            ContextType::StreamContext => tick_ms,
-            _ => tick_ms.min(DELAY_PRECISION_MS),
+            ContextType::HttpContext if holds => tick_ms.min(DELAY_PRECISION_MS),
+            _ => tick_ms,
         }
         .max(1)
     }
 
     /// Arms the timer for `tick_ms` the first time; afterwards only the housekeeping interval
     /// follows a new `tick` (at the period armed first, which a host may not let us change).
-    fn configure(&mut self, kind: ContextType, tick_ms: u64) {
-        let want = Timer::period_for(kind, tick_ms);
+    fn configure(&mut self, kind: ContextType, tick_ms: u64, holds: bool) {
+        let want = Timer::period_for(kind, tick_ms, holds);
         if self.period_ms == 0 {
             if hostcall::set_tick_period(u32::try_from(want).unwrap_or(u32::MAX)) {
                 self.period_ms = want;
@@ -209,7 +209,7 @@ impl RootContext for Root {
                 vm.engine = None;
                 vm.metrics = Metrics::define(&[]);
                 drop(vm);
-                self.timer.configure(self.kind, DEFAULT_TICK_MS);
+                self.timer.configure(self.kind, DEFAULT_TICK_MS, true);
                 self.publish(now);
                 return true;
             }
@@ -228,6 +228,7 @@ impl RootContext for Root {
             Err(e) => log::warn!("ebb: could not install static faults ({e:?}); will retry on reconfigure"),
         }
         let tick_ms = config.tick.as_millis();
+        let holds = config.limits.max_delay.as_millis() > 0;
         {
             let mut vm = self.vm.borrow_mut();
             let seed = now ^ (u64::from(self.context_id) << 32) ^ hash;
@@ -238,7 +239,7 @@ impl RootContext for Root {
             vm.sync();
         }
         log::info!("ebb: armed with {} pool(s)", names.len());
-        self.timer.configure(self.kind, tick_ms);
+        self.timer.configure(self.kind, tick_ms, holds);
         self.publish(now);
         true
     }
