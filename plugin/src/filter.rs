@@ -1,8 +1,9 @@
 // The root context of each VM: reads the configuration (or disarms), keeps this VM's view of the
-// proxy's faults in step with shared data, expires faults and publishes gauges from on_tick, and
+// proxy's faults in step with shared data, expires faults and publishes gauges every `tick`, and
 // runs the timers of delayed and queued requests. HTTP and TCP contexts live in `http` and `tcp`.
 
 mod control;
+mod hostcall;
 mod http;
 mod metrics;
 mod shared;
@@ -10,27 +11,25 @@ mod tcp;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use ebb_engine::metrics::{GlobalMetric, PoolMetric};
 use ebb_engine::state::config_hash;
 use ebb_engine::Engine;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
 use metrics::Metrics;
 
-/// How often a VM with delayed or queued requests wakes, in ms: the delay precision.
-const FAST_TICK_MS: u64 = 10;
+pub(crate) use hostcall::now_ms;
 
-/// Milliseconds since the Unix epoch on the proxy's clock (simulated in the harness).
-pub(crate) fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// The longest a delayed or queued request waits past its time, in ms: the period of an HTTP
+/// root's timer. The timer is armed once and never changed (Kong's module traps on a second
+/// `proxy_set_tick_period_milliseconds`), so it runs at this period from the start; the ticks in
+/// between housekeeping rounds cost no hostcall when nothing waits.
+const DELAY_PRECISION_MS: u64 = 10;
+
+/// The tick of a configuration the filter could not read (and so of a disarmed filter).
+const DEFAULT_TICK_MS: u64 = 1000;
 
 /// What a VM's root shares with its HTTP and TCP contexts.
 pub(crate) struct Vm {
@@ -41,32 +40,70 @@ pub(crate) struct Vm {
     pub faults_cas: u32,
     /// Requests of this VM waiting on a timer: delays, and queues in front of a drained pool.
     pub pending: Vec<http::Pending>,
-    /// Shared-data key of each pool's in-flight counter, by pool index.
-    pub slot_keys: Vec<String>,
-    /// The tick period now armed, and the configured one, in ms.
-    pub tick_ms: u64,
-    pub base_tick_ms: u64,
+    /// Each pool's admission counter in shared data, by pool index.
+    pub slots: Vec<shared::Counter>,
 }
 
 impl Vm {
-    /// Reads the shared fault set if it changed since the last read.
+    /// Reads the shared fault set if it changed since the last read (one read either way).
     pub fn sync(&mut self) {
         let Some(engine) = self.engine.as_mut() else { return };
-        let (_, cas) = shared::read(shared::FAULTS_KEY);
+        // A refused read keeps the current view; the refusal is logged once.
+        let Ok((bytes, cas)) = shared::read(shared::FAULTS_KEY) else { return };
         if cas != self.faults_cas {
-            let (set, cas) = shared::read_faults();
-            engine.set_faults(set);
+            engine.set_faults(shared::parse_faults(&bytes));
             self.faults_cas = cas;
         }
     }
+}
 
-    /// Re-arms this VM's tick: fast while requests wait on a timer, the configured period
-    /// otherwise. Callable from any context of the VM (the period belongs to its root).
-    pub fn retick(&mut self) {
-        let want = if self.pending.is_empty() { self.base_tick_ms } else { FAST_TICK_MS.min(self.base_tick_ms) };
-        if want != self.tick_ms && hostcalls::set_tick_period(Duration::from_millis(want)).is_ok() {
-            self.tick_ms = want;
+/// How the root's timer is armed: once, with `period_ms`; housekeeping (sync, expiry, gauges)
+/// runs every `every` ticks, that is every configured `tick`.
+struct Timer {
+    /// The period armed, in ms; 0 until the host accepted one.
+    period_ms: u64,
+    every: u64,
+    /// Ticks left until the next housekeeping round.
+    left: u64,
+}
+
+impl Timer {
+    /// The period a root of `kind` wants: TCP contexts never wait on a timer, HTTP ones hold
+    /// delayed and queued requests unless `limits.max_delay` is 0 (no delay or queue fits).
+    fn period_for(kind: ContextType, tick_ms: u64, holds: bool) -> u64 {
+        match kind {
+            ContextType::HttpContext if holds => tick_ms.min(DELAY_PRECISION_MS),
+            _ => tick_ms,
         }
+        .max(1)
+    }
+
+    /// Arms the timer for `tick_ms` the first time; afterwards only the housekeeping interval
+    /// follows a new `tick` (at the period armed first, which a host may not let us change).
+    fn configure(&mut self, kind: ContextType, tick_ms: u64, holds: bool) {
+        let want = Timer::period_for(kind, tick_ms, holds);
+        if self.period_ms == 0 {
+            if hostcall::set_tick_period(u32::try_from(want).unwrap_or(u32::MAX)) {
+                self.period_ms = want;
+            }
+        } else if want != self.period_ms {
+            log::info!(
+                "ebb: the timer stays at {} ms (armed once per root context); `tick` is kept as a multiple of it",
+                self.period_ms
+            );
+        }
+        self.every = tick_ms.checked_div(self.period_ms).unwrap_or(1).max(1);
+        self.left = self.every;
+    }
+
+    /// Counts a tick; true when a housekeeping round is due.
+    fn due(&mut self) -> bool {
+        self.left = self.left.saturating_sub(1);
+        if self.left == 0 {
+            self.left = self.every;
+            return true;
+        }
+        false
     }
 }
 
@@ -74,6 +111,7 @@ pub struct Root {
     context_id: u32,
     vm: Rc<RefCell<Vm>>,
     kind: ContextType,
+    timer: Timer,
 }
 
 impl Root {
@@ -85,15 +123,15 @@ impl Root {
                 metrics: Metrics::default(),
                 faults_cas: 0,
                 pending: Vec::new(),
-                slot_keys: Vec::new(),
-                tick_ms: 0,
-                base_tick_ms: 1000,
+                slots: Vec::new(),
             })),
             kind: ContextType::HttpContext,
+            timer: Timer { period_ms: 0, every: 1, left: 1 },
         }
     }
 
-    /// Sets the gauges every VM agrees on (so a `record` from any of them is the same value).
+    /// Sets the gauges every VM agrees on (so a `record` from any of them is the same value),
+    /// `in_flight` included: it is read back from the proxy-wide counters, not kept per VM.
     fn publish(&self, now: u64) {
         let vm = self.vm.borrow();
         let Some(engine) = vm.engine.as_ref() else {
@@ -108,6 +146,9 @@ impl Root {
                 vm.metrics.pool_set(i, PoolMetric::AvailableHosts, u64::from(s.available_hosts));
                 vm.metrics.pool_set(i, PoolMetric::Capacity, s.capacity);
                 vm.metrics.pool_set(i, PoolMetric::DeployInProgress, u64::from(s.deploy_in_progress));
+            }
+            if let Some(n) = vm.metrics.in_flight(i) {
+                vm.metrics.pool_set(i, PoolMetric::InFlight, n);
             }
         }
     }
@@ -127,12 +168,23 @@ impl Root {
             (!gone.is_empty()).then_some(gone)
         }) {
             let vm = self.vm.borrow();
-            vm.metrics.add(GlobalMetric::FaultsExpired, gone.len() as i64);
+            vm.metrics.add(GlobalMetric::FaultsExpired, gone.len() as u64);
             for f in &gone {
                 log::info!("ebb: fault {} ({}) expired", f.id, f.spec.name());
             }
         }
         self.vm.borrow_mut().sync();
+    }
+
+    /// Sync, expiry and gauges: once per configured `tick`.
+    fn housekeeping(&mut self, now: u64) {
+        {
+            let mut vm = self.vm.borrow_mut();
+            vm.sync();
+            vm.slots.iter().for_each(shared::Counter::forget);
+        }
+        self.expire(now);
+        self.publish(now);
     }
 }
 
@@ -144,7 +196,7 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let root_id = hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        let root_id = hostcall::property(&["plugin_root_id"]).unwrap_or_default();
         self.kind = if root_id.ends_with(b"tcp") { ContextType::StreamContext } else { ContextType::HttpContext };
         let (bytes, parsed) = control::read_configuration(plugin_configuration_size);
         let now = now_ms();
@@ -157,6 +209,7 @@ impl RootContext for Root {
                 vm.engine = None;
                 vm.metrics = Metrics::define(&[]);
                 drop(vm);
+                self.timer.configure(self.kind, DEFAULT_TICK_MS, true);
                 self.publish(now);
                 return true;
             }
@@ -173,31 +226,39 @@ impl RootContext for Root {
                 }
             }
             Ok(None) => {}
-            Err(status) => log::warn!("ebb: could not install static faults ({status:?}); will retry on reconfigure"),
+            Err(e) => log::warn!("ebb: could not install static faults ({e:?}); will retry on reconfigure"),
         }
+        let tick_ms = config.tick.as_millis();
+        let holds = config.limits.max_delay.as_millis() > 0;
         {
             let mut vm = self.vm.borrow_mut();
             let seed = now ^ (u64::from(self.context_id) << 32) ^ hash;
-            vm.base_tick_ms = config.tick.as_millis();
             vm.engine = Some(Engine::new(config, seed));
             vm.metrics = Metrics::define(&names);
-            vm.slot_keys = names.iter().map(|n| shared::counter_key(n)).collect();
+            vm.slots = names.iter().map(|n| shared::Counter::new(n)).collect();
             vm.faults_cas = u32::MAX;
             vm.sync();
         }
         log::info!("ebb: armed with {} pool(s)", names.len());
+        self.timer.configure(self.kind, tick_ms, holds);
         self.publish(now);
-        self.vm.borrow_mut().retick();
         true
     }
 
     fn on_tick(&mut self) {
+        let due = self.timer.due();
+        let waiting = !self.vm.borrow().pending.is_empty();
+        // Most ticks of an HTTP root find nothing to do: no hostcall at all then.
+        if !due && !waiting {
+            return;
+        }
         let now = now_ms();
-        self.vm.borrow_mut().sync();
-        self.expire(now);
-        self.publish(now);
-        http::run_pending(&self.vm, now);
-        self.vm.borrow_mut().retick();
+        if due {
+            self.housekeeping(now);
+        }
+        if waiting {
+            http::run_pending(&self.vm, now);
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -16,6 +16,7 @@ const KEY: &str = "staging-key-0123456789";
 mod util;
 
 mod control;
+mod portability;
 
 /// ebb.wasm, built from source once per test run so tests never use a stale binary.
 fn plugin() -> Plugin {

@@ -8,6 +8,12 @@
 //! - `host_only`: the host's own per-exchange work with a filter that exports no callbacks;
 //! - `passthrough`: the Rust SDK pass-through test filter through the host;
 //! - `ebb_no_fault`: `dist/ebb.wasm` with config `{}`, when it exists;
+//! - `ebb_pool`: `dist/ebb.wasm` with one pool every request matches, and no fault (a pool's
+//!   match and its `requests_total` / `completed_total` counters);
+//! - `ebb_drain`: the same pool under a 50 % capacity drain (every request is admitted, so each
+//!   one takes and returns a capacity slot in shared data);
+//! - `baseline_no_fault`, `baseline_drain`: the same two for the .wasm named by the environment
+//!   variable `EBB_BENCH_BASELINE` (an earlier build), when it is set;
 //! - `start/*`: starting a proxy of 2 workers (3 VMs).
 
 use std::path::{Path, PathBuf};
@@ -26,6 +32,16 @@ const REQUEST: [(&str, &str); 6] = [
 ];
 const RESPONSE: [(&str, &str); 4] =
     [(":status", "200"), ("content-type", "application/json"), ("content-length", "2"), ("server", "app")];
+
+/// One pool that every request of the bench matches, and no fault.
+const POOL_CONFIG: &str =
+    r#"{"pools":[{"name":"app","match":{"authority":"app.example.com"},"hosts":10,"capacity_per_host":100}]}"#;
+
+/// The same pool with 5 of its 10 hosts (× 100 requests) drained in capacity mode: capacity 500, so
+/// the one-at-a-time exchanges of the bench are all admitted, each through the shared counter.
+const DRAIN_CONFIG: &str = r#"{"pools":[{"name":"app","match":{"authority":"app.example.com"},"hosts":10,"capacity_per_host":100}],
+  "limits":{"max_ttl":"24h"},
+  "faults":[{"id":"half","ttl":"24h","drain":{"pool":"app","fraction":0.5}}]}"#;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -150,9 +166,17 @@ fn benches(c: &mut Criterion) {
     if ebb.exists() {
         let plugin = Plugin::load(&ebb).expect("dist/ebb.wasm loads");
         bench_proxy(c, "ebb_no_fault", &plugin, b"{}");
+        bench_proxy(c, "ebb_drain", &plugin, DRAIN_CONFIG.as_bytes());
+        bench_proxy(c, "ebb_pool", &plugin, POOL_CONFIG.as_bytes());
         bench_start(c, "ebb_2_workers", &plugin, b"{}");
     } else {
         eprintln!("dist/ebb.wasm missing (run `make wasm`): skipping ebb_no_fault");
+    }
+    // An earlier build of the filter measured in the same run, for before/after figures.
+    if let Some(path) = std::env::var_os("EBB_BENCH_BASELINE") {
+        let plugin = Plugin::load(Path::new(&path)).expect("EBB_BENCH_BASELINE loads");
+        bench_proxy(c, "baseline_no_fault", &plugin, b"{}");
+        bench_proxy(c, "baseline_drain", &plugin, DRAIN_CONFIG.as_bytes());
     }
 }
 

@@ -20,10 +20,13 @@ pub enum PoolMetric {
     Capacity,
     /// 1 while a rolling deployment is under way on the pool.
     DeployInProgress,
-    /// Requests (HTTP) or connections (TCP) in flight through this proxy.
+    /// Requests (HTTP) or connections (TCP) in flight through this proxy, all workers together:
+    /// `Requests` minus `Completed`, recorded by every VM once per tick.
     InFlight,
     /// Requests or connections matched to the pool.
     Requests,
+    /// Requests or connections matched to the pool that have finished (logged or closed).
+    Completed,
     /// Shed over capacity by a capacity drain or deploy (local 503).
     Shed,
     /// Failed by a blackhole drain or deploy.
@@ -39,13 +42,14 @@ pub enum PoolMetric {
 }
 
 impl PoolMetric {
-    pub const ALL: [PoolMetric; 12] = [
+    pub const ALL: [PoolMetric; 13] = [
         PoolMetric::ExpectedHosts,
         PoolMetric::AvailableHosts,
         PoolMetric::Capacity,
         PoolMetric::DeployInProgress,
         PoolMetric::InFlight,
         PoolMetric::Requests,
+        PoolMetric::Completed,
         PoolMetric::Shed,
         PoolMetric::Blackholed,
         PoolMetric::Aborted,
@@ -53,6 +57,11 @@ impl PoolMetric {
         PoolMetric::Reset,
         PoolMetric::Queued,
     ];
+
+    /// Position in [`PoolMetric::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn suffix(self) -> &'static str {
         match self {
@@ -62,6 +71,7 @@ impl PoolMetric {
             PoolMetric::DeployInProgress => "deploy_in_progress",
             PoolMetric::InFlight => "in_flight",
             PoolMetric::Requests => "requests_total",
+            PoolMetric::Completed => "completed_total",
             PoolMetric::Shed => "shed_total",
             PoolMetric::Blackholed => "blackholed_total",
             PoolMetric::Aborted => "aborted_total",
@@ -118,6 +128,11 @@ impl GlobalMetric {
         GlobalMetric::Delayed,
     ];
 
+    /// Position in [`GlobalMetric::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             GlobalMetric::Armed => "ebb.armed",
@@ -135,5 +150,61 @@ impl GlobalMetric {
             GlobalMetric::Armed | GlobalMetric::ActiveFaults => Kind::Gauge,
             _ => Kind::Counter,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of docs/metrics.md's tables: (stat, series, type) in order of appearance.
+    fn documented() -> Vec<(String, String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let stat = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let series = cells.get(2)?.trim_matches('`');
+                let kind = cells.get(3)?;
+                stat.starts_with("ebb.").then(|| (stat.to_string(), series.to_string(), kind.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn index_is_the_position_in_all() {
+        for (i, m) in PoolMetric::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i, "{m:?}");
+        }
+        for (i, m) in GlobalMetric::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn docs_table_lists_every_metric_with_its_type_and_nothing_else() {
+        // (stat, Prometheus series after the ebb_pool tag rule, kind)
+        let mut defined: Vec<(String, String, Kind)> =
+            PoolMetric::ALL.iter().map(|m| (m.name("<pool>"), format!("ebb_pool_{}", m.suffix()), m.kind())).collect();
+        defined.extend(GlobalMetric::ALL.iter().map(|m| (m.name().to_string(), m.name().replace('.', "_"), m.kind())));
+        let documented = documented();
+        for (name, series, kind) in &defined {
+            let row = documented.iter().find(|(stat, _, _)| stat == name);
+            let Some((_, doc_series, doc_kind)) = row else { panic!("docs/metrics.md has no row for {name}") };
+            assert_eq!(doc_series, series, "docs/metrics.md: the series of {name}");
+            let want = match kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            assert!(doc_kind.starts_with(want), "docs/metrics.md: {name} is a {want}, documented as {doc_kind}");
+        }
+        for (stat, _, _) in &documented {
+            assert!(
+                defined.iter().any(|(name, _, _)| name == stat),
+                "docs/metrics.md documents {stat}, which the filter does not define"
+            );
+        }
+        assert_eq!(documented.len(), defined.len(), "docs/metrics.md lists a metric twice");
     }
 }

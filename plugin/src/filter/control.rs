@@ -2,7 +2,7 @@
 // request, keep ebb's headers from the upstream, authenticate, route, apply changes to the
 // shared fault set under CAS (so every worker sees them within a tick), and answer with JSON.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use ebb_engine::auth::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -14,11 +14,9 @@ use ebb_engine::keys::{self, KeyVerdict};
 use ebb_engine::metrics::GlobalMetric;
 use ebb_engine::request::Request;
 use ebb_engine::{CommandError, Config};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
 
 use super::http::Reply;
-use super::{now_ms, shared, Vm};
+use super::{hostcall, now_ms, shared, Vm};
 
 /// Header carrying a command's JSON: Envoy does not hand a body to a filter that paused on the
 /// request headers (unless the listener sets allow_on_headers_stop_iteration).
@@ -28,11 +26,6 @@ pub(crate) const DEFAULT_PREFIX: &str = "/.ebb/";
 /// ebb's own request headers: a signature, its timestamp and a command are for the filter,
 /// never for the upstream (a captured signature could be replayed from there).
 const EBB_HEADERS: [&str; 3] = [SIGNATURE_HEADER, TIMESTAMP_HEADER, COMMAND_HEADER];
-
-thread_local! {
-    /// Whether the host's refusal to remove a header was logged (once per VM, not per request).
-    static STRIP_REFUSAL_LOGGED: Cell<bool> = const { Cell::new(false) };
-}
 
 /// A control call's method, authority, path and authentication headers.
 pub(crate) struct Call {
@@ -97,14 +90,10 @@ pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stre
 }
 
 /// Removes ebb's headers from a request about to be forwarded. A removal the host refuses is
-/// logged once and otherwise ignored: the request goes on.
+/// logged once per VM (`hostcall`) and otherwise ignored: the request goes on.
 fn strip_ebb_headers() {
     for name in EBB_HEADERS {
-        if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-            if !STRIP_REFUSAL_LOGGED.with(|logged| logged.replace(true)) {
-                log::warn!("ebb: the host refused to remove {name} from a forwarded request ({status:?}); logged once");
-            }
-        }
+        hostcall::remove_request_header(name);
     }
 }
 
@@ -115,10 +104,7 @@ pub(crate) fn read_configuration(size: usize) -> (Vec<u8>, Result<Config, Config
         return (Vec::new(), Err(ConfigError::too_large(size)));
     }
     // One byte over the limit tells a host that under-reported the size from one that did not.
-    let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, MAX_CONFIG_BYTES + 1)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let bytes = hostcall::plugin_configuration(MAX_CONFIG_BYTES + 1);
     let parsed = Config::parse(&bytes);
     (bytes, parsed)
 }

@@ -7,11 +7,11 @@ use std::rc::Rc;
 use ebb_engine::metrics::{GlobalMetric, PoolMetric};
 use ebb_engine::request::Request;
 use ebb_engine::{Action as Verdict, Admission, Protocol};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::Action;
 
-use super::{control, now_ms, shared, Vm};
+use super::metrics::increment;
+use super::{control, hostcall, now_ms, Vm};
 
 /// A request's accounting, shared with the timer list while it waits.
 #[derive(Default)]
@@ -20,8 +20,9 @@ pub(crate) struct ReqState {
     pub pool: Option<usize>,
     /// The pool (index) whose capacity slot it holds.
     pub counted: Option<usize>,
-    /// It was counted in the pool's in-flight gauge.
-    pub in_flight: bool,
+    /// The pool's `completed_total` to count when it finishes, kept by id: the pool's index may
+    /// mean another pool after a reconfiguration, and `requests_total` was counted by name.
+    pub completes: Option<u32>,
 }
 
 /// What a waiting request waits for.
@@ -47,11 +48,11 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    pub fn send(&self) {
+    /// Sends the reply on the effective context; false if the host refused it (logged once per
+    /// VM), in which case the caller lets the request through rather than leave it paused.
+    pub fn send(&self) -> bool {
         let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        if let Err(status) = hostcalls::send_http_response(self.status, headers, Some(self.body.as_bytes())) {
-            log::warn!("ebb: local reply refused by the host: {status:?}");
-        }
+        hostcall::send_local_reply(self.status, &headers, self.body.as_bytes())
     }
 }
 
@@ -62,22 +63,30 @@ enum Outcome {
     Wait,
 }
 
-/// Request properties fetched on demand, once each.
+/// Request properties fetched on demand. `:path` and `:authority` are kept once read (the
+/// control prefix, several pools' matches and the control call may each ask for them); other
+/// headers are asked for once at most and not kept.
+#[derive(Default)]
 struct Lazy {
-    cache: Vec<(String, Option<String>)>,
+    path: Option<Option<String>>,
+    authority: Option<Option<String>>,
+}
+
+fn fetch_header(name: &str) -> Option<String> {
+    hostcall::request_header(name).map(|b| match String::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 impl Request for Lazy {
     fn header(&mut self, name: &str) -> Option<String> {
-        if let Some((_, v)) = self.cache.iter().find(|(k, _)| k == name) {
-            return v.clone();
-        }
-        let value = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        self.cache.push((name.to_string(), value.clone()));
-        value
+        let slot = match name {
+            ":path" => &mut self.path,
+            ":authority" => &mut self.authority,
+            _ => return fetch_header(name),
+        };
+        slot.get_or_insert_with(|| fetch_header(name)).clone()
     }
 
     fn cluster(&mut self) -> Option<String> {
@@ -90,13 +99,13 @@ impl Request for Lazy {
 }
 
 pub(crate) fn property_string(path: &[&str]) -> Option<String> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    let bytes = hostcall::property(path)?;
     (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `destination.port`: Envoy encodes integers as 8 bytes little-endian; other hosts give text.
 pub(crate) fn property_port() -> Option<u16> {
-    let bytes = hostcalls::get_property(vec!["destination", "port"]).ok().flatten()?;
+    let bytes = hostcall::property(&["destination", "port"])?;
     if let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) {
         return u16::try_from(u64::from_le_bytes(raw)).ok();
     }
@@ -158,8 +167,8 @@ fn settle(
     let Admission::Limited { pool: index, capacity, queue, fault } = admission else {
         return Outcome::Forward;
     };
-    let Some(key) = vm.slot_keys.get(index) else { return Outcome::Forward };
-    match shared::try_acquire(key, capacity) {
+    let Some(counter) = vm.slots.get(index) else { return Outcome::Forward };
+    match counter.try_acquire(capacity) {
         Some(true) => {
             req.borrow_mut().counted = Some(index);
             Outcome::Forward
@@ -174,7 +183,12 @@ fn settle(
                     vm.pending.push(Pending {
                         context_id,
                         due: now,
-                        wait: Wait::Queue { pool: index, capacity, deadline: now + q.timeout.as_millis(), fault },
+                        wait: Wait::Queue {
+                            pool: index,
+                            capacity,
+                            deadline: now.saturating_add(q.timeout.as_millis()),
+                            fault,
+                        },
                         req: req.clone(),
                     });
                     Outcome::Wait
@@ -211,11 +225,11 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
                     }
                 }
                 Wait::Queue { pool, capacity, deadline, ref fault } => {
-                    let Some(key) = vm.slot_keys.get(pool) else {
+                    let Some(counter) = vm.slots.get(pool) else {
                         actions.push((p.context_id, Outcome::Forward));
                         continue;
                     };
-                    let admitted = if full { Some(false) } else { shared::try_acquire(key, capacity) };
+                    let admitted = if full { Some(false) } else { counter.try_acquire(capacity) };
                     match admitted {
                         Some(true) => {
                             p.req.borrow_mut().counted = Some(pool);
@@ -237,14 +251,16 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
         }
     }
     for (context_id, outcome) in actions {
-        if hostcalls::set_effective_context(context_id).is_err() {
+        if !hostcall::set_effective_context(context_id) {
             continue; // the stream is gone
         }
         match outcome {
-            Outcome::Forward => {
-                let _ = hostcalls::resume_http_request();
+            Outcome::Forward => hostcall::resume_request(),
+            Outcome::Reply(reply) => {
+                if !reply.send() {
+                    hostcall::resume_request();
+                }
             }
-            Outcome::Reply(reply) => reply.send(),
             Outcome::Wait => {}
         }
     }
@@ -266,7 +282,7 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut lazy = Lazy { cache: Vec::new() };
+        let mut lazy = Lazy::default();
         // Control calls and look-alikes of the control path are answered here, never forwarded;
         // every other request leaves without ebb's signature, timestamp and command headers.
         if let Some(reply) = control::intercept(&self.vm, &mut lazy, end_of_stream) {
@@ -286,9 +302,8 @@ impl HttpContext for Http {
             let mut req = self.req.borrow_mut();
             req.pool = pool;
             if let Some(p) = pool {
-                req.in_flight = true;
+                req.completes = vm.metrics.pool_id(p, PoolMetric::Completed);
                 vm.metrics.pool_add(p, PoolMetric::Requests, 1);
-                vm.metrics.pool_add(p, PoolMetric::InFlight, 1);
             }
         }
         if let Some((delay, _fault)) = plan.delay {
@@ -296,27 +311,24 @@ impl HttpContext for Http {
             if let Some(p) = pool {
                 vm.metrics.pool_add(p, PoolMetric::Delayed, 1);
             }
+            // The root's timer resumes it (see `run_pending`); its period was set once, at
+            // configure, so nothing here touches it.
             vm.pending.push(Pending {
                 context_id: self.context_id,
-                due: now + delay.as_millis(),
+                due: now.saturating_add(delay.as_millis()),
                 wait: Wait::Delay { action: plan.action, admission: plan.admission },
                 req: self.req.clone(),
             });
-            vm.retick();
             return Action::Pause;
         }
         let outcome = settle(vm, self.context_id, &self.req, plan.action, plan.admission, now);
-        if matches!(outcome, Outcome::Wait) {
-            vm.retick();
-        }
         drop(guard);
         match outcome {
             Outcome::Forward => Action::Continue,
             Outcome::Wait => Action::Pause,
-            Outcome::Reply(reply) => {
-                reply.send();
-                Action::Pause
-            }
+            // A refused reply must not leave the request paused for ever: let it through.
+            Outcome::Reply(reply) if reply.send() => Action::Pause,
+            Outcome::Reply(_) => Action::Continue,
         }
     }
 
@@ -324,12 +336,9 @@ impl HttpContext for Http {
         let mut vm = self.vm.borrow_mut();
         vm.pending.retain(|p| p.context_id != self.context_id);
         let mut req = self.req.borrow_mut();
-        if let (true, Some(p)) = (req.in_flight, req.pool) {
-            vm.metrics.pool_add(p, PoolMetric::InFlight, -1);
-            req.in_flight = false;
-        }
-        if let Some(key) = req.counted.take().and_then(|i| vm.slot_keys.get(i)) {
-            shared::release(key);
+        increment(req.completes.take(), 1);
+        if let Some(counter) = req.counted.take().and_then(|i| vm.slots.get(i)) {
+            counter.release();
         }
     }
 }

@@ -7,12 +7,12 @@ use std::rc::Rc;
 use ebb_engine::metrics::PoolMetric;
 use ebb_engine::request::Request;
 use ebb_engine::{Action as Verdict, Admission, FaultSpec, Protocol};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, PeerType};
 
 use super::http::{property_port, property_string};
-use super::{now_ms, shared, Vm};
+use super::metrics::increment;
+use super::{hostcall, now_ms, Vm};
 
 struct Conn;
 
@@ -32,27 +32,22 @@ impl Request for Conn {
 
 pub(crate) struct Tcp {
     vm: Rc<RefCell<Vm>>,
-    pool: Option<usize>,
     counted: Option<usize>,
-    open: bool,
+    /// The pool's `completed_total` to count once the connection ends (see `http::ReqState`).
+    completes: Option<u32>,
 }
 
 impl Tcp {
     pub fn new(vm: Rc<RefCell<Vm>>) -> Self {
-        Tcp { vm, pool: None, counted: None, open: false }
+        Tcp { vm, counted: None, completes: None }
     }
 
+    /// Counts the connection's end once, whichever of close and log comes first.
     fn close(&mut self) {
-        if !self.open {
-            return;
-        }
-        self.open = false;
+        increment(self.completes.take(), 1);
         let vm = self.vm.borrow();
-        if let Some(p) = self.pool {
-            vm.metrics.pool_add(p, PoolMetric::InFlight, -1);
-        }
-        if let Some(key) = self.counted.take().and_then(|i| vm.slot_keys.get(i)) {
-            shared::release(key);
+        if let Some(counter) = self.counted.take().and_then(|i| vm.slots.get(i)) {
+            counter.release();
         }
     }
 }
@@ -68,10 +63,8 @@ impl StreamContext for Tcp {
             let Some(engine) = vm.engine.as_mut() else { return Action::Continue };
             let pool = engine.match_pool(Protocol::Tcp, &mut Conn);
             if let Some(pool) = pool {
-                self.pool = Some(pool);
-                self.open = true;
+                self.completes = vm.metrics.pool_id(pool, PoolMetric::Completed);
                 vm.metrics.pool_add(pool, PoolMetric::Requests, 1);
-                vm.metrics.pool_add(pool, PoolMetric::InFlight, 1);
             }
             let plan = engine.decide_tcp(now, pool);
             match plan.action {
@@ -86,8 +79,7 @@ impl StreamContext for Tcp {
                 _ => match plan.admission {
                     Admission::Free => false,
                     Admission::Limited { pool: index, capacity, .. } => {
-                        let key = vm.slot_keys.get(index).map_or("", String::as_str);
-                        match shared::try_acquire(key, capacity) {
+                        match vm.slots.get(index).and_then(|counter| counter.try_acquire(capacity)) {
                             Some(true) => {
                                 self.counted = Some(index);
                                 false
@@ -102,9 +94,9 @@ impl StreamContext for Tcp {
                 },
             }
         };
-        if refuse {
-            // Stop here so tcp_proxy never connects upstream, then close the client.
-            let _ = hostcalls::close_downstream();
+        // Stop here so tcp_proxy never connects upstream, then close the client; if the host
+        // refuses the close, let the connection through rather than hold it open for ever.
+        if refuse && hostcall::close_downstream() {
             return Action::Pause;
         }
         Action::Continue
