@@ -116,12 +116,15 @@ pub struct Limits {
     /// TTL of a fault that names none. Default `10m`.
     pub default_ttl: Duration,
     /// Largest share of a pool's hosts all drains together may remove, 0 to 1. Default 0.5.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
     pub max_drain_fraction: f64,
     /// Largest abort or reset percentage, 0 to 100. Default 100.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 100.0)))]
     pub max_abort_percent: f64,
     /// Longest injected delay. Default `10s`.
     pub max_delay: Duration,
-    /// Most faults active at once. Default 16.
+    /// Most faults active at once, at most 1024. Default 16.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1024)))]
     pub max_faults: u32,
 }
 
