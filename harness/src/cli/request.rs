@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ebb_harness::{
-    CallAnswer, CallKind, Clock, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError, LogLevel, Message,
-    Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
+    CallAnswer, CallKind, Clock, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError, Limits, LogLevel,
+    Message, Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
 };
 use serde_json::{json, Value};
 
@@ -71,8 +71,8 @@ pub struct Args {
     /// Request :authority.
     #[arg(long, default_value = "example.com")]
     authority: String,
-    /// Request body (none by default).
-    #[arg(long)]
+    /// Request body (none by default): a string, or @FILE.
+    #[arg(long, value_name = "STRING|@FILE")]
     body: Option<String>,
     /// Status the upstream answers with.
     #[arg(long, default_value_t = 200)]
@@ -80,8 +80,8 @@ pub struct Args {
     /// Upstream response header 'name: value' (repeatable).
     #[arg(long = "response-header", value_name = "'name: value'", value_parser = args::header)]
     response_headers: Vec<(String, String)>,
-    /// Upstream response body (in --tcp mode: the data the upstream sends back).
-    #[arg(long)]
+    /// Upstream response body (in --tcp mode: the data the upstream sends back): a string, or @FILE.
+    #[arg(long, value_name = "STRING|@FILE")]
     response_body: Option<String>,
     /// Answer the filter's calls to CLUSTER with STATUS and BODY (repeatable). For gRPC, STATUS
     /// is the gRPC status (0 = OK, BODY the message); a gRPC stream gets initial metadata, BODY
@@ -104,11 +104,17 @@ pub struct Args {
     #[arg(long, value_name = "DURATION")]
     at: Option<String>,
     /// Lowest log level kept (trace, debug, info, warn, error, critical).
-    #[arg(long, default_value = "trace")]
+    #[arg(long, default_value = "info")]
     log_level: LogLevel,
-    /// Bypass the filter after it fails instead of answering 503 (Envoy FAIL_OPEN).
+    /// When the filter fails (trap, deadline, memory limit), let the stream continue without it
+    /// (Envoy FAIL_OPEN) instead of answering it with a local 503 `wasm_fail_stream` (fail-closed,
+    /// Envoy's default).
     #[arg(long)]
     fail_open: bool,
+    /// ebb's own safety net (Envoy has none): a callback running longer than this (wall time) is
+    /// cut and counts as a failure.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    callback_deadline: String,
     /// The proxy the host plays: does the filter run in Kong's ngx_wasm_module too?
     #[arg(long, value_enum, default_value_t = args::HostProfile::Envoy)]
     host_profile: args::HostProfile,
@@ -141,6 +147,17 @@ fn parse_call_response(value: &str) -> anyhow::Result<CallResponse> {
     Ok(CallResponse { cluster: cluster.to_owned(), status, body: body.to_owned() })
 }
 
+/// A gRPC status must be one of gRPC's codes (0 OK .. 16 UNAUTHENTICATED).
+fn grpc_status(c: &CallResponse) -> Result<u32, HostError> {
+    if c.status > 16 {
+        return Err(HostError::Usage(format!(
+            "--call-response {}={}: {} is not a gRPC status (0-16) and the call to {:?} is gRPC",
+            c.cluster, c.status, c.status, c.cluster
+        )));
+    }
+    Ok(u32::from(c.status))
+}
+
 /// What happened, for printing.
 #[derive(Default)]
 struct Report {
@@ -158,12 +175,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plugin = Plugin::load(&args.plugin).context("cannot load the filter")?;
     let calls: Vec<CallResponse> =
         args.call_responses.iter().map(|v| parse_call_response(v)).collect::<anyhow::Result<_>>()?;
+    let callback_deadline = args::duration(&args.callback_deadline).context("--callback-deadline")?;
+    if callback_deadline.is_zero() {
+        bail!("--callback-deadline must be more than 0");
+    }
     let options = ProxyOptions {
         vm_id: args.vm_id.clone(),
         root_id: args.root_id.clone(),
         plugin_config: args::string_or_file(&args.config).context("--config")?,
         vm_config: args::string_or_file(&args.vm_config).context("--vm-config")?,
         workers: args.workers.max(1),
+        limits: Limits { callback_deadline, ..Limits::default() },
         failure_policy: if args.fail_open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
         properties: args.properties.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
         clusters: calls.iter().map(|c| c.cluster.clone()).collect(),
@@ -197,6 +219,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     print(&args, &plugin, Some(&proxy), &report);
+    if let Some(e) = report.error.as_ref().filter(|e| e.fault() == Fault::Caller) {
+        bail!("{e}");
+    }
     Ok(ExitCode::from(if report.error.is_some() { exit::FAILED } else { exit::OK }))
 }
 
@@ -241,9 +266,13 @@ fn settle(
                 }
             }
             Step::LocalReply(_) | Step::Closed { .. } => return false,
+            // The host applied the failure policy in this step: fail-closed answered the
+            // stream (a local 503), fail-open let it continue without the filter.
             Step::Failed(e) => {
                 report.error = Some(e);
-                return false;
+                return proxy
+                    .http_stream(id)
+                    .is_some_and(|mut h| h.client_response().is_none() && h.local_reply().is_none());
             }
         }
     }
@@ -318,7 +347,10 @@ fn answer(proxy: &mut Proxy, call: PendingCall, calls: &[CallResponse], report: 
     let mut shown = call_json(&call, response.map_or(json!("reset"), |c| json!(c.status)));
     let result = match (response, &call.kind) {
         (_, CallKind::GrpcStream { .. }) => {
-            let (result, seen) = answer_stream(proxy, &call, response);
+            let (result, seen) = match response.map(grpc_status).transpose() {
+                Ok(_) => answer_stream(proxy, &call, response),
+                Err(e) => (Err(e), call.clone()),
+            };
             shown["sent"] = seen.sent.iter().map(|m| json!(String::from_utf8_lossy(m))).collect();
             shown["half_closed"] = json!(seen.local_closed);
             result
@@ -327,15 +359,17 @@ fn answer(proxy: &mut Proxy, call: PendingCall, calls: &[CallResponse], report: 
             call.id,
             CallAnswer::http(c.status, &[("content-length", c.body.len().to_string())], c.body.clone()),
         ),
-        (Some(c), CallKind::Grpc { .. }) => proxy.answer_call(
-            call.id,
-            CallAnswer::Grpc {
-                status: u32::from(c.status),
-                message: c.body.clone().into_bytes(),
-                initial_metadata: HeaderMap::new(),
-                trailing_metadata: HeaderMap::new(),
-            },
-        ),
+        (Some(c), CallKind::Grpc { .. }) => grpc_status(c).and_then(|status| {
+            proxy.answer_call(
+                call.id,
+                CallAnswer::Grpc {
+                    status,
+                    message: c.body.clone().into_bytes(),
+                    initial_metadata: HeaderMap::new(),
+                    trailing_metadata: HeaderMap::new(),
+                },
+            )
+        }),
         (None, _) => proxy.answer_call(call.id, CallAnswer::Failure),
     };
     report.calls.push(shown);
@@ -383,7 +417,10 @@ fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut
         (":scheme".to_owned(), "http".to_owned()),
     ];
     headers.extend(args.headers.iter().cloned());
-    let body = args.body.clone().unwrap_or_default();
+    let body = match &args.body {
+        Some(b) => args::string_or_file(b).context("--body")?,
+        None => Vec::new(),
+    };
     let id = {
         let http = proxy.worker(0)?.http();
         http.id()
@@ -391,20 +428,23 @@ fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut
     let step = reopen(proxy, id)?.request_headers(&headers, body.is_empty());
     let mut going = settle(proxy, id, "request_headers", step, calls, report);
     if going && !body.is_empty() {
-        let step = reopen(proxy, id)?.request_body(body.as_bytes(), true);
+        let step = reopen(proxy, id)?.request_body(&body, true);
         going = settle(proxy, id, "request_body", step, calls, report);
     }
     if going {
         let mut response = vec![(":status".to_owned(), args.response_status.to_string())];
         response.extend(args.response_headers.iter().cloned());
-        let rbody = args.response_body.clone().unwrap_or_default();
+        let rbody = match &args.response_body {
+            Some(b) => args::string_or_file(b).context("--response-body")?,
+            None => Vec::new(),
+        };
         if !rbody.is_empty() && !response.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
             response.push(("content-length".into(), rbody.len().to_string()));
         }
         let step = reopen(proxy, id)?.response_headers(&response, rbody.is_empty());
         going = settle(proxy, id, "response_headers", step, calls, report);
         if going && !rbody.is_empty() {
-            let step = reopen(proxy, id)?.response_body(rbody.as_bytes(), true);
+            let step = reopen(proxy, id)?.response_body(&rbody, true);
             settle(proxy, id, "response_body", step, calls, report);
         }
     }
@@ -439,12 +479,14 @@ fn run_tcp(args: &Args, proxy: &mut Proxy, report: &mut Report) -> anyhow::Resul
     let mut tcp = proxy.worker(0)?.tcp();
     let mut steps = Vec::new();
     let mut error = None;
+    let fail_open = args.fail_open;
     let mut record = |what: &str, step: Step| -> bool {
         steps.push((what.to_owned(), step.name().to_owned()));
         match step {
+            // Fail-open: the connection goes on without the filter; fail-closed closed it.
             Step::Failed(e) => {
                 error = Some(e);
-                false
+                fail_open
             }
             Step::Closed { .. } => false,
             _ => true,

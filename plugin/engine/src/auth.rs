@@ -204,7 +204,8 @@ mod tests {
     fn fields_with_newlines_never_verify_so_none_can_stand_in_for_another() {
         // Found by fuzz/control_call: method "\n\n\n" at authority "\n" signs as at authority "".
         let sig = sign(KEY, "\n\n\n", "\n", "", 0, b"");
-        let at = |authority| verify(KEY, 120_000, 0, false, signed("\n\n\n", authority, "", Some("0"), Some(&sig), b""));
+        let at =
+            |authority| verify(KEY, 120_000, 0, false, signed("\n\n\n", authority, "", Some("0"), Some(&sig), b""));
         assert!(at("\n").is_err());
         assert!(at("").is_err());
     }

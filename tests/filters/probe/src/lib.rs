@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use log::{error, info};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, PeerType, Status};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MetricType, PeerType, Status};
 
 /// Raw hostcalls, for asserting status codes the SDK would turn into panics.
 #[allow(clashing_extern_declarations)]
@@ -244,6 +244,16 @@ impl Probe {
                 self.send_http_response(code, vec![("x-local", "1")], Some(b"denied by probe"));
                 pause = true;
                 "sent".into()
+            }
+            "grpc-reply" => {
+                // The SDK's gRPC deny: status 200, the message as body, gRPC status 7.
+                let status = hostcalls::send_grpc_response(
+                    GrpcStatusCode::PermissionDenied,
+                    Some("denied: 100% ~sure\u{e9}"),
+                    vec![("x-local", b"1")],
+                );
+                pause = true;
+                format!("{status:?}")
             }
             "resp-local-reply" => {
                 self.response_local_reply = arg.parse().ok();
