@@ -19,6 +19,7 @@ mod modules;
 mod profiles;
 mod properties;
 mod shared;
+mod singleton;
 mod tcp;
 mod ticks;
 mod trap_policy;

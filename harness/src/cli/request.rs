@@ -97,7 +97,9 @@ pub struct Args {
     /// A property the filter can read, by dotted path (repeatable), e.g. source.address=10.0.0.1:5000.
     #[arg(long = "property", value_name = "PATH=VALUE", value_parser = args::key_value)]
     properties: Vec<(String, String)>,
-    /// Worker VMs to start (the exchange runs on worker 0).
+    /// Worker VMs to start (the exchange runs on worker 0). 0 plays a singleton service (Envoy's
+    /// bootstrap extension with `singleton: true`): the main VM only runs its lifecycle and
+    /// ticks (--at), and no request or connection is sent.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Simulated time to let pass before the request (ticks fire), e.g. 1500ms.
@@ -169,6 +171,8 @@ struct Report {
     error: Option<HostError>,
     stuck: bool,
     tcp: Option<Value>,
+    /// `--workers 0`: the main VM only, no stream.
+    singleton: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -184,7 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         root_id: args.root_id.clone(),
         plugin_config: args::string_or_file(&args.config).context("--config")?,
         vm_config: args::string_or_file(&args.vm_config).context("--vm-config")?,
-        workers: args.workers.max(1),
+        workers: args.workers,
         limits: Limits { callback_deadline, ..Limits::default() },
         failure_policy: if args.fail_open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
         properties: args.properties.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
@@ -211,7 +215,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             report.error = Some(e);
         }
     }
-    if report.error.is_none() {
+    if args.workers == 0 {
+        report.singleton = true;
+    } else if report.error.is_none() {
         if args.tcp {
             run_tcp(&args, &mut proxy, &mut report)?;
         } else {
@@ -566,6 +572,7 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             "response": message(&report.response, true),
             "calls": report.calls,
             "stuck": report.stuck,
+            "singleton": report.singleton,
             "logs": logs,
             "metrics": metrics.iter().map(metric_json).collect::<Vec<_>>(),
             "warnings": plugin.warnings(),
@@ -594,7 +601,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             (None, None) => println!("call to {} answered {}", call["cluster"], call["answer"]),
         }
     }
-    if let Some(tcp) = &report.tcp {
+    if report.singleton {
+        println!("singleton (--workers 0): the main VM ran its lifecycle and ticks; no stream was sent");
+    } else if let Some(tcp) = &report.tcp {
         println!("to upstream: {}", tcp["to_upstream"]);
         println!("to client:   {}", tcp["to_downstream"]);
         println!("close requests: {}", tcp["close_requests"]);

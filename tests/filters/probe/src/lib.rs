@@ -396,6 +396,8 @@ impl Probe {
                 format!("{:?}", id.and_then(hostcalls::get_metric))
             }
             "prop" => show(self.get_property(arg.split('.').collect())),
+            // Segments separated by '|', so that a segment may contain dots.
+            "prop-path" => show(self.get_property(arg.split('|').collect())),
             "set-prop" => {
                 let (k, v) = kv(arg);
                 self.set_property(k.split('.').collect(), Some(v.as_bytes()));
