@@ -18,6 +18,7 @@ mod metrics;
 mod modules;
 mod profiles;
 mod properties;
+mod request_cli;
 mod shared;
 mod singleton;
 mod tcp;

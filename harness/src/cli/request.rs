@@ -105,6 +105,11 @@ pub struct Args {
     /// Simulated time to let pass before the request (ticks fire), e.g. 1500ms.
     #[arg(long, value_name = "DURATION")]
     at: Option<String>,
+    /// Longest simulated time to wait for a paused stream (a delay, a queued request) to be
+    /// resumed by the filter's timers: the clock runs from event to event (ticks, call
+    /// timeouts) until the stream resumes, is answered, or this much has passed.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    wait: String,
     /// Lowest log level kept (trace, debug, info, warn, error, critical).
     #[arg(long, default_value = "info")]
     log_level: LogLevel,
@@ -133,6 +138,9 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Print log lines in full (a trap's backtrace included) instead of their first line.
+    #[arg(long, short = 'v')]
+    verbose: bool,
 }
 
 struct CallResponse {
@@ -173,6 +181,11 @@ struct Report {
     tcp: Option<Value>,
     /// `--workers 0`: the main VM only, no stream.
     singleton: bool,
+    /// `--wait` in nanoseconds, and the simulated time it ends at once a stream first paused.
+    wait_ns: u64,
+    wait_until_ns: Option<u64>,
+    /// Steps the filter's timers resumed, with the simulated time they waited (ns).
+    resumed: Vec<(String, u64)>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -208,7 +221,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut report = Report::default();
+    let wait = args::duration(&args.wait).context("--wait")?;
+    let mut report = Report { wait_ns: u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), ..Report::default() };
     if let Some(at) = &args.at {
         let d = args::duration(at).context("--at")?;
         if let Some(e) = proxy.advance(d).into_iter().next() {
@@ -248,8 +262,16 @@ fn settle(
             Step::Pause => {
                 let pending = proxy.pending_calls();
                 if pending.is_empty() && proxy.upstream_calls().is_empty() {
-                    report.stuck = true;
-                    return false;
+                    match wait_for_timers(proxy, id, what, report) {
+                        Some(next) => {
+                            step = next;
+                            continue;
+                        }
+                        None => {
+                            report.stuck = true;
+                            return false;
+                        }
+                    }
                 }
                 for call in pending {
                     if let Err(e) = answer(proxy, call, calls, report) {
@@ -264,12 +286,6 @@ fn settle(
                     Some(mut h) => h.resume(),
                     None => return false,
                 };
-                if matches!(step, Step::Pause) && proxy.pending_calls().is_empty() && proxy.upstream_calls().is_empty()
-                {
-                    report.steps.push((what.to_owned(), "pause".into()));
-                    report.stuck = true;
-                    return false;
-                }
             }
             Step::LocalReply(_) | Step::Closed { .. } => return false,
             // The host applied the failure policy in this step: fail-closed answered the
@@ -280,6 +296,35 @@ fn settle(
                     .http_stream(id)
                     .is_some_and(|mut h| h.client_response().is_none() && h.local_reply().is_none());
             }
+        }
+    }
+}
+
+/// A paused stream nobody answers a call for: runs simulated time from event to event (ticks,
+/// call timeouts), as Envoy's timers would, until the filter resumes or answers the stream, makes
+/// a call, or `--wait` (counted from the first pause of the exchange) has passed. None when the
+/// stream is still paused then.
+fn wait_for_timers(proxy: &mut Proxy, id: StreamId, what: &str, report: &mut Report) -> Option<Step> {
+    let paused_at = proxy.clock().now_ns();
+    let until = *report.wait_until_ns.get_or_insert(paused_at.saturating_add(report.wait_ns));
+    loop {
+        let now = proxy.clock().now_ns();
+        let next = proxy.next_due_ns().filter(|&t| t <= until).map(|t| t.max(now));
+        let to = next.unwrap_or(until);
+        if let Some(e) = proxy.advance_to(to).into_iter().next() {
+            report.error = Some(e);
+            return None;
+        }
+        let step = proxy.http_stream(id)?.resume();
+        if !matches!(step, Step::Pause) {
+            report.resumed.push((what.to_owned(), to.saturating_sub(paused_at)));
+            return Some(step);
+        }
+        if !proxy.pending_calls().is_empty() || !proxy.upstream_calls().is_empty() {
+            return Some(step);
+        }
+        if next.is_none() || to >= until {
+            return None;
         }
     }
 }
@@ -573,9 +618,12 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             "calls": report.calls,
             "stuck": report.stuck,
             "singleton": report.singleton,
+            "resumed": report.resumed.iter().map(|(w, ns)| json!({"step": w, "after_ms": *ns as f64 / 1e6})).collect::<Vec<_>>(),
             "logs": logs,
             "metrics": metrics.iter().map(metric_json).collect::<Vec<_>>(),
             "warnings": plugin.warnings(),
+            "unknown_clusters": proxy.map(Proxy::unknown_clusters).unwrap_or_default(),
+            "dropped_logs": proxy.map_or(0, Proxy::dropped_logs),
             "error": report.error.as_ref().map(ToString::to_string),
         });
         if let Some(tcp) = &report.tcp {
@@ -590,6 +638,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
     }
     for (what, result) in &report.steps {
         println!("step {what}: {result}");
+    }
+    for (what, ns) in &report.resumed {
+        println!("{what}: resumed by the filter after {} ms of simulated time", *ns as f64 / 1e6);
     }
     for call in &report.calls {
         match (call.get("sent"), call["upstream"].as_str()) {
@@ -616,7 +667,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             }
         }
         if let Some(r) = &report.local_reply {
-            println!("local reply: {} ({})", r.status, r.details);
+            let details =
+                if r.details.is_empty() { "no response code details: the filter gave none" } else { &r.details };
+            println!("local reply: {} ({details})", r.status);
         }
         match &report.response {
             None => println!("client got: nothing"),
@@ -626,13 +679,32 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             }
         }
     }
-    if report.stuck {
-        println!("note: the filter paused and never resumed the stream");
+    if let Some(proxy) = proxy {
+        for c in proxy.unknown_clusters() {
+            println!(
+                "note: the filter called cluster {c:?}, which nothing answers (refused as Envoy refuses an \
+                 unknown cluster): add --call-response '{c}=STATUS:BODY' or --upstream '{c}=HOST:PORT'"
+            );
+        }
+        let dropped = proxy.dropped_logs();
+        if dropped > 0 {
+            println!("note: {dropped} log lines were dropped (the oldest; the host keeps the latest)");
+        }
     }
-    if !logs.is_empty() {
+    if report.stuck {
+        println!("note: the filter paused and did not resume the stream within --wait {}", args.wait);
+    }
+    if let Some(proxy) = proxy.filter(|_| !logs.is_empty()) {
         println!("logs:");
+        let (name, root_id, vm_id) = (proxy.plugin_name(), proxy.root_id().to_owned(), proxy.vm_id().to_owned());
         for l in &logs {
-            println!("  [{} {}] {}", l.level.as_str(), l.thread, l.message);
+            let line = l.envoy_line(&name, &root_id, &vm_id);
+            match line.split_once('\n') {
+                Some((first, _)) if !args.verbose => {
+                    println!("  [{} {}] {first} (more with --verbose)", l.level.as_str(), l.thread)
+                }
+                _ => println!("  [{} {}] {line}", l.level.as_str(), l.thread),
+            }
         }
     }
     if !metrics.is_empty() {

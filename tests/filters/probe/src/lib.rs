@@ -123,6 +123,10 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         info!("on_tick root={} now={now}", self.id);
+        for id in WAITING.with(|w| std::mem::take(&mut *w.borrow_mut())) {
+            let set = hostcalls::set_effective_context(id);
+            info!("probe resumes {id} from the tick => {set:?} {:?}", hostcalls::resume_http_request());
+        }
         if let Some(id) = self.ticks {
             let _ = hostcalls::increment_metric(id, 1);
         }
@@ -160,6 +164,11 @@ impl RootContext for Root {
             Some(ContextType::HttpContext)
         }
     }
+}
+
+thread_local! {
+    /// `wait-tick`: streams paused until the root's next tick resumes them.
+    static WAITING: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 struct Probe {
@@ -258,6 +267,11 @@ impl Probe {
             "resp-local-reply" => {
                 self.response_local_reply = arg.parse().ok();
                 "armed".into()
+            }
+            "wait-tick" => {
+                WAITING.with(|w| w.borrow_mut().push(self.id));
+                pause = true;
+                "waiting for a tick".into()
             }
             "pause" => {
                 pause = true;
