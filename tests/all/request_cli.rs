@@ -105,3 +105,17 @@ fn an_empty_details_local_reply_and_a_trap_are_explained_briefly() {
     assert!(!full.contains("(more with --verbose)"), "{full}");
     assert!(full.lines().count() > short.lines().count() + 2, "the backtrace only with --verbose:\n{short}\n{full}");
 }
+
+#[test]
+fn ebb_request_says_how_many_log_lines_it_dropped() {
+    let (_, text, _) = ebb(&["--max-log-lines", "2", "--log-level", "trace", "-H", "x-probe: log-level"]);
+    let note = text.lines().find(|l| l.starts_with("note: ") && l.contains("log lines were dropped"));
+    let dropped: u64 = note
+        .and_then(|l| l.strip_prefix("note: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count of dropped lines:\n{text}"));
+    assert!(dropped > 0, "{text}");
+    let kept = text.lines().filter(|l| l.starts_with("  [")).count();
+    assert_eq!(kept, 2, "{text}");
+    let v = json(&["--max-log-lines", "2", "--log-level", "trace", "-H", "x-probe: log-level"]);
+    assert_eq!(v["dropped_logs"], dropped, "{v:#}");
+}

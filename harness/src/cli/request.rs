@@ -113,6 +113,9 @@ pub struct Args {
     /// Lowest log level kept (trace, debug, info, warn, error, critical).
     #[arg(long, default_value = "info")]
     log_level: LogLevel,
+    /// Most log lines kept; past it the oldest go, and the output says how many.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_log_lines: usize,
     /// When the filter fails (trap, deadline, memory limit), let the stream continue without it
     /// (Envoy FAIL_OPEN) instead of answering it with a local 503 `wasm_fail_stream` (fail-closed,
     /// Envoy's default).
@@ -208,6 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         clusters: calls.iter().map(|c| c.cluster.clone()).collect(),
         upstreams: args.upstreams.clone(),
         log_level: args.log_level,
+        max_log_records: args.max_log_lines,
         host_profile: args.host_profile.into(),
         shm_kv_namespace: !args.no_shm_kv,
         ..ProxyOptions::default()
