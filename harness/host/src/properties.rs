@@ -60,6 +60,11 @@ pub fn path_key(path: &str) -> Vec<u8> {
     out
 }
 
+/// A property value for numbers, as Envoy serializes integers: 8 bytes little-endian.
+pub fn int_value(v: i64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::path_key;
@@ -74,9 +79,4 @@ mod tests {
         assert_eq!(path_key(r#"a["b.c"]"#), b"a\0b.c");
         assert_eq!(path_key(r#"a["unclosed"#), b"a[\"unclosed");
     }
-}
-
-/// A property value for numbers, as Envoy serializes integers: 8 bytes little-endian.
-pub fn int_value(v: i64) -> Vec<u8> {
-    v.to_le_bytes().to_vec()
 }

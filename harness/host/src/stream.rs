@@ -345,7 +345,7 @@ pub(crate) fn http_to_grpc_status(http: u32) -> u32 {
 fn percent_encode(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     for &b in text {
-        if b < b' ' || b >= b'~' || b == b'%' {
+        if !(b' '..b'~').contains(&b) || b == b'%' {
             out.extend_from_slice(format!("%{b:02X}").as_bytes());
         } else {
             out.push(b);
