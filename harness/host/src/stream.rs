@@ -26,8 +26,10 @@ pub enum Step {
     /// The stream was reset or the connection closed (`proxy_close_stream`, a local reply
     /// after the response started, fail-closed TCP).
     Closed { details: String },
-    /// The filter failed in this step (trap, deadline, memory); its VM is now failed and
-    /// later streams follow the failure policy.
+    /// The filter failed in this step (trap, deadline, memory); its VM is now failed. The
+    /// failure policy already applied to this stream, as Envoy does right after the callback:
+    /// fail-closed answered it (`Http::client_response`: a local 503 `wasm_fail_stream`),
+    /// fail-open let it continue without the filter. Later streams follow the policy too.
     Failed(HostError),
 }
 
