@@ -29,3 +29,27 @@ fn properties_come_from_options_the_request_and_the_filter() {
     assert_eq!(result_of(&proxy, "prop:no.such"), "None");
     assert_eq!(result_of(&proxy, "prop:my.key"), "text:v1");
 }
+
+/// Envoy's property paths are NUL-separated segments (`source/extensions/common/wasm/context.cc`,
+/// `Context::getProperty` splits the path at `\0`), so a segment may contain dots, as filter
+/// metadata keys do: `metadata.filter_metadata["envoy.filters.http.lua"]` names one.
+#[test]
+fn a_property_segment_with_dots_is_written_in_brackets() {
+    let mut proxy = util::probe_with(ProxyOptions {
+        properties: vec![(r#"metadata.filter_metadata["envoy.filters.http.lua"].key"#.into(), b"lua-v".to_vec())],
+        log_level: ebb_harness::LogLevel::Trace,
+        ..ProxyOptions::default()
+    });
+    util::exchange(&mut proxy, 0, "prop-path:metadata|filter_metadata|envoy.filters.http.lua|key");
+    assert_eq!(result_of(&proxy, "prop-path:metadata|filter_metadata|envoy.filters.http.lua|key"), "text:lua-v");
+
+    let probe = util::filter("probe");
+    let out = std::process::Command::new(util::ebb_binary())
+        .args(["request", "--plugin", probe.to_str().expect("utf-8"), "--json", "--log-level", "trace"])
+        .args(["--property", r#"metadata.filter_metadata['envoy.filters.http.lua'].key=from-cli"#])
+        .args(["-H", "x-probe: prop-path:metadata|filter_metadata|envoy.filters.http.lua|key"])
+        .output()
+        .expect("run ebb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("envoy.filters.http.lua|key => text:from-cli"), "{stdout}");
+}

@@ -139,8 +139,12 @@ fn an_http_call_reaches_the_real_server_and_its_answer_resumes_the_request() {
     assert!(messages(&proxy).contains(&"probe call answered status=200 body=allowed".to_string()));
 }
 
+/// Envoy's async client sends an HTTP call through the router (`async_client_impl.cc`), whose
+/// `Filter::onUpstreamReset` (`source/common/router/router.cc`) answers a refused connection
+/// with a 503 and "... reset reason: connection failure"
+/// (`Http::Utility::resetReasonToString`): the filter receives that as the call's response.
 #[test]
-fn a_refused_connection_is_a_reset() {
+fn a_refused_connection_is_answered_with_the_routers_503() {
     let addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr")
@@ -148,10 +152,16 @@ fn a_refused_connection_is_a_reset() {
     let mut proxy = proxy_to(addr, Clock::default());
     let id = calling(&mut proxy, "call:auth");
     let answered = proxy.await_upstreams(Duration::from_secs(10));
-    assert!(matches!(answered.first().map(|a| &a.answer), Some(CallAnswer::Failure)), "{answered:?}");
+    let Some(CallAnswer::Http { headers, body, .. }) = answered.first().map(|a| &a.answer) else {
+        panic!("expected an HTTP response: {answered:?}");
+    };
+    assert_eq!(headers.get(b":status"), Some(&b"503"[..]));
+    let expected = "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+    assert_eq!(body, expected.as_bytes());
+    assert_eq!(headers.get_str("content-length"), Some(expected.len().to_string()));
     let step = proxy.http_stream(id).expect("open").resume();
-    assert!(matches!(&step, Step::LocalReply(r) if r.status == 503), "{step:?}");
-    assert!(messages(&proxy).contains(&"probe call failed status=11 message=Some(\"reset\")".to_string()));
+    assert!(matches!(&step, Step::LocalReply(r) if r.status == 403), "the filter saw a 503 answer: {step:?}");
+    assert!(messages(&proxy).contains(&format!("probe call answered status=503 body={expected}")));
 }
 
 #[test]

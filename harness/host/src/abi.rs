@@ -332,7 +332,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
             let level = LogLevel::from_abi(level).ok_or(status::BAD_ARGUMENT)?;
             let (mem, st) = split(&mut c)?;
             let message = lossy(slice(mem, p, l)?);
-            st.log(level, message);
+            st.filter_log(level, message);
             Ok(status::OK)
         })()))
     })?;

@@ -68,6 +68,28 @@ pub struct LogRecord {
     #[serde(serialize_with = "thread_name")]
     pub thread: Thread,
     pub message: String,
+    /// True for what the filter wrote (`proxy_log`, WASI stdout/stderr), which Envoy prints as
+    /// `wasm log NAME ROOT_ID VM_ID: message`; false for the host's own lines.
+    pub filter: bool,
+}
+
+impl LogRecord {
+    /// The line as Envoy's log shows it: a filter's line is prefixed as Envoy's `Context::log`
+    /// does (`"wasm log{}: {}"` with cpp-host's `PluginBase::makeLogPrefix`: name, root_id and
+    /// vm_id, each after a space when not empty), so that the same text can be grepped in both.
+    pub fn envoy_line(&self, name: &str, root_id: &str, vm_id: &str) -> String {
+        if !self.filter {
+            return self.message.clone();
+        }
+        let mut line = String::from("wasm log");
+        for part in [name, root_id, vm_id].into_iter().filter(|p| !p.is_empty()) {
+            line.push(' ');
+            line.push_str(part);
+        }
+        line.push_str(": ");
+        line.push_str(&self.message);
+        line
+    }
 }
 
 fn thread_name<S: serde::Serializer>(t: &Thread, s: S) -> Result<S::Ok, S::Error> {

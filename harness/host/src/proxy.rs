@@ -253,6 +253,7 @@ impl Proxy {
             calls: Mutex::new(Calls::default()),
             any_calls: Default::default(),
             queue_ready: Default::default(),
+            unknown_clusters: Default::default(),
         });
         let mut proxy = Proxy {
             vms: Vec::with_capacity(options.workers + 1),
@@ -325,6 +326,12 @@ impl Proxy {
     /// The filter this proxy runs.
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
+    }
+
+    /// The plugin's name (`ProxyOptions::name`, else the filter's): property `plugin_name`, and
+    /// the name in Envoy's `wasm log NAME ROOT_ID VM_ID:` prefix (see `LogRecord::envoy_line`).
+    pub fn plugin_name(&self) -> String {
+        String::from_utf8_lossy(self.shared.properties.get(b"plugin_name").unwrap_or_default()).into_owned()
     }
 
     /// The clock the proxy reads.
@@ -420,6 +427,25 @@ impl Proxy {
         }
         clock.set_ns(t_ns);
         errors
+    }
+
+    /// When the next timer is due (a VM's tick or a call's timeout), if any: where
+    /// `advance_to` would stop next. Lets a caller step simulated time event by event.
+    pub fn next_due_ns(&self) -> Option<u64> {
+        let tick = self.vms.iter().filter_map(Vm::next_tick).min();
+        let timeout = if self.shared.calls_outstanding() {
+            lock(&self.shared.calls).next_deadline().map(|(due, _)| due)
+        } else {
+            None
+        };
+        tick.into_iter().chain(timeout).min()
+    }
+
+    /// Clusters the filter called that this proxy does not know (neither in
+    /// `ProxyOptions::clusters` nor `upstreams`): Envoy refuses such calls, and so does the host;
+    /// this says which to add. First call first, at most 64.
+    pub fn unknown_clusters(&self) -> Vec<String> {
+        lock(&self.shared.unknown_clusters).clone()
     }
 
     /// `advance_to(now + by)`.

@@ -55,6 +55,9 @@ pub(crate) struct ProxyShared {
     pub any_calls: AtomicBool,
     /// Set when a queue notification waits, so that steps skip the queues lock otherwise.
     pub queue_ready: AtomicBool,
+    /// Clusters the filter called that no `clusters`/`upstreams` entry names (refused as Envoy
+    /// refuses unknown clusters), first call first, each once.
+    pub unknown_clusters: Mutex<Vec<String>>,
 }
 
 /// Locks a mutex, recovering from poisoning: the host never panics while holding these
@@ -70,16 +73,28 @@ impl ProxyShared {
 
     /// Whether `proxy_http_call` / `proxy_grpc_call` may target `cluster`.
     pub(crate) fn knows_cluster(&self, cluster: &str) -> bool {
-        self.clusters.iter().any(|c| c == cluster)
-            || self.upstreams.as_ref().is_some_and(|u| u.address(cluster).is_some())
+        let known = self.clusters.iter().any(|c| c == cluster)
+            || self.upstreams.as_ref().is_some_and(|u| u.address(cluster).is_some());
+        if !known {
+            let mut unknown = lock(&self.unknown_clusters);
+            if unknown.len() < 64 && !unknown.iter().any(|c| c == cluster) {
+                unknown.push(cluster.to_owned());
+            }
+        }
+        known
     }
 
     pub(crate) fn log(&self, thread: Thread, level: LogLevel, message: String) {
+        self.record(thread, level, message, false);
+    }
+
+    /// `filter`: the filter wrote the line (see `LogRecord::filter`).
+    pub(crate) fn record(&self, thread: Thread, level: LogLevel, message: String, filter: bool) {
         if level < self.log_level {
             return;
         }
         let time_ns = self.clock.now_ns();
-        lock(&self.logs).push(LogRecord { time_ns, level, thread, message });
+        lock(&self.logs).push(LogRecord { time_ns, level, thread, message, filter });
     }
 }
 
@@ -234,6 +249,11 @@ impl HostState {
 
     pub(crate) fn log(&self, level: LogLevel, message: String) {
         self.shared.log(self.thread, level, message);
+    }
+
+    /// A line the filter wrote (`proxy_log`, WASI output).
+    pub(crate) fn filter_log(&self, level: LogLevel, message: String) {
+        self.shared.record(self.thread, level, message, true);
     }
 
     pub(crate) fn alloc_context_id(&mut self) -> u32 {

@@ -26,8 +26,10 @@ pub enum Step {
     /// The stream was reset or the connection closed (`proxy_close_stream`, a local reply
     /// after the response started, fail-closed TCP).
     Closed { details: String },
-    /// The filter failed in this step (trap, deadline, memory); its VM is now failed and
-    /// later streams follow the failure policy.
+    /// The filter failed in this step (trap, deadline, memory); its VM is now failed. The
+    /// failure policy already applied to this stream, as Envoy does right after the callback:
+    /// fail-closed answered it (`Http::client_response`: a local 503 `wasm_fail_stream`),
+    /// fail-open let it continue without the filter. Later streams follow the policy too.
     Failed(HostError),
 }
 
@@ -319,6 +321,80 @@ fn fail_closed_reply() -> LocalReply {
     }
 }
 
+/// Envoy's `Grpc::Common::hasGrpcContentType`: `application/grpc`, alone or followed by `+`
+/// (`application/grpc-web` is not gRPC).
+pub(crate) fn is_grpc(request: &HeaderMap) -> bool {
+    request.get(b"content-type").is_some_and(|ct| match ct.strip_prefix(b"application/grpc") {
+        Some(rest) => rest.is_empty() || rest[0] == b'+',
+        None => false,
+    })
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus` (`source/common/grpc/status.cc`).
+pub(crate) fn http_to_grpc_status(http: u32) -> u32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// Envoy's `Http::Utility::PercentEncoding::encode` as `grpc-message` uses it: bytes outside
+/// ' '..'}' and '%' become `%XX`.
+fn percent_encode(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if !(b' '..b'~').contains(&b) || b == b'%' {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// The response headers a local reply sends, as Envoy's `Http::Utility::prepareLocalReply`
+/// (`source/common/http/utility.cc`) builds them: the filter's headers after `:status`; for a
+/// gRPC request a trailers-only response (`:status 200`, `content-type: application/grpc`,
+/// `grpc-status` the filter's or mapped from the HTTP status, the body percent-encoded in
+/// `grpc-message`, no body); otherwise the body with its length, and the filter's gRPC status
+/// ignored. `body` is the body the client gets (non-gRPC).
+fn reply_headers(request: &HeaderMap, reply: &LocalReply, body: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if is_grpc(request) {
+        headers.add(b":status", b"200");
+        for (k, v) in reply.headers.iter() {
+            if k != b"content-length" && k != b"content-type" {
+                headers.add(k, v);
+            }
+        }
+        headers.add(b"content-type", b"application/grpc");
+        if headers.get(b"grpc-status").is_none() {
+            let g = reply.grpc_status.unwrap_or_else(|| http_to_grpc_status(reply.status));
+            headers.add(b"grpc-status", g.to_string().as_bytes());
+        }
+        let message = reply.body.strip_suffix(b"\n").unwrap_or(&reply.body);
+        if !message.is_empty() {
+            headers.add(b"grpc-message", &percent_encode(message));
+        }
+        return headers;
+    }
+    headers.add(b":status", reply.status.to_string().as_bytes());
+    for (k, v) in reply.headers.iter() {
+        headers.add(k, v);
+    }
+    if !body.is_empty() {
+        headers.add(b"content-length", body.len().to_string().as_bytes());
+        if headers.get(b"content-type").is_none() {
+            headers.add(b"content-type", b"text/plain");
+        }
+    }
+    headers
+}
+
 /// Applies a callback's action (0 = Continue, else Pause) at `stage` of a side.
 fn apply_action(h: &mut HttpData, which: Which, stage: Paused, action: i32) {
     if h.local_reply.is_some() || h.closed.is_some() {
@@ -428,7 +504,7 @@ impl Vm {
                     } else {
                         let reply = fail_closed_reply();
                         h.response.reset();
-                        h.response.headers.add(b":status", b"503");
+                        h.response.headers = reply_headers(&h.request.headers, &reply, &[]);
                         h.response.has_headers = true;
                         h.response.headers_forwarded = true;
                         h.response.end_stream = true;
@@ -598,7 +674,19 @@ impl Vm {
         self.settle(ctx, which, Paused::Trailers, action)
     }
 
+    /// A callback of this stream failed. cpp-host checks for failure right after each callback
+    /// (`src/context.cc`, `CHECK_FAIL_HTTP` / `CHECK_FAIL_NETWORK`): fail-open returns Continue,
+    /// otherwise `failStream` answers the stream (Envoy `Context::failStream`: local 503,
+    /// `wasm_fail_stream`, gRPC Unavailable) in that same step. The step still reports the
+    /// failure; what the client got is in `Http::client_response`.
     fn stream_failed(&mut self, ctx: u32, e: HostError) -> Step {
+        if self.failed.is_some() {
+            if let Some(which) = self.http(ctx).map(|h| h.last.unwrap_or(Which::Request)) {
+                self.http_failed_step(ctx, which);
+            } else {
+                self.tcp_failed_step(ctx);
+            }
+        }
         if let Some(h) = self.http(ctx) {
             h.bypass = true;
         }
@@ -746,28 +834,19 @@ impl Vm {
         let created = h.created;
         h.request.paused = Paused::No;
         h.request.body_visible = false;
-        let resp = &mut h.response;
-        resp.reset();
-        resp.headers.add(b":status", reply.status.to_string().as_bytes());
-        for (k, v) in reply.headers.iter() {
-            resp.headers.add(k, v);
-        }
-        resp.body.extend_from_slice(&reply.body);
-        if ngx && !reply.body.is_empty() {
+        let grpc = is_grpc(&h.request.headers);
+        let mut body = reply.body.clone();
+        if ngx && !body.is_empty() && !grpc {
             // ngx_wasm_module sends the body with a line feed appended, counted in its
             // content-length (ngx_http_wasm_local_response.c, `ngx_http_wasm_stash_local_response`).
-            resp.body.push(b'\n');
+            body.push(b'\n');
         }
-        if !reply.body.is_empty() {
-            resp.headers.add(b"content-length", resp.body.len().to_string().as_bytes());
-            if resp.headers.get(b"content-type").is_none() {
-                resp.headers.add(b"content-type", b"text/plain");
-            }
-        }
-        if let Some(g) = reply.grpc_status {
-            if resp.headers.get(b"grpc-status").is_none() && reply.status != 200 {
-                resp.headers.add(b"grpc-status", g.to_string().as_bytes());
-            }
+        let headers = reply_headers(&h.request.headers, &reply, &body);
+        let resp = &mut h.response;
+        resp.reset();
+        resp.headers = headers;
+        if !grpc {
+            resp.body = body;
         }
         resp.has_headers = true;
         resp.end_stream = true;

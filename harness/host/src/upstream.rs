@@ -67,8 +67,33 @@ impl Upstreams {
 
 type Failed = Box<dyn std::error::Error + Send + Sync>;
 
+/// The router's answer when the upstream refuses the connection: Envoy's async client sends
+/// an HTTP call through the router (`source/common/http/async_client_impl.cc`), whose
+/// `Filter::onUpstreamReset` (`source/common/router/router.cc`) answers 503 with this body
+/// (`Http::Utility::resetReasonToString(ConnectionFailure)` = "connection failure") through
+/// `sendLocalReply`, and the filter receives it as the call's response.
+pub(crate) const CONNECT_FAILURE_BODY: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+
+fn connect_failure() -> CallAnswer {
+    let body = CONNECT_FAILURE_BODY.as_bytes().to_vec();
+    CallAnswer::Http {
+        headers: HeaderMap::from_pairs(&[
+            (":status", "503"),
+            ("content-length", body.len().to_string().as_str()),
+            ("content-type", "text/plain"),
+        ]),
+        body,
+        trailers: HeaderMap::new(),
+    }
+}
+
 async fn send(job: Job) -> Result<CallAnswer, Failed> {
-    let stream = tokio::net::TcpStream::connect(job.addr).await?;
+    let stream = match tokio::net::TcpStream::connect(job.addr).await {
+        Ok(stream) => stream,
+        Err(_) if matches!(job.kind, CallKind::Http) => return Ok(connect_failure()),
+        Err(e) => return Err(e.into()),
+    };
     stream.set_nodelay(true)?;
     let io = TokioIo::new(stream);
     match &job.kind {

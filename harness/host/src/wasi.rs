@@ -43,7 +43,7 @@ fn fd_write(c: &mut Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, ret: i32) -> i32
     let written = text.len() as u32;
     let message = String::from_utf8_lossy(&text);
     for line in message.lines().filter(|l| !l.is_empty()) {
-        st.log(level, line.to_owned());
+        st.filter_log(level, line.to_owned());
     }
     match write_u32(mem, ret, written) {
         Ok(()) => errno::SUCCESS,

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ebb_harness::{
-    CallAnswer, CallKind, Clock, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError, LogLevel, Message,
-    Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
+    CallAnswer, CallKind, Clock, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError, Limits, LogLevel,
+    Message, Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
 };
 use serde_json::{json, Value};
 
@@ -71,8 +71,8 @@ pub struct Args {
     /// Request :authority.
     #[arg(long, default_value = "example.com")]
     authority: String,
-    /// Request body (none by default).
-    #[arg(long)]
+    /// Request body (none by default): a string, or @FILE.
+    #[arg(long, value_name = "STRING|@FILE")]
     body: Option<String>,
     /// Status the upstream answers with.
     #[arg(long, default_value_t = 200)]
@@ -80,8 +80,8 @@ pub struct Args {
     /// Upstream response header 'name: value' (repeatable).
     #[arg(long = "response-header", value_name = "'name: value'", value_parser = args::header)]
     response_headers: Vec<(String, String)>,
-    /// Upstream response body (in --tcp mode: the data the upstream sends back).
-    #[arg(long)]
+    /// Upstream response body (in --tcp mode: the data the upstream sends back): a string, or @FILE.
+    #[arg(long, value_name = "STRING|@FILE")]
     response_body: Option<String>,
     /// Answer the filter's calls to CLUSTER with STATUS and BODY (repeatable). For gRPC, STATUS
     /// is the gRPC status (0 = OK, BODY the message); a gRPC stream gets initial metadata, BODY
@@ -97,18 +97,34 @@ pub struct Args {
     /// A property the filter can read, by dotted path (repeatable), e.g. source.address=10.0.0.1:5000.
     #[arg(long = "property", value_name = "PATH=VALUE", value_parser = args::key_value)]
     properties: Vec<(String, String)>,
-    /// Worker VMs to start (the exchange runs on worker 0).
+    /// Worker VMs to start (the exchange runs on worker 0). 0 plays a singleton service (Envoy's
+    /// bootstrap extension with `singleton: true`): the main VM only runs its lifecycle and
+    /// ticks (--at), and no request or connection is sent.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Simulated time to let pass before the request (ticks fire), e.g. 1500ms.
     #[arg(long, value_name = "DURATION")]
     at: Option<String>,
+    /// Longest simulated time to wait for a paused stream (a delay, a queued request) to be
+    /// resumed by the filter's timers: the clock runs from event to event (ticks, call
+    /// timeouts) until the stream resumes, is answered, or this much has passed.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    wait: String,
     /// Lowest log level kept (trace, debug, info, warn, error, critical).
-    #[arg(long, default_value = "trace")]
+    #[arg(long, default_value = "info")]
     log_level: LogLevel,
-    /// Bypass the filter after it fails instead of answering 503 (Envoy FAIL_OPEN).
+    /// Most log lines kept; past it the oldest go, and the output says how many.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_log_lines: usize,
+    /// When the filter fails (trap, deadline, memory limit), let the stream continue without it
+    /// (Envoy FAIL_OPEN) instead of answering it with a local 503 `wasm_fail_stream` (fail-closed,
+    /// Envoy's default).
     #[arg(long)]
     fail_open: bool,
+    /// ebb's own safety net (Envoy has none): a callback running longer than this (wall time) is
+    /// cut and counts as a failure.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    callback_deadline: String,
     /// The proxy the host plays: does the filter run in Kong's ngx_wasm_module too?
     #[arg(long, value_enum, default_value_t = args::HostProfile::Envoy)]
     host_profile: args::HostProfile,
@@ -125,6 +141,9 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Print log lines in full (a trap's backtrace included) instead of their first line.
+    #[arg(long, short = 'v')]
+    verbose: bool,
 }
 
 struct CallResponse {
@@ -141,6 +160,17 @@ fn parse_call_response(value: &str) -> anyhow::Result<CallResponse> {
     Ok(CallResponse { cluster: cluster.to_owned(), status, body: body.to_owned() })
 }
 
+/// A gRPC status must be one of gRPC's codes (0 OK .. 16 UNAUTHENTICATED).
+fn grpc_status(c: &CallResponse) -> Result<u32, HostError> {
+    if c.status > 16 {
+        return Err(HostError::Usage(format!(
+            "--call-response {}={}: {} is not a gRPC status (0-16) and the call to {:?} is gRPC",
+            c.cluster, c.status, c.status, c.cluster
+        )));
+    }
+    Ok(u32::from(c.status))
+}
+
 /// What happened, for printing.
 #[derive(Default)]
 struct Report {
@@ -152,23 +182,36 @@ struct Report {
     error: Option<HostError>,
     stuck: bool,
     tcp: Option<Value>,
+    /// `--workers 0`: the main VM only, no stream.
+    singleton: bool,
+    /// `--wait` in nanoseconds, and the simulated time it ends at once a stream first paused.
+    wait_ns: u64,
+    wait_until_ns: Option<u64>,
+    /// Steps the filter's timers resumed, with the simulated time they waited (ns).
+    resumed: Vec<(String, u64)>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plugin = Plugin::load(&args.plugin).context("cannot load the filter")?;
     let calls: Vec<CallResponse> =
         args.call_responses.iter().map(|v| parse_call_response(v)).collect::<anyhow::Result<_>>()?;
+    let callback_deadline = args::duration(&args.callback_deadline).context("--callback-deadline")?;
+    if callback_deadline.is_zero() {
+        bail!("--callback-deadline must be more than 0");
+    }
     let options = ProxyOptions {
         vm_id: args.vm_id.clone(),
         root_id: args.root_id.clone(),
         plugin_config: args::string_or_file(&args.config).context("--config")?,
         vm_config: args::string_or_file(&args.vm_config).context("--vm-config")?,
-        workers: args.workers.max(1),
+        workers: args.workers,
+        limits: Limits { callback_deadline, ..Limits::default() },
         failure_policy: if args.fail_open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
         properties: args.properties.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect(),
         clusters: calls.iter().map(|c| c.cluster.clone()).collect(),
         upstreams: args.upstreams.clone(),
         log_level: args.log_level,
+        max_log_records: args.max_log_lines,
         host_profile: args.host_profile.into(),
         shm_kv_namespace: !args.no_shm_kv,
         ..ProxyOptions::default()
@@ -182,14 +225,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut report = Report::default();
+    let wait = args::duration(&args.wait).context("--wait")?;
+    let mut report = Report { wait_ns: u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), ..Report::default() };
     if let Some(at) = &args.at {
         let d = args::duration(at).context("--at")?;
         if let Some(e) = proxy.advance(d).into_iter().next() {
             report.error = Some(e);
         }
     }
-    if report.error.is_none() {
+    if args.workers == 0 {
+        report.singleton = true;
+    } else if report.error.is_none() {
         if args.tcp {
             run_tcp(&args, &mut proxy, &mut report)?;
         } else {
@@ -197,6 +243,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     print(&args, &plugin, Some(&proxy), &report);
+    if let Some(e) = report.error.as_ref().filter(|e| e.fault() == Fault::Caller) {
+        bail!("{e}");
+    }
     Ok(ExitCode::from(if report.error.is_some() { exit::FAILED } else { exit::OK }))
 }
 
@@ -217,8 +266,16 @@ fn settle(
             Step::Pause => {
                 let pending = proxy.pending_calls();
                 if pending.is_empty() && proxy.upstream_calls().is_empty() {
-                    report.stuck = true;
-                    return false;
+                    match wait_for_timers(proxy, id, what, report) {
+                        Some(next) => {
+                            step = next;
+                            continue;
+                        }
+                        None => {
+                            report.stuck = true;
+                            return false;
+                        }
+                    }
                 }
                 for call in pending {
                     if let Err(e) = answer(proxy, call, calls, report) {
@@ -233,18 +290,45 @@ fn settle(
                     Some(mut h) => h.resume(),
                     None => return false,
                 };
-                if matches!(step, Step::Pause) && proxy.pending_calls().is_empty() && proxy.upstream_calls().is_empty()
-                {
-                    report.steps.push((what.to_owned(), "pause".into()));
-                    report.stuck = true;
-                    return false;
-                }
             }
             Step::LocalReply(_) | Step::Closed { .. } => return false,
+            // The host applied the failure policy in this step: fail-closed answered the
+            // stream (a local 503), fail-open let it continue without the filter.
             Step::Failed(e) => {
                 report.error = Some(e);
-                return false;
+                return proxy
+                    .http_stream(id)
+                    .is_some_and(|mut h| h.client_response().is_none() && h.local_reply().is_none());
             }
+        }
+    }
+}
+
+/// A paused stream nobody answers a call for: runs simulated time from event to event (ticks,
+/// call timeouts), as Envoy's timers would, until the filter resumes or answers the stream, makes
+/// a call, or `--wait` (counted from the first pause of the exchange) has passed. None when the
+/// stream is still paused then.
+fn wait_for_timers(proxy: &mut Proxy, id: StreamId, what: &str, report: &mut Report) -> Option<Step> {
+    let paused_at = proxy.clock().now_ns();
+    let until = *report.wait_until_ns.get_or_insert(paused_at.saturating_add(report.wait_ns));
+    loop {
+        let now = proxy.clock().now_ns();
+        let next = proxy.next_due_ns().filter(|&t| t <= until).map(|t| t.max(now));
+        let to = next.unwrap_or(until);
+        if let Some(e) = proxy.advance_to(to).into_iter().next() {
+            report.error = Some(e);
+            return None;
+        }
+        let step = proxy.http_stream(id)?.resume();
+        if !matches!(step, Step::Pause) {
+            report.resumed.push((what.to_owned(), to.saturating_sub(paused_at)));
+            return Some(step);
+        }
+        if !proxy.pending_calls().is_empty() || !proxy.upstream_calls().is_empty() {
+            return Some(step);
+        }
+        if next.is_none() || to >= until {
+            return None;
         }
     }
 }
@@ -318,7 +402,10 @@ fn answer(proxy: &mut Proxy, call: PendingCall, calls: &[CallResponse], report: 
     let mut shown = call_json(&call, response.map_or(json!("reset"), |c| json!(c.status)));
     let result = match (response, &call.kind) {
         (_, CallKind::GrpcStream { .. }) => {
-            let (result, seen) = answer_stream(proxy, &call, response);
+            let (result, seen) = match response.map(grpc_status).transpose() {
+                Ok(_) => answer_stream(proxy, &call, response),
+                Err(e) => (Err(e), call.clone()),
+            };
             shown["sent"] = seen.sent.iter().map(|m| json!(String::from_utf8_lossy(m))).collect();
             shown["half_closed"] = json!(seen.local_closed);
             result
@@ -327,15 +414,17 @@ fn answer(proxy: &mut Proxy, call: PendingCall, calls: &[CallResponse], report: 
             call.id,
             CallAnswer::http(c.status, &[("content-length", c.body.len().to_string())], c.body.clone()),
         ),
-        (Some(c), CallKind::Grpc { .. }) => proxy.answer_call(
-            call.id,
-            CallAnswer::Grpc {
-                status: u32::from(c.status),
-                message: c.body.clone().into_bytes(),
-                initial_metadata: HeaderMap::new(),
-                trailing_metadata: HeaderMap::new(),
-            },
-        ),
+        (Some(c), CallKind::Grpc { .. }) => grpc_status(c).and_then(|status| {
+            proxy.answer_call(
+                call.id,
+                CallAnswer::Grpc {
+                    status,
+                    message: c.body.clone().into_bytes(),
+                    initial_metadata: HeaderMap::new(),
+                    trailing_metadata: HeaderMap::new(),
+                },
+            )
+        }),
         (None, _) => proxy.answer_call(call.id, CallAnswer::Failure),
     };
     report.calls.push(shown);
@@ -383,7 +472,10 @@ fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut
         (":scheme".to_owned(), "http".to_owned()),
     ];
     headers.extend(args.headers.iter().cloned());
-    let body = args.body.clone().unwrap_or_default();
+    let body = match &args.body {
+        Some(b) => args::string_or_file(b).context("--body")?,
+        None => Vec::new(),
+    };
     let id = {
         let http = proxy.worker(0)?.http();
         http.id()
@@ -391,20 +483,23 @@ fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut
     let step = reopen(proxy, id)?.request_headers(&headers, body.is_empty());
     let mut going = settle(proxy, id, "request_headers", step, calls, report);
     if going && !body.is_empty() {
-        let step = reopen(proxy, id)?.request_body(body.as_bytes(), true);
+        let step = reopen(proxy, id)?.request_body(&body, true);
         going = settle(proxy, id, "request_body", step, calls, report);
     }
     if going {
         let mut response = vec![(":status".to_owned(), args.response_status.to_string())];
         response.extend(args.response_headers.iter().cloned());
-        let rbody = args.response_body.clone().unwrap_or_default();
+        let rbody = match &args.response_body {
+            Some(b) => args::string_or_file(b).context("--response-body")?,
+            None => Vec::new(),
+        };
         if !rbody.is_empty() && !response.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
             response.push(("content-length".into(), rbody.len().to_string()));
         }
         let step = reopen(proxy, id)?.response_headers(&response, rbody.is_empty());
         going = settle(proxy, id, "response_headers", step, calls, report);
         if going && !rbody.is_empty() {
-            let step = reopen(proxy, id)?.response_body(rbody.as_bytes(), true);
+            let step = reopen(proxy, id)?.response_body(&rbody, true);
             settle(proxy, id, "response_body", step, calls, report);
         }
     }
@@ -439,12 +534,14 @@ fn run_tcp(args: &Args, proxy: &mut Proxy, report: &mut Report) -> anyhow::Resul
     let mut tcp = proxy.worker(0)?.tcp();
     let mut steps = Vec::new();
     let mut error = None;
+    let fail_open = args.fail_open;
     let mut record = |what: &str, step: Step| -> bool {
         steps.push((what.to_owned(), step.name().to_owned()));
         match step {
+            // Fail-open: the connection goes on without the filter; fail-closed closed it.
             Step::Failed(e) => {
                 error = Some(e);
-                false
+                fail_open
             }
             Step::Closed { .. } => false,
             _ => true,
@@ -524,9 +621,13 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             "response": message(&report.response, true),
             "calls": report.calls,
             "stuck": report.stuck,
+            "singleton": report.singleton,
+            "resumed": report.resumed.iter().map(|(w, ns)| json!({"step": w, "after_ms": *ns as f64 / 1e6})).collect::<Vec<_>>(),
             "logs": logs,
             "metrics": metrics.iter().map(metric_json).collect::<Vec<_>>(),
             "warnings": plugin.warnings(),
+            "unknown_clusters": proxy.map(Proxy::unknown_clusters).unwrap_or_default(),
+            "dropped_logs": proxy.map_or(0, Proxy::dropped_logs),
             "error": report.error.as_ref().map(ToString::to_string),
         });
         if let Some(tcp) = &report.tcp {
@@ -542,6 +643,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
     for (what, result) in &report.steps {
         println!("step {what}: {result}");
     }
+    for (what, ns) in &report.resumed {
+        println!("{what}: resumed by the filter after {} ms of simulated time", *ns as f64 / 1e6);
+    }
     for call in &report.calls {
         match (call.get("sent"), call["upstream"].as_str()) {
             (Some(sent), _) => {
@@ -552,7 +656,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             (None, None) => println!("call to {} answered {}", call["cluster"], call["answer"]),
         }
     }
-    if let Some(tcp) = &report.tcp {
+    if report.singleton {
+        println!("singleton (--workers 0): the main VM ran its lifecycle and ticks; no stream was sent");
+    } else if let Some(tcp) = &report.tcp {
         println!("to upstream: {}", tcp["to_upstream"]);
         println!("to client:   {}", tcp["to_downstream"]);
         println!("close requests: {}", tcp["close_requests"]);
@@ -565,7 +671,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             }
         }
         if let Some(r) = &report.local_reply {
-            println!("local reply: {} ({})", r.status, r.details);
+            let details =
+                if r.details.is_empty() { "no response code details: the filter gave none" } else { &r.details };
+            println!("local reply: {} ({details})", r.status);
         }
         match &report.response {
             None => println!("client got: nothing"),
@@ -575,13 +683,32 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             }
         }
     }
-    if report.stuck {
-        println!("note: the filter paused and never resumed the stream");
+    if let Some(proxy) = proxy {
+        for c in proxy.unknown_clusters() {
+            println!(
+                "note: the filter called cluster {c:?}, which nothing answers (refused as Envoy refuses an \
+                 unknown cluster): add --call-response '{c}=STATUS:BODY' or --upstream '{c}=HOST:PORT'"
+            );
+        }
+        let dropped = proxy.dropped_logs();
+        if dropped > 0 {
+            println!("note: {dropped} log lines were dropped (the oldest; the host keeps the latest)");
+        }
     }
-    if !logs.is_empty() {
+    if report.stuck {
+        println!("note: the filter paused and did not resume the stream within --wait {}", args.wait);
+    }
+    if let Some(proxy) = proxy.filter(|_| !logs.is_empty()) {
         println!("logs:");
+        let (name, root_id, vm_id) = (proxy.plugin_name(), proxy.root_id().to_owned(), proxy.vm_id().to_owned());
         for l in &logs {
-            println!("  [{} {}] {}", l.level.as_str(), l.thread, l.message);
+            let line = l.envoy_line(&name, &root_id, &vm_id);
+            match line.split_once('\n') {
+                Some((first, _)) if !args.verbose => {
+                    println!("  [{} {}] {first} (more with --verbose)", l.level.as_str(), l.thread)
+                }
+                _ => println!("  [{} {}] {line}", l.level.as_str(), l.thread),
+            }
         }
     }
     if !metrics.is_empty() {

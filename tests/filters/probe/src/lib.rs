@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use log::{error, info};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, PeerType, Status};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MetricType, PeerType, Status};
 
 /// Raw hostcalls, for asserting status codes the SDK would turn into panics.
 #[allow(clashing_extern_declarations)]
@@ -123,6 +123,10 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         info!("on_tick root={} now={now}", self.id);
+        for id in WAITING.with(|w| std::mem::take(&mut *w.borrow_mut())) {
+            let set = hostcalls::set_effective_context(id);
+            info!("probe resumes {id} from the tick => {set:?} {:?}", hostcalls::resume_http_request());
+        }
         if let Some(id) = self.ticks {
             let _ = hostcalls::increment_metric(id, 1);
         }
@@ -160,6 +164,11 @@ impl RootContext for Root {
             Some(ContextType::HttpContext)
         }
     }
+}
+
+thread_local! {
+    /// `wait-tick`: streams paused until the root's next tick resumes them.
+    static WAITING: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 struct Probe {
@@ -245,9 +254,24 @@ impl Probe {
                 pause = true;
                 "sent".into()
             }
+            "grpc-reply" => {
+                // The SDK's gRPC deny: status 200, the message as body, gRPC status 7.
+                let status = hostcalls::send_grpc_response(
+                    GrpcStatusCode::PermissionDenied,
+                    Some("denied: 100% ~sure\u{e9}"),
+                    vec![("x-local", b"1")],
+                );
+                pause = true;
+                format!("{status:?}")
+            }
             "resp-local-reply" => {
                 self.response_local_reply = arg.parse().ok();
                 "armed".into()
+            }
+            "wait-tick" => {
+                WAITING.with(|w| w.borrow_mut().push(self.id));
+                pause = true;
+                "waiting for a tick".into()
             }
             "pause" => {
                 pause = true;
@@ -386,6 +410,8 @@ impl Probe {
                 format!("{:?}", id.and_then(hostcalls::get_metric))
             }
             "prop" => show(self.get_property(arg.split('.').collect())),
+            // Segments separated by '|', so that a segment may contain dots.
+            "prop-path" => show(self.get_property(arg.split('|').collect())),
             "set-prop" => {
                 let (k, v) = kv(arg);
                 self.set_property(k.split('.').collect(), Some(v.as_bytes()));
