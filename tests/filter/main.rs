@@ -36,6 +36,12 @@ fn config(extra: &str) -> String {
 }
 
 fn proxy(config: &str, workers: usize) -> Proxy {
+    start(&plugin(), config, workers)
+}
+
+/// A proxy of `workers` workers (plus the main thread's VM) running `plugin` with `config`, the
+/// host playing `EBB_TEST_HOST_PROFILE` (envoy by default).
+fn start(plugin: &Plugin, config: &str, workers: usize) -> Proxy {
     let options = ProxyOptions {
         name: "ebb".into(),
         vm_id: "ebb".into(),
@@ -45,7 +51,7 @@ fn proxy(config: &str, workers: usize) -> Proxy {
         host_profile: util::host_profile(),
         ..ProxyOptions::default()
     };
-    Proxy::new(&plugin(), options, Clock::default()).expect("proxy starts")
+    Proxy::new(plugin, options, Clock::default()).expect("proxy starts")
 }
 
 fn gauge(proxy: &Proxy, name: &str) -> u64 {

@@ -6,23 +6,9 @@
 
 use std::time::Duration;
 
-use ebb_harness::{Clock, Plugin, Proxy, ProxyOptions, Step};
+use ebb_harness::{Plugin, Proxy, Step};
 
-use super::{complete, config, control, gauge, get, open, plugin, util};
-
-/// A proxy of `workers` workers (plus the main thread's VM) running `plugin` with `config`.
-fn start(plugin: &Plugin, config: &str, workers: usize) -> Proxy {
-    let options = ProxyOptions {
-        name: "ebb".into(),
-        vm_id: "ebb".into(),
-        root_id: "ebb".into(),
-        plugin_config: config.as_bytes().to_vec(),
-        workers,
-        host_profile: util::host_profile(),
-        ..ProxyOptions::default()
-    };
-    Proxy::new(plugin, options, Clock::default()).expect("proxy starts")
-}
+use super::{complete, config, control, gauge, get, open, plugin, start, util};
 
 /// ebb.wasm with the named imports renamed, so that the host answers every call to them with
 /// UNIMPLEMENTED (its stub for hostcalls it does not provide): a host refusing those calls.

@@ -183,18 +183,6 @@ fn grpc_request(job: &Job, service: &str, method: &str) -> Result<Request<Full<B
     Ok(with_headers(builder, &job.headers).body(Full::new(Bytes::from(frame)))?)
 }
 
-/// gRPC's mapping of an HTTP status that is not 200 (grpc/doc/http-grpc-status-mapping.md).
-fn grpc_status_of_http(status: u16) -> u32 {
-    match status {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502 | 503 | 504 => 14,
-        _ => 2,
-    }
-}
-
 async fn grpc_answer(response: Response<hyper::body::Incoming>) -> Result<CallAnswer, Failed> {
     let http_status = response.status().as_u16();
     let mut initial_metadata = response_headers(&response);
@@ -202,7 +190,9 @@ async fn grpc_answer(response: Response<hyper::body::Incoming>) -> Result<CallAn
     let collected = response.into_body().collect().await?;
     let trailing_metadata = trailer_map(collected.trailers());
     if http_status != 200 {
-        let status = grpc_status_of_http(http_status);
+        // gRPC's mapping of an HTTP status that is not 200 (grpc/doc/http-grpc-status-mapping.md),
+        // which Envoy's httpToGrpcStatus follows.
+        let status = super::stream::http_to_grpc_status(u32::from(http_status));
         return Ok(CallAnswer::Grpc { status, message: Vec::new(), initial_metadata, trailing_metadata });
     }
     // Trailers-only responses carry grpc-status in the headers.
