@@ -458,7 +458,9 @@ impl Proxy {
 
     /// SIGTERM.
     pub fn terminate(&mut self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
+        // bash's builtin kill: no procps needed on a minimal CI image.
+        let status =
+            Command::new("bash").arg("-c").arg(format!("kill -TERM {}", self.child.id())).status().expect("kill");
         assert!(status.success());
     }
 
