@@ -346,9 +346,9 @@ async fn exchange(
     let chosen = {
         let lookup = |name: &str| ex.header(name);
         route::virtual_host(manager, &authority)
-            .and_then(|vh| route::route(vh, &path, &lookup).map(|r| (vh.name.clone(), r.action.clone())))
+            .and_then(|vh| route::route(vh, &path, &lookup).map(|r| r.action.clone()))
     };
-    let Some((_vh, action)) = chosen else {
+    let Some(action) = chosen else {
         return text_response(404, "", &[]);
     };
     let cluster_name = match &action {
@@ -366,8 +366,7 @@ async fn exchange(
                 let lookup = |name: &str| ex.header(name);
                 let path_now = ex.header(":path").unwrap_or_default();
                 if !route::rbac_allows(rbac, &path_now, &lookup) {
-                    let resp = text_response(403, "RBAC: access denied", &[]);
-                    return respond_through(worker, &mut open, resp_parts(resp)).await;
+                    return respond_through(worker, &mut open, local_parts(403, "RBAC: access denied", &[])).await;
                 }
             }
             HttpFilter::Wasm(_) => {
@@ -389,14 +388,7 @@ async fn exchange(
     let (resp_headers, resp_body) = match reply {
         Some(r) => r,
         None => match action {
-            RouteAction::DirectResponse { status, body } => {
-                let body = Bytes::from(body.unwrap_or_default());
-                let mut h = vec![(":status".to_string(), status.to_string())];
-                if !body.is_empty() {
-                    h.push(("content-type".into(), "text/plain".into()));
-                }
-                (h, body)
-            }
+            RouteAction::DirectResponse { status, body } => local_parts(status, body.as_deref().unwrap_or(""), &[]),
             RouteAction::Cluster { name, timeout } => forward(worker, &name, timeout, &ex).await,
         },
     };
@@ -411,26 +403,15 @@ enum FilterOutcome {
     Reset,
 }
 
-fn resp_parts(resp: Response<Body>) -> (Vec<(String, String)>, Bytes) {
-    let (parts, body) = resp.into_parts();
-    let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
-    for (k, v) in &parts.headers {
-        headers.push((k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+/// A response the proxy makes itself (RBAC, router errors, direct responses), as the headers and
+/// body that then run back through the filters.
+fn local_parts(status: u16, body: &str, extra: &[(&str, &str)]) -> (Vec<(String, String)>, Bytes) {
+    let mut headers = vec![(":status".to_string(), status.to_string())];
+    if !body.is_empty() {
+        headers.push(("content-type".into(), "text/plain".into()));
     }
-    // A Full body is ready at once.
-    let bytes = futures_ready(body);
-    (headers, bytes)
-}
-
-fn futures_ready(body: Body) -> Bytes {
-    use hyper::body::Body as _;
-    let mut body = std::pin::pin!(body);
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    match body.as_mut().poll_frame(&mut cx) {
-        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
-        _ => Bytes::new(),
-    }
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    (headers, Bytes::from(body.to_string()))
 }
 
 /// Runs one Wasm filter's request side; waits while it pauses.
@@ -500,7 +481,7 @@ async fn run_request_filter(
                 drop(filters);
                 open.streams.retain(|(f, _)| *f != filter);
                 finish(worker, filter, id);
-                let (headers, body) = resp_parts(text_response(503, "", &[]));
+                let (headers, body) = local_parts(503, "", &[]);
                 FilterOutcome::Reply(headers, body)
             }
             None => FilterOutcome::Reset,
@@ -524,15 +505,14 @@ async fn forward(
     ex: &Exchange,
 ) -> (Vec<(String, String)>, Bytes) {
     let shared = worker.shared.clone();
-    let local_reply = |status: u16, body: &str, extra: &[(&str, &str)]| resp_parts(text_response(status, body, extra));
     let Some(upstream) = shared.upstreams.iter().find(|u| u.name == cluster) else {
-        return local_reply(503, "no healthy upstream", &[]);
+        return local_parts(503, "no healthy upstream", &[]);
     };
     let claim = match upstream.claim() {
         Ok(c) => c,
-        Err(crate::cluster::NoClaim::NoEndpoint) => return local_reply(503, "no healthy upstream", &[]),
+        Err(crate::cluster::NoClaim::NoEndpoint) => return local_parts(503, "no healthy upstream", &[]),
         Err(crate::cluster::NoClaim::Overflow) => {
-            return local_reply(
+            return local_parts(
                 503,
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow",
                 &[("x-envoy-overloaded", "true")],
@@ -554,7 +534,7 @@ async fn forward(
     }
     builder = builder.header("x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string());
     let Ok(request) = builder.body(Full::new(ex.body.clone())) else {
-        return local_reply(400, "Bad Request", &[]);
+        return local_parts(400, "Bad Request", &[]);
     };
     let started = tokio::time::Instant::now();
     let result = tokio::time::timeout(timeout, async {
@@ -570,18 +550,18 @@ async fn forward(
         Err(_) => {
             stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
             stats.rq.record(504, elapsed);
-            local_reply(504, "upstream request timeout", &[])
+            local_parts(504, "upstream request timeout", &[])
         }
         Ok(Err(e)) => {
             if e.is_connect() {
                 stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
             }
             stats.rq.record(503, elapsed);
-            local_reply(503, RESET_BEFORE_HEADERS, &[])
+            local_parts(503, RESET_BEFORE_HEADERS, &[])
         }
         Ok(Ok((parts, Err(())))) => {
             stats.rq.record(parts.status.as_u16(), elapsed);
-            local_reply(502, "upstream response too large or reset", &[])
+            local_parts(502, "upstream response too large or reset", &[])
         }
         Ok(Ok((parts, Ok(body)))) => {
             stats.rq.record(parts.status.as_u16(), elapsed);
