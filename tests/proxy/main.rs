@@ -102,6 +102,33 @@ fn a_capacity_drain_sheds_only_above_the_remaining_capacity_of_both_workers_toge
 }
 
 #[test]
+fn a_blackhole_drain_fails_its_share_at_once_even_one_request_at_a_time() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let proxy = Proxy::staging(&web, &api, None, |y| y);
+    let added =
+        ctl(&proxy, &["add", r#"{"id":"bad-lb","ttl":"1m","drain":{"pool":"web","hosts":5,"mode":"blackhole"}}"#]);
+    assert!(added.contains("\"ok\":true"), "{added}");
+    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 5");
+    // No load at all: one request at a time. A capacity drain of 5 of 10 would admit every one;
+    // a blackhole fails half of them, each rolled per request, over both workers.
+    const N: usize = 200;
+    let replies: Vec<_> = (0..N).map(|_| http1(proxy.ingress(), "GET", "/", &[], b"")).collect();
+    let failed: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok + failed.len(), N, "only 200s and 503s");
+    // Binomial(200, 0.5): 60..=140 is over 5.6 standard deviations either side.
+    assert!((60..=140).contains(&failed.len()), "{} of {N} failed", failed.len());
+    for r in &failed {
+        assert_eq!(r.header("x-ebb-fault").as_deref(), Some("bad-lb"), "{r:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains("reset reason: connection failure"), "{r:?}");
+    }
+    assert_eq!(web.count(), ok, "a blackholed request never reaches the upstream");
+    proxy.wait_for_metric(&format!("ebb_pool_blackholed_total{{ebb_pool=\"web\"}} {}", failed.len()));
+    proxy.wait_for_metric(&format!("ebb_pool_requests_total{{ebb_pool=\"web\"}} {N}"));
+}
+
+#[test]
 fn tcp_connections_over_a_drained_ssh_pool_are_refused() {
     let web = Upstream::http("web");
     let api = Upstream::http("api");
