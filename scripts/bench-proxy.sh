@@ -2,7 +2,8 @@
 # `make bench-proxy`: requests/s, added latency and proxy CPU per request, with wrk, for one
 # upstream reached directly, through nginx (the reference proxy), and through `ebb proxy` with no
 # filter, with ebb.wasm and no fault, and with ebb.wasm and a 50 % capacity drain that does not shed
-# at this load. All in one run, interleaved, on loopback; figures go to docs/benchmarks.md by hand.
+# at this load. All in one run, interleaved, on loopback; then memory over a 1-minute run at 1,000
+# connections (MEMORY_DURATION=0 skips it). Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EBB=${EBB:-target/release/ebb}
@@ -133,8 +134,31 @@ done
 ADMIN1=$(awk '$2=="admin"{print $3}' "$work/out1")
 EBB_KEY=bench-key-2b9f0c1d8e7a6f5b4c3d2e1f0a9b8c7d scripts/ebb-ctl --url "http://$EBB1" \
   add '{"id":"drain","ttl":"10m","drain":{"pool":"web","fraction":0.5}}' > /dev/null
-sleep 1.5
-curl -s "http://$ADMIN1/stats/prometheus" | grep -q 'ebb_pool_available_hosts{ebb_pool="web"} 5' || { echo "the drain did not land" >&2; exit 2; }
+for _ in $(seq 50); do
+  curl -s "http://$ADMIN1/stats/prometheus" | grep -q 'ebb_pool_available_hosts{ebb_pool="web"} 5' && break
+  sleep 0.1
+done
+curl -s "http://$ADMIN1/stats/prometheus" | grep -q 'ebb_pool_available_hosts{ebb_pool="web"} 5' || {
+  echo "the drain did not land:" >&2; curl -s "http://$ADMIN1/stats/prometheus" | grep ebb_pool >&2; exit 2; }
 for round in $(seq "$ROUNDS"); do
   run "ebb proxy + ebb.wasm, 50 % capacity drain (round $round)" "http://$EBB1/" "$EBB1_PID"
 done
+
+# Memory under a long, wide load: 1,000 concurrent connections for MEMORY_DURATION through ebb.wasm
+# with the drain still active (none shed: 5,000 slots). RSS of the proxy every 5 s; flat means no
+# per-request or per-connection state is kept once a request ends.
+MEMORY_DURATION=${MEMORY_DURATION:-60}
+if [ "$MEMORY_DURATION" != 0 ]; then
+  rss() { awk '/^VmRSS/{print $2}' "/proc/$EBB1_PID/status"; }
+  echo
+  echo "| seconds into a ${MEMORY_DURATION} s run at 1,000 connections | ebb proxy RSS (KiB) |"
+  echo "|---|---|"
+  echo "| before | $(rss) |"
+  wrk -t2 -c1000 -d"${MEMORY_DURATION}s" "http://$EBB1/" > "$work/memory-wrk" &
+  wrk_pid=$!
+  for s in $(seq 5 5 "$MEMORY_DURATION"); do sleep 5; echo "| $s | $(rss) |"; done
+  wait "$wrk_pid"
+  sleep 1
+  echo "| after (idle) | $(rss) |"
+  awk '/requests in/{printf "%s requests, ", $1} /Socket errors/{printf "%s ", $0} /Non-2xx/{printf "%s", $0} END{print ""}' "$work/memory-wrk"
+fi
