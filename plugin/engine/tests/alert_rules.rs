@@ -11,6 +11,9 @@ use regex::Regex;
 
 const RULES: &str = "deploy/prometheus/ebb-alerts.yaml";
 const TESTS: &str = "deploy/prometheus/ebb-alerts.test.yaml";
+/// SLO burn-rate pages on Envoy's own metrics, tested beside the capacity alert.
+const BURN_RULES: &str = "deploy/prometheus/slo-burn-rate.yaml";
+const BURN_TESTS: &str = "deploy/prometheus/slo-burn-rate.test.yaml";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -40,14 +43,18 @@ fn run_promtool(args: &[&str]) -> String {
 
 #[test]
 fn rules_pass_promtool_check() {
-    let out = run_promtool(&["check", "rules", "--lint=all", "--lint-fatal", RULES]);
-    assert!(out.contains("SUCCESS"), "{out}");
+    for rules in [RULES, BURN_RULES] {
+        let out = run_promtool(&["check", "rules", "--lint=all", "--lint-fatal", rules]);
+        assert!(out.contains("SUCCESS"), "{rules}: {out}");
+    }
 }
 
 #[test]
 fn rules_pass_their_unit_tests() {
-    let out = run_promtool(&["test", "rules", TESTS]);
-    assert!(out.contains("SUCCESS"), "{out}");
+    for tests in [TESTS, BURN_TESTS] {
+        let out = run_promtool(&["test", "rules", tests]);
+        assert!(out.contains("SUCCESS"), "{tests}: {out}");
+    }
 }
 
 /// The Prometheus series name of every metric the filter defines (after the `ebb_pool` tag rule
