@@ -3,7 +3,8 @@
 # upstream reached directly, through nginx (the reference proxy), and through `ebb proxy` with no
 # filter, with ebb.wasm and no fault, and with ebb.wasm and a 50 % capacity drain that does not shed
 # at this load. All in one run, interleaved, on loopback; then memory over a 1-minute run at 1,000
-# connections (MEMORY_DURATION=0 skips it). Figures go to docs/benchmarks.md by hand.
+# connections (MEMORY_DURATION=0 skips it); or, with INSTRUCTIONS=1, instructions per request under
+# callgrind. Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EBB=${EBB:-target/release/ebb}
@@ -103,6 +104,34 @@ start_ebb() { # $1 = with wasm; prints the ingress address, leaves the pid in EB
   for _ in $(seq 100); do grep -q '^ready' "$work/out$1" 2>/dev/null && break; sleep 0.1; done
   grep -q '^ready' "$work/out$1" || { cat "$work/err$1" >&2; exit 2; }
 }
+# INSTRUCTIONS=1: instead of timings, instructions per request under valgrind's callgrind, which
+# counts the same for the same binary and load whatever else the machine runs (wrk -c4, 20 s, one
+# worker, after a 2 s warm-up that is not counted). For A/B work on a busy machine.
+if [ "${INSTRUCTIONS:-0}" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "INSTRUCTIONS=1 needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+  echo "| path | requests | instructions/request |"
+  echo "|---|---|---|"
+  for with in 0 1; do
+    bootstrap "$with" > "$work/i$with.yaml"
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg$with" "$EBB" proxy "$work/i$with.yaml" --concurrency 1 \
+      > "$work/iout$with" 2> "$work/ierr$with" & pids+=($!)
+    for _ in $(seq 300); do grep -q '^ready' "$work/iout$with" 2>/dev/null && break; sleep 0.2; done
+    grep -q '^ready' "$work/iout$with" || { cat "$work/ierr$with" >&2; exit 2; }
+    url="http://$(awk '$2=="ingress"{print $3}' "$work/iout$with")/"
+    admin=$(awk '$2=="admin"{print $3}' "$work/iout$with")
+    wrk -t1 -c4 -d2s "$url" > /dev/null
+    callgrind_control -z > /dev/null 2>&1
+    reqs=$(wrk -t1 -c4 -d20s "$url" | awk '/requests in/{print $1}')
+    callgrind_control -d > /dev/null 2>&1
+    curl -s -X POST "http://$admin/quitquitquit" > /dev/null
+    wait "${pids[-1]}" 2>/dev/null || true
+    total=$(callgrind_annotate "$work/cg$with.1" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
+    name=$([ "$with" = 1 ] && echo "ebb proxy + ebb.wasm, no fault" || echo "ebb proxy, no filter")
+    printf '| %s | %s | %s |\n' "$name" "$reqs" "$((total / reqs))"
+  done
+  exit 0
+fi
+
 start_ebb 0; EBB0_PID=$EBB_PID; EBB0=$(awk '$2=="ingress"{print $3}' "$work/out0")
 start_ebb 1; EBB1_PID=$EBB_PID; EBB1=$(awk '$2=="ingress"{print $3}' "$work/out1")
 sleep 0.5

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ebb_host::{int_value, Message, Proxy, Step, StreamId};
+use ebb_host::{int_value, HeaderMap, Proxy, Step, StreamId};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -218,9 +218,15 @@ async fn serve_http(
     local: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The connection's addresses as the filters read them, formatted once per connection.
+    let addresses = Rc::new(Addresses {
+        source: peer.to_string(),
+        destination: local.to_string(),
+        port: int_value(i64::from(local.port())),
+    });
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let worker = worker.clone();
-        async move { Ok::<_, Infallible>(handle(worker, listener, req, peer, local).await) }
+        let (worker, addresses) = (worker.clone(), addresses.clone());
+        async move { Ok::<_, Infallible>(handle(worker, listener, req, &addresses).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
     let conn = builder.serve_connection(TokioIo::new(socket), service);
@@ -265,34 +271,32 @@ impl Drop for Open {
 }
 
 /// The request as the filters see it: pseudo-headers first, as Envoy's codec presents them.
+/// Headers stay bytes in the host's map from the client to the upstream: no text copies.
 struct Exchange {
-    headers: Vec<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 }
 
 impl Exchange {
     fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.headers.get_str(name)
     }
 }
 
-fn message_headers(m: &Message) -> Vec<(String, String)> {
-    m.headers.to_strings()
+/// A downstream connection's addresses, as the `source.*` and `destination.*` properties.
+struct Addresses {
+    source: String,
+    destination: String,
+    port: Vec<u8>,
 }
 
-async fn handle(
-    worker: Rc<Worker>,
-    listener: usize,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    local: SocketAddr,
-) -> Response<Body> {
+async fn handle(worker: Rc<Worker>, listener: usize, req: Request<Incoming>, addresses: &Addresses) -> Response<Body> {
     let shared = worker.shared.clone();
     let started = tokio::time::Instant::now();
     let ListenerKind::Http { manager, .. } = &shared.bootstrap.listeners[listener].kind else {
         return text_response(500, "not an HTTP listener", &[]);
     };
-    let response = exchange(&worker, listener, manager, req, peer, local).await;
+    let response = exchange(&worker, listener, manager, req, addresses).await;
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     shared.http_stats[listener].record(response.status().as_u16(), elapsed);
     response
@@ -303,8 +307,7 @@ async fn exchange(
     listener: usize,
     manager: &HttpManager,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    addresses: &Addresses,
 ) -> Response<Body> {
     let shared = worker.shared.clone();
     let (parts, body) = req.into_parts();
@@ -322,23 +325,22 @@ async fn exchange(
         .map(|a| a.to_string())
         .or_else(|| parts.headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_string))
         .unwrap_or_default();
-    let mut headers = vec![
-        (":authority".to_string(), authority.clone()),
-        (":path".to_string(), path.clone()),
-        (":method".to_string(), parts.method.as_str().to_string()),
-        (":scheme".to_string(), "http".to_string()),
-    ];
+    let mut headers = HeaderMap::new();
+    headers.add(b":authority", authority.as_bytes());
+    headers.add(b":path", path.as_bytes());
+    headers.add(b":method", parts.method.as_str().as_bytes());
+    headers.add(b":scheme", b"http");
     for (name, value) in &parts.headers {
         if name == "host" {
             continue;
         }
-        headers.push((name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        headers.add(name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.iter().any(|(k, _)| k == "x-forwarded-proto") {
-        headers.push(("x-forwarded-proto".into(), "http".into()));
+    if headers.get(b"x-forwarded-proto").is_none() {
+        headers.add(b"x-forwarded-proto", b"http");
     }
-    if !headers.iter().any(|(k, _)| k == "x-request-id") {
-        headers.push(("x-request-id".into(), shared.request_id()));
+    if headers.get(b"x-request-id").is_none() {
+        headers.add(b"x-request-id", shared.request_id().as_bytes());
     }
     let mut ex = Exchange { headers, body };
 
@@ -359,7 +361,7 @@ async fn exchange(
     let mut open = Open { worker: worker.clone(), streams: Vec::new() };
     let filter_base = shared.http_filter_base[listener];
     let mut wasm_seen = 0;
-    let mut reply: Option<(Vec<(String, String)>, Bytes)> = None;
+    let mut reply: Option<(HeaderMap, Bytes)> = None;
     for filter in &manager.http_filters {
         match filter {
             HttpFilter::Rbac(rbac) => {
@@ -372,8 +374,7 @@ async fn exchange(
             HttpFilter::Wasm(_) => {
                 let index = filter_base + wasm_seen;
                 wasm_seen += 1;
-                match run_request_filter(worker, &mut open, index, &mut ex, cluster_name.as_deref(), peer, local).await
-                {
+                match run_request_filter(worker, &mut open, index, &mut ex, cluster_name.as_deref(), addresses).await {
                     FilterOutcome::Continue => {}
                     FilterOutcome::Reply(headers, body) => {
                         reply = Some((headers, body));
@@ -399,18 +400,21 @@ enum FilterOutcome {
     Continue,
     /// The filter answered (local reply, after its own response callbacks): the response to
     /// run back through the filters before it.
-    Reply(Vec<(String, String)>, Bytes),
+    Reply(HeaderMap, Bytes),
     Reset,
 }
 
 /// A response the proxy makes itself (RBAC, router errors, direct responses), as the headers and
 /// body that then run back through the filters.
-fn local_parts(status: u16, body: &str, extra: &[(&str, &str)]) -> (Vec<(String, String)>, Bytes) {
-    let mut headers = vec![(":status".to_string(), status.to_string())];
+fn local_parts(status: u16, body: &str, extra: &[(&str, &str)]) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.add(b":status", status.to_string().as_bytes());
     if !body.is_empty() {
-        headers.push(("content-type".into(), "text/plain".into()));
+        headers.add(b"content-type", b"text/plain");
     }
-    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    for (k, v) in extra {
+        headers.add(k.as_bytes(), v.as_bytes());
+    }
     (headers, Bytes::from(body.to_string()))
 }
 
@@ -421,8 +425,7 @@ async fn run_request_filter(
     filter: usize,
     ex: &mut Exchange,
     cluster: Option<&str>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    addresses: &Addresses,
 ) -> FilterOutcome {
     let (id, mut step) = {
         let mut filters = worker.filters.borrow_mut();
@@ -433,11 +436,12 @@ async fn run_request_filter(
             http.set_property("xds.cluster_name", cluster.as_bytes());
             http.set_property("cluster_name", cluster.as_bytes());
         }
-        http.set_property("source.address", peer.to_string().as_bytes());
-        http.set_property("destination.address", local.to_string().as_bytes());
-        http.set_property("destination.port", &int_value(i64::from(local.port())));
+        http.set_property("source.address", addresses.source.as_bytes());
+        http.set_property("destination.address", addresses.destination.as_bytes());
+        http.set_property("destination.port", &addresses.port);
         let id = http.id();
-        let step = http.request_headers(&ex.headers, ex.body.is_empty());
+        let pairs: Vec<(&[u8], &[u8])> = ex.headers.iter().collect();
+        let step = http.request_headers(&pairs, ex.body.is_empty());
         (id, step)
     };
     open.streams.push((filter, id));
@@ -461,7 +465,7 @@ async fn run_request_filter(
     match step {
         Step::Continue => {
             if let Some(m) = http.upstream_request() {
-                ex.headers = message_headers(&m);
+                ex.headers = m.headers;
                 ex.body = Bytes::from(m.body);
             }
             FilterOutcome::Continue
@@ -472,7 +476,7 @@ async fn run_request_filter(
                 drop(filters);
                 open.streams.retain(|(f, _)| *f != filter);
                 finish(worker, filter, id);
-                FilterOutcome::Reply(message_headers(&m), Bytes::from(m.body))
+                FilterOutcome::Reply(m.headers, Bytes::from(m.body))
             }
             // Envoy checks for failure right after each callback (cpp-host's CHECK_FAIL_HTTP):
             // fail-open lets the stream continue, fail-closed answers it with a local 503.
@@ -498,12 +502,7 @@ fn finish(worker: &Rc<Worker>, filter: usize, id: StreamId) {
 }
 
 /// The router: the request to one endpoint of the cluster, with Envoy's errors.
-async fn forward(
-    worker: &Rc<Worker>,
-    cluster: &str,
-    timeout: Option<Duration>,
-    ex: &Exchange,
-) -> (Vec<(String, String)>, Bytes) {
+async fn forward(worker: &Rc<Worker>, cluster: &str, timeout: Option<Duration>, ex: &Exchange) -> (HeaderMap, Bytes) {
     let shared = worker.shared.clone();
     let Some(upstream) = shared.upstreams.iter().find(|u| u.name == cluster) else {
         return local_parts(503, "no healthy upstream", &[]);
@@ -526,11 +525,11 @@ async fn forward(
     if let Some(authority) = ex.header(":authority") {
         builder = builder.header("host", authority);
     }
-    for (k, v) in &ex.headers {
-        if k.starts_with(':') || k == "host" || k == "content-length" || k == "transfer-encoding" || k == "connection" {
+    for (k, v) in ex.headers.iter() {
+        if k.starts_with(b":") || matches!(k, b"host" | b"content-length" | b"transfer-encoding" | b"connection") {
             continue;
         }
-        builder = builder.header(k.as_str(), v.as_str());
+        builder = builder.header(k, v);
     }
     builder = builder.header("x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string());
     let Ok(request) = builder.body(Full::new(ex.body.clone())) else {
@@ -565,12 +564,13 @@ async fn forward(
         }
         Ok(Ok((parts, Ok(body)))) => {
             stats.rq.record(parts.status.as_u16(), elapsed);
-            let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
+            let mut headers = HeaderMap::new();
+            headers.add(b":status", parts.status.as_str().as_bytes());
             for (k, v) in &parts.headers {
                 if k == "transfer-encoding" || k == "connection" {
                     continue;
                 }
-                headers.push((k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+                headers.add(k.as_str().as_bytes(), v.as_bytes());
             }
             (headers, body)
         }
@@ -582,14 +582,17 @@ async fn forward(
 async fn respond_through(
     worker: &Rc<Worker>,
     open: &mut Open,
-    (mut headers, mut body): (Vec<(String, String)>, Bytes),
+    (mut headers, mut body): (HeaderMap, Bytes),
 ) -> Response<Body> {
     let streams: Vec<(usize, StreamId)> = open.streams.iter().rev().copied().collect();
     for (filter, id) in streams {
         let mut step = {
             let mut filters = worker.filters.borrow_mut();
             match filters[filter].http_stream(id) {
-                Some(mut http) => http.response_headers(&headers, body.is_empty()),
+                Some(mut http) => {
+                    let pairs: Vec<(&[u8], &[u8])> = headers.iter().collect();
+                    http.response_headers(&pairs, body.is_empty())
+                }
                 None => continue,
             }
         };
@@ -617,7 +620,7 @@ async fn respond_through(
                 }
                 _ => {
                     if let Some(m) = http.client_response() {
-                        headers = message_headers(&m);
+                        headers = m.headers;
                         body = Bytes::from(m.body);
                     }
                 }
@@ -627,13 +630,13 @@ async fn respond_through(
     for (f, id) in std::mem::take(&mut open.streams) {
         finish(worker, f, id);
     }
-    let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok()).unwrap_or(502);
+    let status = headers.get(b":status").and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok()).unwrap_or(502);
     let mut builder = Response::builder().status(status);
-    for (k, v) in &headers {
-        if k.starts_with(':') || k == "content-length" {
+    for (k, v) in headers.iter() {
+        if k.starts_with(b":") || k == b"content-length" {
             continue;
         }
-        builder = builder.header(k.as_str(), v.as_str());
+        builder = builder.header(k, v);
     }
     builder.body(Full::new(body)).unwrap_or_else(|_| text_response(502, "invalid response headers", &[]))
 }
