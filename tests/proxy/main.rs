@@ -181,6 +181,13 @@ fn the_prometheus_page_is_what_the_alerts_expect_and_promtool_accepts_it() {
     }
     assert!(page.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"web\",le=\"+Inf\"} 3"), "{page}");
     promtool_check(&page);
+    // Prometheus keeps its scrapes on one connection: each must show the numbers of its time.
+    let mut kept = TcpStream::connect(proxy.admin()).expect("connect to the admin");
+    let before = scrape_on(&mut kept);
+    assert!(before.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"web\"} 3"), "{before}");
+    assert_eq!(http1(proxy.ingress(), "GET", "/", &[], b"").status, 200);
+    let after = scrape_on(&mut kept);
+    assert!(after.contains("envoy_cluster_upstream_rq_total{envoy_cluster_name=\"web\"} 4"), "{after}");
     let dump = get(proxy.admin(), "/config_dump");
     assert!(dump.contains("[redacted]") && !dump.contains(KEY), "the key never leaves through the admin");
 }
@@ -266,4 +273,27 @@ fn a_singleton_wasm_service_runs_one_vm_on_the_main_thread() {
     let starts: Vec<&str> = logs.lines().filter(|l| l.contains("wasm log service service: on_vm_start")).collect();
     assert_eq!(starts.len(), 1, "one VM, not one per worker:\n{logs}");
     assert!(starts[0].contains("[main]"), "{logs}");
+}
+
+/// One `GET /stats/prometheus` on a kept-alive connection; the body, read by its length.
+fn scrape_on(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(b"GET /stats/prometheus HTTP/1.1\r\nhost: admin\r\n\r\n").expect("write");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = stream.read(&mut buf).expect("read the page");
+        assert!(n > 0, "the admin closed a kept-alive connection");
+        raw.extend_from_slice(&buf[..n]);
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the page has a content-length");
+        if raw.len() >= split + 4 + length {
+            return String::from_utf8_lossy(&raw[split + 4..split + 4 + length]).into_owned();
+        }
+    }
 }

@@ -1,7 +1,9 @@
 // The main thread of ebb proxy, as Envoy's: the main-thread VM of every Wasm filter (its ticks and
 // logs) and the admin endpoint (/stats/prometheus, /stats, /ready, /config_dump, /quitquitquit).
 
+use std::cell::RefCell;
 use std::convert::Infallible;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use crate::stats::Page;
 /// The main-thread VMs' tick precision.
 const TICK_EVERY: Duration = Duration::from_millis(5);
 
-pub fn run(shared: Arc<Shared>, mut main: Vec<Proxy>, socket: Option<std::net::TcpListener>) {
+pub fn run(shared: Arc<Shared>, main: Vec<Proxy>, socket: Option<std::net::TcpListener>) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,13 +39,15 @@ pub fn run(shared: Arc<Shared>, mut main: Vec<Proxy>, socket: Option<std::net::T
             s.set_nonblocking(true).ok()?;
             tokio::net::TcpListener::from_std(s).ok()
         });
+        // The main VMs: ticked here, read by every admin request. Never borrowed across an await.
+        let main = Rc::new(RefCell::new(main));
         let mut every = tokio::time::interval(TICK_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = every.tick() => {
-                    for (i, proxy) in main.iter_mut().enumerate() {
+                    for (i, proxy) in main.borrow_mut().iter_mut().enumerate() {
                         for e in proxy.tick() {
                             eprintln!("[error][main] {e}");
                         }
@@ -52,12 +56,13 @@ pub fn run(shared: Arc<Shared>, mut main: Vec<Proxy>, socket: Option<std::net::T
                 }
                 accepted = async { match &listener { Some(l) => l.accept().await.ok(), None => std::future::pending().await } } => {
                     let Some((socket, _)) = accepted else { continue };
-                    // A page is rendered from the main VMs' shared stats at the moment of the call.
-                    let page = Rc::new(render_pages(&shared, &main));
-                    let shared = shared.clone();
+                    let (shared, main) = (shared.clone(), main.clone());
                     tokio::task::spawn_local(async move {
+                        // Each request renders its page at the moment of the call: Prometheus keeps
+                        // its scrapes on one connection, and each must see the numbers of its time.
                         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                            let (page, shared) = (page.clone(), shared.clone());
+                            let page = render_pages(&shared, &main.borrow());
+                            let shared = shared.clone();
                             async move { Ok::<_, Infallible>(answer(&shared, &page, &req)) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -70,9 +75,7 @@ pub fn run(shared: Arc<Shared>, mut main: Vec<Proxy>, socket: Option<std::net::T
     });
 }
 
-use std::rc::Rc;
-
-/// The pages the admin serves, rendered once per connection.
+/// The pages the admin serves, rendered per request.
 struct Pages {
     prometheus: String,
     stats: String,
