@@ -172,7 +172,9 @@ pub fn charts(state: &State, now_s: f64) -> String {
     let mut out = String::new();
     for pool in &state.pools {
         let now = state.samples.get(pool).and_then(|s| s.last());
-        let counts = now.map_or(String::new(), |s| format!(" <span class=\"counts\">{} of {} hosts</span>", s.available, s.expected));
+        let counts = now.map_or(String::new(), |s| {
+            format!(" <span class=\"counts\">{} of {} hosts</span>", s.available, s.expected)
+        });
         let _ = write!(out, r#"<div class="pool" data-pool="{}"><h3>{}{counts}</h3>"#, attr(pool), text(pool));
         out.push_str(&ebb_chart::pool_chart(&timeline(state, pool, now_s)));
         out.push_str("</div>");
