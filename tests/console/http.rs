@@ -82,14 +82,49 @@ pub fn request_as(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    let mut stream = connect(addr, Duration::from_secs(30));
+    request_within(addr, host, method, path, headers, body, Duration::from_secs(30))
+}
+
+/// `request_as` with its own deadline (starting a browser on a busy machine takes a while).
+pub fn request_within(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Reply {
+    let mut stream = connect(addr, timeout);
     write_request(&mut stream, method, host, path, headers, body);
+    // Read until the body is whole: by its length, its last chunk, or the connection's end (some
+    // servers keep the connection open despite `Connection: close`).
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"));
-    let (status, headers, at) = parse_head(&raw).unwrap_or_else(|| panic!("{method} {path}: no HTTP response"));
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(&raw[at..]).0 } else { raw[at..].to_vec() };
-    Reply { status, headers, body }
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"));
+        raw.extend_from_slice(&buf[..n]);
+        if let Some((status, headers, at)) = parse_head(&raw) {
+            let header =
+                |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+            let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
+            let whole = match (chunked, length) {
+                (true, _) => dechunk(&raw[at..]).1,
+                (false, Some(length)) => raw.len() - at >= length,
+                (false, None) => false,
+            };
+            if whole || n == 0 {
+                let body = match (chunked, length) {
+                    (true, _) => dechunk(&raw[at..]).0,
+                    (false, Some(length)) => raw[at..(at + length).min(raw.len())].to_vec(),
+                    (false, None) => raw[at..].to_vec(),
+                };
+                return Reply { status, headers, body };
+            }
+        }
+        assert!(n > 0, "{method} {path}: the connection closed before a whole response");
+    }
 }
 
 /// Reads a server-sent event stream until `done` holds for the `data:` payloads received so far

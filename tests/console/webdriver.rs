@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,7 +14,14 @@ use crate::http;
 /// The element key of the W3C protocol.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// Longest wait for one WebDriver command: Chromium starting on two busy cores is the slow one.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One browser at a time: two Chromiums starting at once on two cores time each other out.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 pub struct Browser {
+    _turn: MutexGuard<'static, ()>,
     driver: Child,
     addr: SocketAddr,
     session: String,
@@ -37,6 +45,8 @@ fn chromium() -> String {
 impl Browser {
     /// Starts chromedriver and a headless Chromium with an empty profile of its own.
     pub fn start() -> Browser {
+        // A test that failed while holding the turn leaves the lock poisoned, not unusable.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let driver = Command::new("chromedriver")
@@ -46,7 +56,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver runs (Debian's chromium-driver; .ci/run installs it)");
         let profile = std::env::temp_dir().join(format!("ebb-console-chromium-{}-{port}", std::process::id()));
-        let mut browser = Browser { driver, addr, session: String::new(), profile };
+        let mut browser = Browser { _turn: turn, driver, addr, session: String::new(), profile };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not listen on {addr} within 20s");
@@ -72,7 +82,15 @@ impl Browser {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("Content-Type", "application/json")] };
-        let reply = http::request(self.addr, method, path, headers, body.as_bytes());
+        let reply = http::request_within(
+            self.addr,
+            &self.addr.to_string(),
+            method,
+            path,
+            headers,
+            body.as_bytes(),
+            CALL_TIMEOUT,
+        );
         let value: Value = serde_json::from_slice(&reply.body)
             .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", reply.text()));
         assert!(reply.status == 200, "{method} {path}: {} {value}", reply.status);
@@ -110,6 +128,11 @@ impl Browser {
             self.call("POST", &self.session_path("/element"), Some(json!({ "using": "css selector", "value": css })));
         let id = element[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {element}")).to_string();
         self.call("POST", &self.session_path(&format!("/element/{id}/click")), Some(json!({})));
+    }
+
+    /// A PNG of the window, base64-encoded (written out when EBB_CONSOLE_SCREENSHOT names a file).
+    pub fn screenshot_base64(&self) -> String {
+        self.call("GET", &self.session_path("/screenshot"), None).as_str().unwrap_or_default().to_string()
     }
 
     /// The browser's console log since the last call: (level, message).
