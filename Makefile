@@ -38,7 +38,8 @@ console-tools:
 ## console: the live console's page (ebb gameday --console) in dist/console: the browser code
 ## built for wasm32-unknown-unknown, wasm-bindgen's glue for it, index.html, boot.js, style.css
 console: console-tools
-	$(CARGO) build --target $(CONSOLE_TARGET) --profile wasm -p ebb-console
+	@# The filter's size-tuned profile, but wasm-bindgen reads custom sections that a full strip removes.
+	$(CARGO) build --target $(CONSOLE_TARGET) --profile wasm --config 'profile.wasm.strip="debuginfo"' -p ebb-console
 	@rm -rf $(CONSOLE_OUT) && mkdir -p $(CONSOLE_OUT)
 	wasm-bindgen --target web --no-typescript --out-dir $(CONSOLE_OUT) target/$(CONSOLE_TARGET)/wasm/ebb_console.wasm
 	cp harness/console/static/index.html harness/console/static/boot.js harness/console/static/style.css $(CONSOLE_OUT)/

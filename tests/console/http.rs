@@ -39,8 +39,11 @@ fn write_request(stream: &mut TcpStream, method: &str, host: &str, path: &str, h
     stream.write_all(body).expect("body written");
 }
 
+/// A response's status, headers, and where its body starts.
+type Head = (u16, Vec<(String, String)>, usize);
+
 /// Splits a response's head from what follows it, once the head is whole.
-fn parse_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+fn parse_head(buf: &[u8]) -> Option<Head> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");

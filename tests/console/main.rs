@@ -2,6 +2,10 @@
 // the page built by `make console` in real headless Chromium (over WebDriver), and raw HTTP for
 // what a browser would not send: no token, a wrong Host, a foreign Origin. Every wait is bounded.
 
+// These tests wait on a real browser and sockets, so they read the wall clock to bound each wait
+// (the harness's own rule, one clock, is about the code under test).
+#![allow(clippy::disallowed_types)]
+
 mod driver;
 mod http;
 mod webdriver;
