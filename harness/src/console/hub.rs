@@ -27,6 +27,8 @@ struct Log {
     streams: Vec<mpsc::Sender<Bytes>>,
     /// After the End event no more follow: streams are closed and new ones closed after the history.
     ended: bool,
+    /// Scenario time of the latest event: when the console adds a note of its own (Halt).
+    latest_s: f64,
 }
 
 #[derive(Default)]
@@ -60,6 +62,7 @@ impl Hub {
                 log.start = Some(bytes.clone());
                 log.events.clear();
                 log.ended = false;
+                log.latest_s = 0.0;
             }
             _ => {
                 if log.events.len() >= MAX_LOG {
@@ -68,11 +71,20 @@ impl Hub {
                 log.events.push_back(bytes.clone());
             }
         }
+        if let Some(t) = event_time(event).filter(|t| t.is_finite()) {
+            log.latest_s = log.latest_s.max(t);
+        }
+        // A stream whose queue is full belongs to a browser that stopped reading: dropped.
         log.streams.retain(|stream| stream.try_send(bytes.clone()).is_ok());
         if matches!(event, LiveEvent::End { .. }) {
             log.ended = true;
             log.streams.clear();
         }
+    }
+
+    /// Scenario time of the latest event published.
+    pub fn latest_s(&self) -> f64 {
+        self.lock().latest_s
     }
 
     /// A new stream: the history first, then live events. `None` when too many are open.
@@ -98,6 +110,16 @@ impl Hub {
     }
 }
 
+fn event_time(event: &LiveEvent) -> Option<f64> {
+    match event {
+        LiveEvent::Start { .. } => None,
+        LiveEvent::Sample { t_s, .. }
+        | LiveEvent::Command { t_s, .. }
+        | LiveEvent::Note { t_s, .. }
+        | LiveEvent::End { t_s, .. } => Some(*t_s),
+    }
+}
+
 /// The body of `GET /events`.
 pub struct EventStream {
     first: Option<Bytes>,
@@ -113,5 +135,91 @@ impl hyper::body::Body for EventStream {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         self.rx.poll_recv(cx).map(|next| next.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn note(t_s: f64) -> LiveEvent {
+        LiveEvent::Note { t_s, text: format!("note {t_s}") }
+    }
+
+    fn start() -> LiveEvent {
+        LiveEvent::Start {
+            scenario: "s".into(),
+            duration_s: 60.0,
+            time_scale: 1.0,
+            pools: vec![],
+            targets: vec![],
+            slos: vec![],
+        }
+    }
+
+    /// Every frame the stream has ready now (without waiting for more).
+    fn ready_text(stream: &mut EventStream) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let mut text = String::new();
+        runtime.block_on(async {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    frame = stream.frame() => frame,
+                    () = std::future::ready(()) => None,
+                };
+                match next {
+                    Some(Ok(frame)) => text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default())),
+                    _ => break,
+                }
+            }
+        });
+        text
+    }
+
+    #[test]
+    fn a_late_stream_gets_the_start_and_the_kept_history_in_order() {
+        let hub = Hub::default();
+        hub.publish(&note(1.0));
+        hub.publish(&start());
+        for i in 0..(MAX_LOG + 5) {
+            hub.publish(&note(i as f64));
+        }
+        assert_eq!(hub.latest_s(), (MAX_LOG + 4) as f64);
+        let mut stream = hub.subscribe().expect("a stream");
+        let text = ready_text(&mut stream);
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 1 + MAX_LOG, "the Start and the latest {MAX_LOG} events");
+        assert!(events[0].starts_with(r#"data: {"type":"start""#), "{}", events[0]);
+        assert!(events[1].contains(r#""t_s":5.0"#), "the oldest five went first: {}", events[1]);
+        assert!(events[MAX_LOG].contains(&format!(r#""t_s":{}.0"#, MAX_LOG + 4)));
+        // Then live ones.
+        hub.publish(&note(99_999.0));
+        assert!(ready_text(&mut stream).contains("99999"));
+    }
+
+    #[test]
+    fn a_browser_that_stops_reading_is_dropped_without_blocking_the_runner() {
+        let hub = Hub::default();
+        hub.publish(&start());
+        let _stalled = hub.subscribe().expect("a stream");
+        for i in 0..(QUEUE + 10) {
+            hub.publish(&note(i as f64));
+        }
+        assert_eq!(hub.lock().streams.len(), 0, "the full queue's stream was let go");
+    }
+
+    #[test]
+    fn streams_are_capped_and_end_with_the_game_day() {
+        let hub = Hub::default();
+        hub.publish(&start());
+        let streams: Vec<EventStream> = (0..MAX_STREAMS).map(|_| hub.subscribe().expect("a stream")).collect();
+        assert!(hub.subscribe().is_none(), "one too many");
+        drop(streams);
+        let mut stream = hub.subscribe().expect("closed streams make room");
+        hub.publish(&LiveEvent::End { t_s: 30.0, verdict: ebb_chart::live::Verdict::Pass, summary: String::new() });
+        assert!(ready_text(&mut stream).contains(r#""type":"end""#));
+        assert!(stream.rx.is_closed(), "nothing follows the end");
     }
 }

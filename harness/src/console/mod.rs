@@ -312,7 +312,7 @@ async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Respo
             shared.halt.store(true, Ordering::SeqCst);
             log::warn!("console: Halt pressed");
             shared.hub.publish(&LiveEvent::Note {
-                t_s: 0.0,
+                t_s: shared.hub.latest_s(),
                 text: "Halt pressed in the console: ebb gameday sends the kill switch to every target".into(),
             });
             response(StatusCode::ACCEPTED, "application/json", r#"{"ok":true,"halt":true}"#)
