@@ -29,7 +29,8 @@ wasm: wasm-target
 	cp $(WASM_OUT)/ebb_plugin.wasm dist/ebb.wasm
 	@echo "dist/ebb.wasm: $$(stat -c %s dist/ebb.wasm) bytes"
 
-## console-tools: the wasm32-unknown-unknown target and wasm-bindgen's CLI at Cargo.lock's version, when missing
+## console-tools: the wasm32-unknown-unknown target and wasm-bindgen's CLI at Cargo.lock's version, when
+## missing (not --locked: the CLI's own lock file pins a dependency release that has since been yanked)
 console-tools:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(CONSOLE_TARGET)' || rustup target add $(CONSOLE_TARGET)
 	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || \
