@@ -159,6 +159,23 @@ impl Drop for Browser {
                 http::request(self.addr, "DELETE", &path, &[], b"")
             }));
         }
+        // chromedriver's own shutdown quits every browser it started, even one whose session we
+        // never learnt (a start that timed out on our side); killing only the driver would orphan it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            http::request_within(
+                self.addr,
+                &self.addr.to_string(),
+                "GET",
+                "/shutdown",
+                &[],
+                b"",
+                Duration::from_secs(10),
+            )
+        }));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.driver.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
