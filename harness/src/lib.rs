@@ -3,6 +3,7 @@
 //! (`ebb_harness::host`, and its items at the top level) so that callers need one dependency.
 
 pub mod alert;
+pub mod console;
 pub mod control;
 pub mod report;
 pub mod scenario;

@@ -4,8 +4,10 @@
 use crate::scenario::error::thousands;
 use std::fmt::Write as _;
 
-use super::chart::{self, pool_chart};
-use super::junit::text;
+use ebb_chart::markup::text;
+use ebb_chart::timeline as chart;
+
+use super::chart::pool_chart;
 use super::{human, Report};
 use crate::slo::percent;
 
