@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod control;
+pub mod gameday;
 pub mod report;
 pub mod scenario;
 pub mod sim;
