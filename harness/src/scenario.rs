@@ -460,7 +460,8 @@ impl StopCondition {
 
     /// In words, for the timeline: `error_ratio of web > 0.5 for 30s`.
     pub fn describe(&self) -> String {
-        let signal = serde_json::to_value(self.signal).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let signal =
+            serde_json::to_value(self.signal).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let threshold = match (self.above, self.below) {
             (Some(a), _) => format!("> {a}"),
             (None, Some(b)) => format!("< {b}"),

@@ -8,7 +8,12 @@ use crate::scenario::{Scenario, Slo};
 use crate::sim::stats::{window, Sample};
 
 /// Checks every SLO of `scenario`. `samples[i]` are pool i's scrapes.
-pub fn evaluate(scenario: &Scenario, pools: &[PoolResult], alerts: &[AlertResult], samples: &[&[Sample]]) -> Vec<SloResult> {
+pub fn evaluate(
+    scenario: &Scenario,
+    pools: &[PoolResult],
+    alerts: &[AlertResult],
+    samples: &[&[Sample]],
+) -> Vec<SloResult> {
     let index: HashMap<&str, usize> = scenario.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
     let pool_index = |name: &str| index.get(name).copied().unwrap_or(0);
     scenario.slos.iter().map(|slo| check(scenario, &pool_index, slo, pools, alerts, samples)).collect()

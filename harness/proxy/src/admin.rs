@@ -60,7 +60,11 @@ pub fn run(shared: Arc<Shared>, mut main: Vec<Proxy>, socket: Option<std::net::T
                             let (page, shared) = (page.clone(), shared.clone());
                             async move { Ok::<_, Infallible>(answer(&shared, &page, &req)) }
                         });
+                        // One request per connection: the page is rendered when the connection
+                        // comes, so a kept-alive connection (Prometheus keeps its scrapes on one)
+                        // would serve the same numbers forever.
                         let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(false)
                             .serve_connection(TokioIo::new(socket), service)
                             .await;
                     });
@@ -72,7 +76,7 @@ pub fn run(shared: Arc<Shared>, mut main: Vec<Proxy>, socket: Option<std::net::T
 
 use std::rc::Rc;
 
-/// The pages the admin serves, rendered once per connection.
+/// The pages the admin serves, rendered once per connection (which carries one request).
 struct Pages {
     prometheus: String,
     stats: String,

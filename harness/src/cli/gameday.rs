@@ -103,7 +103,8 @@ fn metrics_url(text: &str) -> Result<Url, String> {
 fn key(file: Option<&Path>) -> anyhow::Result<String> {
     let from_env = std::env::var_os("EBB_KEY_FILE").filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(path) = file.map(Path::to_path_buf).or(from_env) {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read key file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read key file {}", path.display()))?;
         return Ok(text.trim_end_matches(['\n', '\r']).to_string());
     }
     Ok(std::env::var("EBB_KEY").unwrap_or_default())
@@ -126,7 +127,11 @@ fn play(args: Args) -> anyhow::Result<u8> {
     }
     let options = Options {
         targets: args.targets.clone(),
-        key: if args.dry_run { key(args.key_file.as_deref()).unwrap_or_default() } else { key(args.key_file.as_deref())? },
+        key: if args.dry_run {
+            key(args.key_file.as_deref()).unwrap_or_default()
+        } else {
+            key(args.key_file.as_deref())?
+        },
         metrics: args.metrics.clone(),
         alertmanager: args.alertmanager.clone(),
         time_scale: args.time_scale,

@@ -177,12 +177,17 @@ pub fn dry_run(scenario: &Scenario, options: &Options) -> String {
         Duration::from_millis(duration_real),
         targets.join(", ")
     );
-    let _ = writeln!(out, "planned calls (each signed and sent to every target, then confirmed through {PREFIX}state):");
+    let _ =
+        writeln!(out, "planned calls (each signed and sent to every target, then confirmed through {PREFIX}state):");
     let _ = writeln!(out, "  {:<10} {:<10} call", "scenario", "real");
     for step in plan::plan(scenario) {
         let real = real_ms(step.at_ms, scale);
         let (method, route) = step.act.call();
-        let mut line = format!("  +{:<9} +{:<9} {method} {PREFIX}{route}", Duration::from_millis(step.at_ms).to_string(), Duration::from_millis(real).to_string());
+        let mut line = format!(
+            "  +{:<9} +{:<9} {method} {PREFIX}{route}",
+            Duration::from_millis(step.at_ms).to_string(),
+            Duration::from_millis(real).to_string()
+        );
         if let Act::Add(fault) = &step.act {
             let sent = plan::for_sending(fault, scale, Duration::from_millis(duration_real.saturating_sub(real)));
             let _ = write!(line, " x-ebb-command: {}", serde_json::to_string(&sent).unwrap_or_default());
@@ -191,7 +196,11 @@ pub fn dry_run(scenario: &Scenario, options: &Options) -> String {
     }
     match &options.alertmanager {
         Some(am) => {
-            let _ = writeln!(out, "alerts: from Alertmanager {}; recovery: its receivers (the scenario's runbooks do not run)", am.show());
+            let _ = writeln!(
+                out,
+                "alerts: from Alertmanager {}; recovery: its receivers (the scenario's runbooks do not run)",
+                am.show()
+            );
         }
         None => {
             for (i, r) in scenario.recovery.iter().enumerate() {
@@ -287,7 +296,12 @@ pub fn run(
         samples: vec![Vec::new(); scenario.pools.len()],
         counters: HashMap::new(),
         rules: scenario.alerts.iter().map(|r| Alert::new(r.clone(), at(&r.pool))).collect(),
-        stops: scenario.stop_conditions.iter().enumerate().map(|(i, c)| Alert::new(c.as_rule(i), at(&c.pool))).collect(),
+        stops: scenario
+            .stop_conditions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Alert::new(c.as_rule(i), at(&c.pool)))
+            .collect(),
         am: Vec::new(),
         due: Vec::new(),
         server: None,
@@ -467,9 +481,10 @@ impl Runner<'_> {
         let remaining = Duration::from_millis(self.duration_real_ms.saturating_sub(self.elapsed_ms()));
         let (method, route) = step.act.call();
         let command = match &step.act {
-            Act::Add(fault) => {
-                Some(serde_json::to_string(&plan::for_sending(fault, self.options.time_scale, remaining)).unwrap_or_default())
-            }
+            Act::Add(fault) => Some(
+                serde_json::to_string(&plan::for_sending(fault, self.options.time_scale, remaining))
+                    .unwrap_or_default(),
+            ),
             _ => None,
         };
         let t_s = self.t_s();
@@ -563,7 +578,8 @@ impl Runner<'_> {
         let shown = argv.join(" ");
         self.note("recovery", format!("runbook for {alert}: run {shown}"));
         if self.server.is_none() {
-            let server = recovery::ControlServer::start().map_err(|e| format!("cannot serve a loopback control URL: {e}"))?;
+            let server =
+                recovery::ControlServer::start().map_err(|e| format!("cannot serve a loopback control URL: {e}"))?;
             self.server = Some(server);
         }
         let Some(server) = self.server.take() else { return Ok(()) };
@@ -604,7 +620,10 @@ impl Runner<'_> {
                 }
             }
             recovery::Outcome::TimedOut { took_s, output } => {
-                self.note("refused", format!("runbook for {alert}: {shown} killed at its timeout ({took_s:.2}s); {}", output.summary()));
+                self.note(
+                    "refused",
+                    format!("runbook for {alert}: {shown} killed at its timeout ({took_s:.2}s); {}", output.summary()),
+                );
             }
         }
         Ok(())
@@ -614,7 +633,8 @@ impl Runner<'_> {
     fn scrape_metrics(&self) -> Result<HashMap<String, observe::Counters>, String> {
         let mut counters = HashMap::new();
         for url in &self.options.metrics {
-            let answer = http::call(url, "GET", "", &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("metrics: {e}"))?;
+            let answer =
+                http::call(url, "GET", "", &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("metrics: {e}"))?;
             if answer.status != 200 {
                 return Err(format!("metrics: {} answered HTTP {}", url.show(), answer.status));
             }
@@ -657,7 +677,8 @@ impl Runner<'_> {
                 let deploy = if deploying[i] { ", deployment in progress" } else { "" };
                 self.say(format!("pool {}: {available}/{} hosts{deploy}", pool.name, expected[i]));
             }
-            let sample = Sample { t_s, available, expected: expected[i], deploying: deploying[i], bucket, ..Sample::default() };
+            let sample =
+                Sample { t_s, available, expected: expected[i], deploying: deploying[i], bucket, ..Sample::default() };
             stats::push(&mut self.samples[i], sample);
         }
         self.counters = counters;
@@ -670,7 +691,10 @@ impl Runner<'_> {
         for (k, c) in self.stops.iter_mut().enumerate() {
             let samples = &self.samples[c.pool];
             if c.evaluate(samples, samples.len() - 1, scrape_s) == Some(Transition::Fired) && stop.is_none() {
-                stop = Some(format!("stop condition stop_conditions[{k}] met: {}", self.scenario.stop_conditions[k].describe()));
+                stop = Some(format!(
+                    "stop condition stop_conditions[{k}] met: {}",
+                    self.scenario.stop_conditions[k].describe()
+                ));
             }
         }
         self.publish_sample(t_s);
@@ -717,15 +741,21 @@ impl Runner<'_> {
             let k = match self.am.iter().position(|x| x.name == a.name && x.pool == pool) {
                 Some(k) => k,
                 None => {
-                    self.am.push(Tracked { name: a.name.clone(), pool: pool.clone(), firing: false, fired_s: Vec::new(), resolved_s: Vec::new() });
+                    self.am.push(Tracked {
+                        name: a.name.clone(),
+                        pool: pool.clone(),
+                        firing: false,
+                        fired_s: Vec::new(),
+                        resolved_s: Vec::new(),
+                    });
                     self.am.len() - 1
                 }
             };
             if !self.am[k].firing {
                 // When Prometheus started firing it, on the scenario's clock; before the game day is 0.
-                let fired = a.starts_at_ms.map_or(t_s, |ms| {
-                    (ms.saturating_sub(start_ms) as f64 * self.options.time_scale / 1000.0).min(t_s)
-                });
+                let fired = a
+                    .starts_at_ms
+                    .map_or(t_s, |ms| (ms.saturating_sub(start_ms) as f64 * self.options.time_scale / 1000.0).min(t_s));
                 let fired = self.am[k].resolved_s.last().map_or(fired, |r| fired.max(*r));
                 self.am[k].firing = true;
                 self.am[k].fired_s.push(fired);
@@ -748,12 +778,24 @@ impl Runner<'_> {
             Some(_) => self
                 .am
                 .iter()
-                .map(|a| Tracked { name: a.name.clone(), pool: a.pool.clone(), firing: a.firing, fired_s: a.fired_s.clone(), resolved_s: a.resolved_s.clone() })
+                .map(|a| Tracked {
+                    name: a.name.clone(),
+                    pool: a.pool.clone(),
+                    firing: a.firing,
+                    fired_s: a.fired_s.clone(),
+                    resolved_s: a.resolved_s.clone(),
+                })
                 .collect(),
             None => self
                 .rules
                 .iter()
-                .map(|a| Tracked { name: a.rule.name.clone(), pool: a.rule.pool.clone(), firing: a.firing, fired_s: a.fired_s.clone(), resolved_s: a.resolved_s.clone() })
+                .map(|a| Tracked {
+                    name: a.rule.name.clone(),
+                    pool: a.rule.pool.clone(),
+                    firing: a.firing,
+                    fired_s: a.fired_s.clone(),
+                    resolved_s: a.resolved_s.clone(),
+                })
                 .collect(),
         }
     }
@@ -766,18 +808,28 @@ impl Runner<'_> {
             .slos
             .iter()
             .map(|slo| {
-                let timed = slo.time_to_detect.as_ref().map(|p| (p, true)).or(slo.time_to_restore.as_ref().map(|p| (p, false)));
+                let timed =
+                    slo.time_to_detect.as_ref().map(|p| (p, true)).or(slo.time_to_restore.as_ref().map(|p| (p, false)));
                 let Some((within, detect)) = timed else {
                     return SloClock { name: slo.label(), state: SloPhase::Running, deadline_s: None };
                 };
-                let s = self.scenario.pools.iter().position(|p| p.name == within.pool).map_or(&[][..], |i| &self.samples[i][..]);
+                let s = self
+                    .scenario
+                    .pools
+                    .iter()
+                    .position(|p| p.name == within.pool)
+                    .map_or(&[][..], |i| &self.samples[i][..]);
                 let Some(lost) = s.iter().position(|x| x.available < x.expected && !x.deploying) else {
                     return SloClock { name: slo.label(), state: SloPhase::Waiting, deadline_s: None };
                 };
                 let lost_s = s[lost].t_s;
                 let deadline = lost_s + within.max.as_millis() as f64 / 1000.0;
                 let met = if detect {
-                    tracked.iter().filter(|a| a.pool == within.pool).flat_map(|a| a.fired_s.iter()).any(|&f| f <= deadline)
+                    tracked
+                        .iter()
+                        .filter(|a| a.pool == within.pool)
+                        .flat_map(|a| a.fired_s.iter())
+                        .any(|&f| f <= deadline)
                         || tracked.iter().any(|a| a.pool == within.pool && a.firing)
                 } else {
                     s[lost..].iter().any(|x| x.available >= x.expected && x.t_s <= deadline)
@@ -800,7 +852,9 @@ impl Runner<'_> {
             .pools
             .iter()
             .zip(&self.samples)
-            .filter_map(|(p, s)| s.last().map(|x| PoolSample { pool: p.name.clone(), expected: x.expected, available: x.available }))
+            .filter_map(|(p, s)| {
+                s.last().map(|x| PoolSample { pool: p.name.clone(), expected: x.expected, available: x.available })
+            })
             .collect();
         let alerts = self
             .tracked()
@@ -811,7 +865,13 @@ impl Runner<'_> {
                 since_s: if a.firing { a.fired_s.last().copied() } else { a.resolved_s.last().copied() },
             })
             .collect();
-        self.sink.publish(&LiveEvent::Sample { t_s, phase: self.phase.clone(), pools, alerts, slos: self.slo_clocks() });
+        self.sink.publish(&LiveEvent::Sample {
+            t_s,
+            phase: self.phase.clone(),
+            pools,
+            alerts,
+            slos: self.slo_clocks(),
+        });
     }
 
     /// At the end: this game day's faults cleared by id; at any other end, the kill switch to
@@ -821,16 +881,18 @@ impl Runner<'_> {
         match ending {
             Ending::Completed => {}
             Ending::Halted(why) => self.note("halt", format!("halted: {why}; sending the kill switch to every target")),
-            Ending::Failed(why) => self.note("refused", format!("error: {why}; sending the kill switch to every target")),
+            Ending::Failed(why) => {
+                self.note("refused", format!("error: {why}; sending the kill switch to every target"))
+            }
         }
         self.phase = "cleanup".into();
         let mut clean = true;
         for k in 0..self.options.targets.len() {
             let target = self.options.targets[k].clone();
             let sent = if kill_switch {
-                self.signer.call(&target, "DELETE", "faults", None, self.now_s()).map(|r| {
-                    format!("kill switch sent to {}: cleared {}", target.name, list(r.cleared.as_deref()))
-                })
+                self.signer
+                    .call(&target, "DELETE", "faults", None, self.now_s())
+                    .map(|r| format!("kill switch sent to {}: cleared {}", target.name, list(r.cleared.as_deref())))
             } else {
                 let mut cleared = Vec::new();
                 let mut result = Ok(());
@@ -841,17 +903,26 @@ impl Runner<'_> {
                         Err(e) => result = Err(e),
                     }
                 }
-                result.map(|()| format!("{}: cleared this game day's faults still there: {}", target.name, list(Some(&cleared))))
+                result.map(|()| {
+                    format!("{}: cleared this game day's faults still there: {}", target.name, list(Some(&cleared)))
+                })
             };
             match sent {
                 Ok(line) => self.note("cleanup", line),
                 Err(e) => self.note("refused", format!("cleanup: {e}")),
             }
             match self.confirm_gone(k) {
-                Ok(()) => self.note("cleanup", format!("{}: {PREFIX}state confirms no fault of this game day is left", target.name)),
+                Ok(()) => self.note(
+                    "cleanup",
+                    format!("{}: {PREFIX}state confirms no fault of this game day is left", target.name),
+                ),
                 Err(why) => {
                     clean = false;
-                    let ttl = Duration::from_millis(self.duration_real_ms.saturating_sub(self.elapsed_ms()).saturating_add(plan::TTL_MARGIN.as_millis()));
+                    let ttl = Duration::from_millis(
+                        self.duration_real_ms
+                            .saturating_sub(self.elapsed_ms())
+                            .saturating_add(plan::TTL_MARGIN.as_millis()),
+                    );
                     self.note("refused", format!("{}: cannot confirm that no fault of this game day is left: {why}; each expires by its TTL, at most {ttl} from now", target.name));
                 }
             }
@@ -904,7 +975,12 @@ impl Runner<'_> {
             totals,
             alerts,
             events: std::mem::take(&mut self.events),
-            requests: Requests { simulated: observed_requests, sample: 1, represented: observed_requests, filter_failures: 0 },
+            requests: Requests {
+                simulated: observed_requests,
+                sample: 1,
+                represented: observed_requests,
+                filter_failures: 0,
+            },
             duration_s: t_s,
         };
         let mut report = report::build(self.scenario, observed);
@@ -916,7 +992,11 @@ impl Runner<'_> {
         report.live = Some(Live {
             targets: self.options.targets.iter().map(|t| format!("{}={}", t.name, t.url.show())).collect(),
             time_scale: self.options.time_scale,
-            alerts_from: self.options.alertmanager.as_ref().map_or_else(|| "the scenario's rules".into(), |u| format!("Alertmanager {}", u.show())),
+            alerts_from: self
+                .options
+                .alertmanager
+                .as_ref()
+                .map_or_else(|| "the scenario's rules".into(), |u| format!("Alertmanager {}", u.show())),
             ended,
             clean,
         });
@@ -934,7 +1014,8 @@ fn list(items: Option<&[String]>) -> String {
 /// Alertmanager's active alerts, or why they cannot be read.
 fn fetch_alerts(am: &Url) -> Result<Vec<observe::ActiveAlert>, String> {
     let path = "/api/v2/alerts?active=true&silenced=false&inhibited=false";
-    let answer = http::call(am, "GET", path, &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("Alertmanager: {e}"))?;
+    let answer =
+        http::call(am, "GET", path, &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("Alertmanager: {e}"))?;
     if answer.status != 200 {
         return Err(format!("Alertmanager {} answered HTTP {} to GET /api/v2/alerts", am.show(), answer.status));
     }
@@ -946,12 +1027,25 @@ fn fetch_alerts(am: &Url) -> Result<Vec<observe::ActiveAlert>, String> {
 fn forward(targets: &[Target], request: &RawRequest) -> RawResponse {
     let mut first = None;
     for target in targets {
-        let response = match http::call(&target.url, &request.method, &request.path, &request.headers, &request.body, target::CALL_TIMEOUT) {
-            Ok(a) => RawResponse { status: a.status, headers: vec![("content-type".into(), "application/json".into())], body: a.body },
+        let response = match http::call(
+            &target.url,
+            &request.method,
+            &request.path,
+            &request.headers,
+            &request.body,
+            target::CALL_TIMEOUT,
+        ) {
+            Ok(a) => RawResponse {
+                status: a.status,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: a.body,
+            },
             Err(e) => RawResponse {
                 status: 502,
                 headers: vec![("content-type".into(), "application/json".into())],
-                body: serde_json::json!({"ok": false, "error": format!("target {}: {e}", target.name)}).to_string().into_bytes(),
+                body: serde_json::json!({"ok": false, "error": format!("target {}: {e}", target.name)})
+                    .to_string()
+                    .into_bytes(),
             },
         };
         first.get_or_insert(response);

@@ -56,7 +56,12 @@ pub fn plan(scenario: &Scenario) -> Vec<Step> {
             steps.push(Step {
                 at_ms,
                 act: Act::Add(scenario.deploy_fault(i, run, pool, false)),
-                text: format!("deploy {} of {pool}: {} batches every {}, {outcome}", i + 1, run.batches, run.batch_interval),
+                text: format!(
+                    "deploy {} of {pool}: {} batches every {}, {outcome}",
+                    i + 1,
+                    run.batches,
+                    run.batch_interval
+                ),
                 origin: format!("deploys[{i}]"),
             });
         }
@@ -148,7 +153,12 @@ mod tests {
         let got: Vec<(u64, &str)> = steps.iter().map(|s| (s.at_ms, s.origin.as_str())).collect();
         assert_eq!(
             got,
-            vec![(30_000, "timeline[0]"), (60_000, "deploys[0]"), (600_000, "deploys[0].retry_after"), (900_000, "timeline[1]")]
+            vec![
+                (30_000, "timeline[0]"),
+                (60_000, "deploys[0]"),
+                (600_000, "deploys[0].retry_after"),
+                (900_000, "timeline[1]")
+            ]
         );
         assert_eq!(steps[3].act.call(), ("POST", "pools/web/restore".to_string()));
     }

@@ -39,8 +39,7 @@ pub enum TargetError {
 impl Target {
     /// `NAME=http://HOST:PORT`.
     pub fn parse(text: &str) -> Result<Target, String> {
-        let (name, url) =
-            text.split_once('=').ok_or_else(|| format!("expected NAME=CONTROL_URL, got {text:?}"))?;
+        let (name, url) = text.split_once('=').ok_or_else(|| format!("expected NAME=CONTROL_URL, got {text:?}"))?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(format!("target name {name:?} must be letters, digits, '-', '_' or '.'"));
         }

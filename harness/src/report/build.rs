@@ -79,10 +79,18 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
             });
         }
         if let Some(t) = restored {
-            extra.push(Event { t_s: t, kind: "capacity_restored".into(), text: format!("{name} back to expected hosts") });
+            extra.push(Event {
+                t_s: t,
+                kind: "capacity_restored".into(),
+                text: format!("{name} back to expected hosts"),
+            });
         }
         if let (Some(a), Some(b)) = (impact_start, impact_end) {
-            extra.push(Event { t_s: a.max(0.0), kind: "impact_start".into(), text: format!("{name} customers impaired") });
+            extra.push(Event {
+                t_s: a.max(0.0),
+                kind: "impact_start".into(),
+                text: format!("{name} customers impaired"),
+            });
             extra.push(Event { t_s: b, kind: "impact_end".into(), text: format!("{name} impairment ends") });
         }
         let (requests, errors) = totals.get(i).copied().unwrap_or_default();
@@ -102,11 +110,7 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
     events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
     let slos = slo::evaluate(scenario, &pools, &alerts, &samples);
     let verdict = if slos.iter().all(|s| s.pass) { "pass" } else { "fail" };
-    let series = samples
-        .iter()
-        .zip(&scenario.pools)
-        .map(|(s, p)| minute_series(&p.name, s))
-        .collect();
+    let series = samples.iter().zip(&scenario.pools).map(|(s, p)| minute_series(&p.name, s)).collect();
     Report {
         version: report::VERSION,
         scenario: scenario.name.clone(),
