@@ -222,6 +222,9 @@ fn run_script(control: SocketAddr, body: &[u8]) -> String {
     format!("{}: {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// A child's output stream, read on a thread of its own.
+type Pipe = Box<dyn Read + Send>;
+
 /// `ebb gameday` as a child process, its stdout and stderr read on threads.
 pub struct Gameday {
     child: Child,
@@ -249,7 +252,7 @@ impl Gameday {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
-        let pipes: [(Box<dyn Read + Send>, Arc<Mutex<String>>); 2] = [
+        let pipes: [(Pipe, Arc<Mutex<String>>); 2] = [
             (Box::new(child.stderr.take().expect("stderr")), stderr.clone()),
             (Box::new(child.stdout.take().expect("stdout")), stdout.clone()),
         ];

@@ -13,7 +13,8 @@ pub const TTL_MARGIN: Duration = Duration::from_secs(15);
 /// One control call of the plan.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Act {
-    Add(FaultRequest),
+    /// Boxed: a fault request is far larger than the other calls.
+    Add(Box<FaultRequest>),
     Restore(String),
     Clear(String),
     ClearAll,
@@ -55,7 +56,7 @@ pub fn plan(scenario: &Scenario) -> Vec<Step> {
         for pool in &run.pools {
             steps.push(Step {
                 at_ms,
-                act: Act::Add(scenario.deploy_fault(i, run, pool, false)),
+                act: Act::Add(Box::new(scenario.deploy_fault(i, run, pool, false))),
                 text: format!(
                     "deploy {} of {pool}: {} batches every {}, {outcome}",
                     i + 1,
@@ -72,7 +73,7 @@ pub fn plan(scenario: &Scenario) -> Vec<Step> {
                 for pool in &run.pools {
                     steps.push(Step {
                         at_ms: retry_ms,
-                        act: Act::Add(scenario.deploy_fault(i, run, pool, true)),
+                        act: Act::Add(Box::new(scenario.deploy_fault(i, run, pool, true))),
                         text: format!("deploy {} of {pool} (retry): completes", i + 1),
                         origin: format!("deploys[{i}].retry_after"),
                     });
@@ -84,7 +85,7 @@ pub fn plan(scenario: &Scenario) -> Vec<Step> {
         let note = if action.note.is_empty() { String::new() } else { format!(" ({})", action.note) };
         let (act, text) = if let Some(fault) = &action.command {
             let kind = fault.spec().map(|s| s.name()).unwrap_or("fault");
-            (Act::Add(fault.clone()), format!("add {kind} {}{note}", fault.id.clone().unwrap_or_default()))
+            (Act::Add(Box::new(fault.clone())), format!("add {kind} {}{note}", fault.id.clone().unwrap_or_default()))
         } else if let Some(pool) = &action.restore {
             (Act::Restore(pool.clone()), format!("restore pool {pool}{note}"))
         } else if let Some(id) = &action.clear {
@@ -149,6 +150,7 @@ mod tests {
 
     #[test]
     fn the_plan_is_in_time_order_with_deploy_retries() {
+        // The retry: 1m + 2 batches of 2m + retry_after 4m = 9m.
         let steps = plan(&scenario());
         let got: Vec<(u64, &str)> = steps.iter().map(|s| (s.at_ms, s.origin.as_str())).collect();
         assert_eq!(
@@ -156,7 +158,7 @@ mod tests {
             vec![
                 (30_000, "timeline[0]"),
                 (60_000, "deploys[0]"),
-                (600_000, "deploys[0].retry_after"),
+                (540_000, "deploys[0].retry_after"),
                 (900_000, "timeline[1]")
             ]
         );
