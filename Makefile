@@ -29,10 +29,11 @@ build: wasm
 
 ## prereqs: what the tests run besides cargo (checked first, so a missing tool is named at once)
 prereqs:
-	@missing=""; for t in promtool; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in promtool prometheus prometheus-alertmanager; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make test needs:$$missing. Install Debian's 'prometheus' package (sudo apt-get install prometheus)," >&2; \
-	  echo "or run .ci/run, which installs everything the tests need." >&2; exit 2; fi
+	  echo "make test needs:$$missing. Install Debian's 'prometheus' and 'prometheus-alertmanager' packages" >&2; \
+	  echo "(sudo apt-get install prometheus prometheus-alertmanager; tests/gameday runs both), or run .ci/run," >&2; \
+	  echo "which installs everything the tests need." >&2; exit 2; fi
 
 ## test: every test, against a freshly built dist/ebb.wasm. The release profile, as `make build`
 ## uses: wasmtime is compiled once for both. Every test binary runs even when one fails. The real
@@ -45,7 +46,7 @@ test: prereqs wasm
 	EBB_TEST_HOST_PROFILE=strict $(CARGO) test --release --no-fail-fast -p ebb-tests --test filter || status=$$?; \
 	exit $$status
 
-## demo: drive the real filter through the harness host
+## demo: drive the real filter through the harness host, ebb proxy and a live ebb gameday
 demo: build
 	./scripts/demo.sh
 
