@@ -136,21 +136,25 @@ pub fn prometheus(admin: SocketAddr, alertmanager: SocketAddr) -> Server {
     Server::start(cmd, addr, dir)
 }
 
-/// Alertmanager routing EbbPoolBelowExpectedCapacity to the webhook at `hook` (or to a receiver
-/// with nothing configured when `hook` is None), one notification per pool, at once.
+/// Alertmanager with deploy/alertmanager/ebb-gameday.yml: EbbPoolBelowExpectedCapacity to the
+/// webhook at `hook` (none configured when `hook` is None), its waits cut for --time-scale 60.
 pub fn alertmanager(hook: Option<SocketAddr>) -> Server {
     let dir = TempDir::new("alertmanager");
-    let webhook = match hook {
-        Some(addr) => format!("  webhook_configs:\n  - url: http://{addr}/\n    send_resolved: false\n"),
-        None => String::new(),
+    let shipped =
+        std::fs::read_to_string(util::workspace().join("deploy/alertmanager/ebb-gameday.yml")).expect("config");
+    let mut text = shipped.clone();
+    for (from, to) in [("group_wait: 10s", "group_wait: 0s"), ("group_interval: 1m", "group_interval: 1s")] {
+        assert!(text.contains(from), "{from} in the shipped configuration");
+        text = text.replace(from, to);
+    }
+    let url = "url: http://127.0.0.1:9095/recover-pool";
+    assert!(text.contains(url), "the shipped webhook");
+    text = match hook {
+        Some(addr) => text.replace(url, &format!("url: http://{addr}/recover-pool")),
+        // The receiver with nothing behind it: the alert fires and nobody recovers.
+        None => text.split("  webhook_configs:").next().expect("receivers").to_string(),
     };
-    let config = dir.file(
-        "alertmanager.yml",
-        &format!(
-            "route:\n  receiver: nobody\n  group_by: [alertname, ebb_pool]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n  routes:\n  - receiver: recover-pool\n    matchers: ['alertname=\"EbbPoolBelowExpectedCapacity\"']\n\
-             receivers:\n- name: nobody\n- name: recover-pool\n{webhook}"
-        ),
-    );
+    let config = dir.file("alertmanager.yml", &text);
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let mut cmd =
         Command::new(std::env::var("EBB_ALERTMANAGER").unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into()));
