@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ebb_chart::live::{self, LiveEvent};
+use ebb_harness::gameday::target::Target;
+use ebb_harness::gameday::{self, Ending, LiveSink, Options};
+use ebb_harness::scenario::Scenario;
 use stack::{alertmanager, gameday, key_file, path, prometheus, scenario, Gameday, Hook, TempDir};
 use support::{ctl, free_port, Proxy, Upstream};
 
@@ -346,4 +350,62 @@ fn input_errors_exit_2_with_what_is_wrong() {
         stderr.contains("bad.json:4:32: stop_conditions[0].pool: no pool named \"wbe\" (did you mean \"web\"?"),
         "{stderr}"
     );
+}
+
+/// What a console would get: every live event, in order. Halts the game day (as the console's
+/// Halt button does) once the first command has been applied.
+struct Recorder {
+    events: std::sync::Mutex<Vec<LiveEvent>>,
+    halt: Arc<AtomicBool>,
+}
+
+impl LiveSink for Recorder {
+    fn publish(&self, event: &LiveEvent) {
+        if matches!(event, LiveEvent::Command { ok: true, .. }) {
+            self.halt.store(true, Ordering::SeqCst);
+        }
+        self.events.lock().expect("events").push(event.clone());
+    }
+}
+
+/// The console's hook: the runner publishes Start, Command, Sample, Note and End events through
+/// the sink, and a halt request from outside is treated as Ctrl-C: kill switch, confirmed.
+#[test]
+fn a_console_sees_every_event_and_its_halt_request_clears_the_faults() {
+    let (proxy, _upstreams) = staging();
+    let halt = Arc::new(AtomicBool::new(false));
+    let recorder = Recorder { events: std::sync::Mutex::new(Vec::new()), halt: halt.clone() };
+    let scenario = Scenario::load(std::path::Path::new(&scenario(GAMEDAY))).expect("scenario");
+    let options = Options {
+        targets: vec![Target::parse(&format!("edge=http://{}", proxy.control())).expect("target")],
+        key: KEY.into(),
+        metrics: Vec::new(),
+        alertmanager: None,
+        time_scale: 60.0,
+        halt,
+    };
+    let mut lines = Vec::new();
+    let outcome =
+        gameday::run(&scenario, &options, &recorder, &mut |l: &str| lines.push(l.to_string())).expect("started");
+    assert_eq!(outcome.ending, Ending::Halted("halted by request (the console's Halt)".into()), "{lines:#?}");
+    assert!(outcome.clean, "{lines:#?}");
+    assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
+    let events = recorder.events.lock().expect("events").clone();
+    assert!(
+        matches!(events.first(), Some(LiveEvent::Start { pools, .. }) if pools == &["web", "api", "ssh"]),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(LiveEvent::End { verdict: live::Verdict::Halted, .. })),
+        "{:?}",
+        events.last()
+    );
+    assert!(events.iter().any(|e| matches!(e, LiveEvent::Sample { pools, .. } if pools.len() == 3)), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, LiveEvent::Note { text, .. } if text.contains("kill switch sent to edge"))),
+        "{events:?}"
+    );
+    let commands = events.iter().filter(|e| matches!(e, LiveEvent::Command { .. })).count();
+    assert!(commands >= 1, "{events:?}");
+    assert!(lines.iter().any(|l| l.contains("confirms no fault of this game day is left")), "{lines:#?}");
 }
