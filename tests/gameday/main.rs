@@ -162,23 +162,51 @@ fn without_the_recovery_receiver_the_capacity_slo_fails() {
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
 }
 
-/// Ctrl-C while the deploy has a batch drained: the kill switch, confirmed, and exit 3.
+/// Ctrl-C (and SIGTERM) while the deploy has a batch drained: the kill switch, confirmed, exit 3.
 #[test]
-fn sigint_in_the_middle_of_a_drain_sends_the_kill_switch_and_exits_3() {
+fn sigint_or_sigterm_in_the_middle_of_a_drain_sends_the_kill_switch_and_exits_3() {
     let (proxy, _upstreams) = staging();
-    let mut run = Gameday::start(&[&scenario(GAMEDAY), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
-    run.wait_for("added deploy1-ssh");
-    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 6");
-    assert_eq!(faults(&proxy), ["deploy1-web", "deploy1-api", "deploy1-ssh"]);
-    run.signal("INT");
-    assert_eq!(run.wait(Duration::from_secs(15)), Some(3), "{}", run.stderr());
-    let stderr = run.stderr();
-    assert!(stderr.contains("halted: interrupted (SIGINT, Ctrl-C); sending the kill switch"), "{stderr}");
-    assert!(stderr.contains("kill switch sent to edge: cleared deploy1-"), "{stderr}");
-    assert!(stderr.contains("edge: /.ebb/v1/state confirms no fault of this game day is left"), "{stderr}");
+    for (signal, why) in [("INT", "interrupted (SIGINT, Ctrl-C)"), ("TERM", "terminated (SIGTERM)")] {
+        let mut run = Gameday::start(&[&scenario(GAMEDAY), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
+        run.wait_for("added deploy1-ssh");
+        proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 6");
+        assert_eq!(faults(&proxy), ["deploy1-web", "deploy1-api", "deploy1-ssh"]);
+        run.signal(signal);
+        assert_eq!(run.wait(Duration::from_secs(15)), Some(3), "{}", run.stderr());
+        let stderr = run.stderr();
+        assert!(stderr.contains(&format!("halted: {why}; sending the kill switch")), "{stderr}");
+        assert!(stderr.contains("kill switch sent to edge: cleared deploy1-"), "{stderr}");
+        assert!(stderr.contains("edge: /.ebb/v1/state confirms no fault of this game day is left"), "{stderr}");
+        assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
+        proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 10");
+        assert!(run.stdout().contains(&format!("halted: {why}")), "the report says so:\n{}", run.stdout());
+    }
+}
+
+/// A command the live filter refuses (its caps are stricter than the scenario's): the game day
+/// stops on its own error, sends the kill switch, and exits 4.
+#[test]
+fn a_command_the_filter_refuses_stops_the_game_day_with_the_kill_switch() {
+    let (proxy, _upstreams) = staging();
+    let dir = TempDir::new("refused");
+    let file = dir.file(
+        "refused.json",
+        r#"{"version": 1, "name": "too-deep", "duration": "10m",
+  "filter": {"limits": {"max_drain_fraction": 0.9}},
+  "pools": [{"name": "web", "hosts": 10, "capacity_per_host": 50, "service_time": "50ms"},
+            {"name": "api", "hosts": 6, "capacity_per_host": 40, "service_time": "50ms"}],
+  "traffic": [],
+  "timeline": [{"at": "+30s", "command": {"id": "api-drain", "ttl": "1h", "drain": {"pool": "api", "hosts": 2}}},
+               {"at": "+1m", "command": {"id": "deep", "ttl": "1h", "drain": {"pool": "web", "hosts": 8}}}],
+  "slos": [{"time_to_restore": {"pool": "web", "max": "5m"}}]}"#,
+    );
+    let out = gameday(&[&path(&file), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("added api-drain"), "{stderr}");
+    assert!(stderr.contains("target edge refused POST /.ebb/v1/faults (HTTP 422)"), "{stderr}");
+    assert!(stderr.contains("kill switch sent to edge: cleared api-drain"), "{stderr}");
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
-    proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 10");
-    assert!(run.stdout().contains("halted: interrupted"), "the report says so:\n{}", run.stdout());
 }
 
 /// SIGKILL leaves the faults in place, but each carries a TTL of the game day's remaining time
