@@ -125,6 +125,9 @@ fn the_staging_loop_detects_and_restores_the_drained_pools_and_the_game_day_pass
     let runs = hook.runs();
     assert!(runs.iter().any(|r| r.contains("pool web restored")), "the receiver ran recover-pool.sh: {runs:?}");
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
+    if std::env::var_os("EBB_SHOW").is_some() {
+        eprintln!("{}", text(&out));
+    }
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert!(xml.contains("failures=\"0\""), "{xml}");
 }
