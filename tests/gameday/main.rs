@@ -81,7 +81,7 @@ fn the_staging_loop_detects_and_restores_the_drained_pools_and_the_game_day_pass
     let prometheus = prometheus(proxy.admin(), am.addr);
     let dir = TempDir::new("pass");
     let (key, json) = (key_file(&dir), dir.0.join("report.json"));
-    let junit = dir.0.join("report.junit.xml");
+    let (junit, html) = (dir.0.join("report.junit.xml"), dir.0.join("report.html"));
     let out = gameday(
         &[
             &scenario(GAMEDAY),
@@ -92,6 +92,7 @@ fn the_staging_loop_detects_and_restores_the_drained_pools_and_the_game_day_pass
             &format!("--key-file={}", path(&key)),
             &format!("--json={}", path(&json)),
             &format!("--junit={}", path(&junit)),
+            &format!("--html={}", path(&html)),
         ],
         &[],
     );
@@ -125,11 +126,15 @@ fn the_staging_loop_detects_and_restores_the_drained_pools_and_the_game_day_pass
     let runs = hook.runs();
     assert!(runs.iter().any(|r| r.contains("pool web restored")), "the receiver ran recover-pool.sh: {runs:?}");
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
+    // EBB_SHOW=1 prints the game day's output (docs/staging.md quotes a run).
     if std::env::var_os("EBB_SHOW").is_some() {
         eprintln!("{}", text(&out));
     }
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert!(xml.contains("failures=\"0\""), "{xml}");
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(page.contains("— PASS — ebb gameday</title>") && page.contains("<dt>played live</dt>"), "{page}");
+    assert!(!page.contains(" simulated, each through"), "a game day's requests are real");
 }
 
 /// The same loop with nothing behind the receiver: the alert fires, nobody restores, the
