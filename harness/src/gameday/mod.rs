@@ -4,28 +4,35 @@
 // Safety first: every fault carries a TTL capped to the game day's remaining time, and any end
 // but a normal one sends the kill switch to every target and confirms it through `/state`.
 
+mod alerts;
+mod cleanup;
+mod console;
+mod dry_run;
 pub mod http;
 mod observe;
 pub mod plan;
+mod recover;
 pub mod signals;
 pub mod target;
 
+pub use console::{LiveSink, NoConsole};
+pub use dry_run::dry_run;
+
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ebb_chart::live::{self, AlertPhase, AlertState, LiveEvent, PoolSample, SloClock, SloPhase};
+use ebb_chart::live::{self, LiveEvent};
 use ebb_engine::control::Response;
 use ebb_engine::Duration;
 
 use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
-use crate::control::{RawRequest, RawResponse};
 use crate::report::{self, AlertResult, Event, Live, Report, Requests};
 use crate::scenario::{Scenario, Signal};
 use crate::sim::recovery;
 use crate::sim::stats::{self, Bucket, Sample};
+use alerts::{fetch_alerts, Tracked};
 use http::Url;
 use plan::{Act, Step};
 use target::{Signer, Target, TargetError, PREFIX};
@@ -39,18 +46,6 @@ const CONFIRM_TRIES: u32 = 5;
 const CONFIRM_GAP_MS: u64 = 300;
 /// Largest time scale: beyond it the filter's 1s tick is longer than a scenario's hours.
 pub const MAX_TIME_SCALE: f64 = 100_000.0;
-
-/// Where live events go: the console, when one is built in (`ebb_console`).
-pub trait LiveSink {
-    fn publish(&self, event: &LiveEvent);
-}
-
-/// No console.
-pub struct NoConsole;
-
-impl LiveSink for NoConsole {
-    fn publish(&self, _: &LiveEvent) {}
-}
 
 /// How a game day is run.
 pub struct Options {
@@ -160,87 +155,6 @@ pub fn check(scenario: &Scenario, options: &Options) -> Result<(), StartError> {
 fn real_ms(ms: u64, scale: f64) -> u64 {
     // The float-to-integer cast saturates.
     (ms as f64 / scale).round() as u64
-}
-
-/// What `--dry-run` prints: every planned call with its scenario and real time, the recovery
-/// that would answer alerts, and the cleanup at the end. Nothing is sent.
-pub fn dry_run(scenario: &Scenario, options: &Options) -> String {
-    let scale = options.time_scale;
-    let duration_real = real_ms(scenario.duration.as_millis(), scale);
-    let targets: Vec<String> = options.targets.iter().map(|t| format!("{} ({})", t.name, t.url.show())).collect();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}: {} at {scale}x ({} real) against {}",
-        scenario.name,
-        scenario.duration,
-        Duration::from_millis(duration_real),
-        targets.join(", ")
-    );
-    let _ =
-        writeln!(out, "planned calls (each signed and sent to every target, then confirmed through {PREFIX}state):");
-    let _ = writeln!(out, "  {:<10} {:<10} call", "scenario", "real");
-    for step in plan::plan(scenario) {
-        let real = real_ms(step.at_ms, scale);
-        let (method, route) = step.act.call();
-        let mut line = format!(
-            "  +{:<9} +{:<9} {method} {PREFIX}{route}",
-            Duration::from_millis(step.at_ms).to_string(),
-            Duration::from_millis(real).to_string()
-        );
-        if let Act::Add(fault) = &step.act {
-            let sent = plan::for_sending(fault, scale, Duration::from_millis(duration_real.saturating_sub(real)));
-            let _ = write!(line, " x-ebb-command: {}", serde_json::to_string(&sent).unwrap_or_default());
-        }
-        let _ = writeln!(out, "{line}  # {}: {}", step.origin, step.text);
-    }
-    match &options.alertmanager {
-        Some(am) => {
-            let _ = writeln!(
-                out,
-                "alerts: from Alertmanager {}; recovery: its receivers (the scenario's runbooks do not run)",
-                am.show()
-            );
-        }
-        None => {
-            for (i, r) in scenario.recovery.iter().enumerate() {
-                let what = if let Some(pool) = &r.restore {
-                    format!("POST {PREFIX}pools/{pool}/restore")
-                } else if let Some(argv) = &r.run {
-                    format!("run {} (EBB_CONTROL_URL: a loopback URL that forwards to every target)", argv.join(" "))
-                } else {
-                    format!("DELETE {PREFIX}faults (kill switch)")
-                };
-                let _ = writeln!(
-                    out,
-                    "  when {} fires, +{} scenario (+{} real) later: {what}  # recovery[{i}]",
-                    r.on,
-                    r.after,
-                    Duration::from_millis(real_ms(r.after.as_millis(), scale))
-                );
-            }
-        }
-    }
-    for c in &scenario.stop_conditions {
-        let _ = writeln!(out, "  halt (kill switch) if {}", c.describe());
-    }
-    let _ = writeln!(
-        out,
-        "  +{:<9} +{:<9} DELETE {PREFIX}faults/ID for each fault this game day added; any other end: DELETE {PREFIX}faults (kill switch)",
-        scenario.duration.to_string(),
-        Duration::from_millis(duration_real).to_string()
-    );
-    let _ = writeln!(out, "dry run: nothing was sent");
-    out
-}
-
-/// An alert as the runner tracks it: the scenario's rule evaluated here, or one Alertmanager holds.
-struct Tracked {
-    name: String,
-    pool: String,
-    firing: bool,
-    fired_s: Vec<f64>,
-    resolved_s: Vec<f64>,
 }
 
 struct Runner<'a> {
@@ -556,79 +470,6 @@ impl Runner<'_> {
         }
     }
 
-    /// Recovery rule `r`, triggered by `alert` on `pool`: a built-in runbook or the team's program.
-    fn recover(&mut self, r: usize, alert: &str, pool: &str) -> Result<(), String> {
-        let rule = &self.scenario.recovery[r];
-        let origin = format!("recovery[{r}]");
-        if let Some(argv) = &rule.run {
-            return self.run_program(r, argv, alert, pool);
-        }
-        let (act, text) = match &rule.restore {
-            Some(p) => (Act::Restore(p.clone()), format!("runbook for {alert}: restore pool {p}")),
-            None => (Act::ClearAll, format!("runbook for {alert}: kill switch")),
-        };
-        let step = Step { at_ms: 0, act, text, origin };
-        self.execute(&step, "recovery").map_err(|e| e.to_string())
-    }
-
-    /// Runs a recovery program with a loopback control URL that forwards each call, unchanged, to
-    /// every target (their first answer goes back), as a replay does with its simulated proxies.
-    fn run_program(&mut self, r: usize, argv: &[String], alert: &str, pool: &str) -> Result<(), String> {
-        let rule = &self.scenario.recovery[r];
-        let shown = argv.join(" ");
-        self.note("recovery", format!("runbook for {alert}: run {shown}"));
-        if self.server.is_none() {
-            let server =
-                recovery::ControlServer::start().map_err(|e| format!("cannot serve a loopback control URL: {e}"))?;
-            self.server = Some(server);
-        }
-        let Some(server) = self.server.take() else { return Ok(()) };
-        let url = server.url().to_string();
-        let webhook = recovery::webhook(alert, pool, &format!("{alert} on {pool}"), self.now_s(), &url);
-        let program = recovery::Program {
-            argv,
-            dir: &self.scenario.dir,
-            env: vec![
-                ("EBB_CONTROL_URL", url.clone()),
-                ("EBB_URL", url),
-                ("EBB_KEY", self.options.key.clone()),
-                ("EBB_ALERT", alert.to_string()),
-                ("EBB_POOL", pool.to_string()),
-            ],
-            stdin: webhook.to_string().into_bytes(),
-            timeout: std::time::Duration::from_millis(rule.run_timeout().as_millis()),
-        };
-        let targets = &self.options.targets;
-        let mut calls = Vec::new();
-        let outcome = recovery::run(&program, &server, &mut |request| {
-            let response = forward(targets, request);
-            let path = request.path.split('?').next().unwrap_or_default().to_string();
-            calls.push(format!("{} {path} -> {}", request.method, response.status));
-            response
-        });
-        self.server = Some(server);
-        for call in calls {
-            self.note("command", format!("recovery program: {call}"));
-        }
-        match outcome {
-            recovery::Outcome::NotStarted(why) => self.note("refused", format!("runbook for {alert}: {why}")),
-            recovery::Outcome::Exited { status, took_s, output } => {
-                let how = status.code().map_or_else(|| status.to_string(), |c| format!("exit {c}"));
-                self.note("recovery", format!("{shown}: {how} after {took_s:.2}s"));
-                if !status.success() {
-                    self.note("refused", format!("runbook for {alert}: {shown} failed ({how}); {}", output.summary()));
-                }
-            }
-            recovery::Outcome::TimedOut { took_s, output } => {
-                self.note(
-                    "refused",
-                    format!("runbook for {alert}: {shown} killed at its timeout ({took_s:.2}s); {}", output.summary()),
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// The counters of every metrics page, summed by pool.
     fn scrape_metrics(&self) -> Result<HashMap<String, observe::Counters>, String> {
         let mut counters = HashMap::new();
@@ -701,262 +542,6 @@ impl Runner<'_> {
         Ok(stop)
     }
 
-    /// The scenario's own rules on what was scraped; runbooks scheduled on firing.
-    fn evaluate_rules(&mut self) {
-        let scrape_s = self.scenario.scrape_interval.as_millis() as f64 / 1000.0;
-        let mut changes = Vec::new();
-        for (i, alert) in self.rules.iter_mut().enumerate() {
-            let samples = &self.samples[alert.pool];
-            if let Some(t) = alert.evaluate(samples, samples.len() - 1, scrape_s) {
-                changes.push((i, t));
-            }
-        }
-        for (i, t) in changes {
-            let (name, pool) = (self.rules[i].rule.name.clone(), self.rules[i].rule.pool.clone());
-            match t {
-                Transition::Fired => {
-                    self.note("alert", format!("{name} fires (on {pool}, the scenario's rule)"));
-                    let now = self.elapsed_ms();
-                    for (r, rule) in self.scenario.recovery.iter().enumerate() {
-                        if rule.on == name {
-                            let due = now.saturating_add(real_ms(rule.after.as_millis(), self.options.time_scale));
-                            self.due.push((due, r, name.clone(), pool.clone()));
-                        }
-                    }
-                }
-                Transition::Resolved => self.note("resolved", format!("{name} resolved")),
-            }
-        }
-    }
-
-    /// Alertmanager's active alerts on the scenario's pools: new ones fired when they started,
-    /// gone ones resolved now.
-    fn track_alertmanager(&mut self, am: &Url, t_s: f64) -> Result<(), String> {
-        let active = fetch_alerts(am)?;
-        let start_ms = self.start_ns / 1_000_000;
-        let mut seen = HashSet::new();
-        for a in active {
-            let Some(pool) = a.pool.filter(|p| self.scenario.pools.iter().any(|q| &q.name == p)) else { continue };
-            seen.insert((a.name.clone(), pool.clone()));
-            let k = match self.am.iter().position(|x| x.name == a.name && x.pool == pool) {
-                Some(k) => k,
-                None => {
-                    self.am.push(Tracked {
-                        name: a.name.clone(),
-                        pool: pool.clone(),
-                        firing: false,
-                        fired_s: Vec::new(),
-                        resolved_s: Vec::new(),
-                    });
-                    self.am.len() - 1
-                }
-            };
-            if !self.am[k].firing {
-                // When Prometheus started firing it, on the scenario's clock; before the game day is 0.
-                let fired = a
-                    .starts_at_ms
-                    .map_or(t_s, |ms| (ms.saturating_sub(start_ms) as f64 * self.options.time_scale / 1000.0).min(t_s));
-                let fired = self.am[k].resolved_s.last().map_or(fired, |r| fired.max(*r));
-                self.am[k].firing = true;
-                self.am[k].fired_s.push(fired);
-                self.note("alert", format!("{} fires on {pool} (Alertmanager)", a.name));
-            }
-        }
-        for k in 0..self.am.len() {
-            let key = (self.am[k].name.clone(), self.am[k].pool.clone());
-            if self.am[k].firing && !seen.contains(&key) {
-                self.am[k].firing = false;
-                self.am[k].resolved_s.push(t_s);
-                self.note("resolved", format!("{} on {} resolved (Alertmanager)", key.0, key.1));
-            }
-        }
-        Ok(())
-    }
-
-    fn tracked(&self) -> Vec<Tracked> {
-        match self.options.alertmanager {
-            Some(_) => self
-                .am
-                .iter()
-                .map(|a| Tracked {
-                    name: a.name.clone(),
-                    pool: a.pool.clone(),
-                    firing: a.firing,
-                    fired_s: a.fired_s.clone(),
-                    resolved_s: a.resolved_s.clone(),
-                })
-                .collect(),
-            None => self
-                .rules
-                .iter()
-                .map(|a| Tracked {
-                    name: a.rule.name.clone(),
-                    pool: a.rule.pool.clone(),
-                    firing: a.firing,
-                    fired_s: a.fired_s.clone(),
-                    resolved_s: a.resolved_s.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    /// The time SLOs' clocks as the console shows them.
-    fn slo_clocks(&self) -> Vec<SloClock> {
-        let tracked = self.tracked();
-        let t_s = self.t_s();
-        self.scenario
-            .slos
-            .iter()
-            .map(|slo| {
-                let timed =
-                    slo.time_to_detect.as_ref().map(|p| (p, true)).or(slo.time_to_restore.as_ref().map(|p| (p, false)));
-                let Some((within, detect)) = timed else {
-                    return SloClock { name: slo.label(), state: SloPhase::Running, deadline_s: None };
-                };
-                let s = self
-                    .scenario
-                    .pools
-                    .iter()
-                    .position(|p| p.name == within.pool)
-                    .map_or(&[][..], |i| &self.samples[i][..]);
-                let Some(lost) = s.iter().position(|x| x.available < x.expected && !x.deploying) else {
-                    return SloClock { name: slo.label(), state: SloPhase::Waiting, deadline_s: None };
-                };
-                let lost_s = s[lost].t_s;
-                let deadline = lost_s + within.max.as_millis() as f64 / 1000.0;
-                let met = if detect {
-                    tracked
-                        .iter()
-                        .filter(|a| a.pool == within.pool)
-                        .flat_map(|a| a.fired_s.iter())
-                        .any(|&f| f <= deadline)
-                        || tracked.iter().any(|a| a.pool == within.pool && a.firing)
-                } else {
-                    s[lost..].iter().any(|x| x.available >= x.expected && x.t_s <= deadline)
-                };
-                let state = if met {
-                    SloPhase::Met
-                } else if t_s > deadline {
-                    SloPhase::Missed
-                } else {
-                    SloPhase::Running
-                };
-                SloClock { name: slo.label(), state, deadline_s: Some(deadline) }
-            })
-            .collect()
-    }
-
-    fn publish_sample(&self, t_s: f64) {
-        let pools = self
-            .scenario
-            .pools
-            .iter()
-            .zip(&self.samples)
-            .filter_map(|(p, s)| {
-                s.last().map(|x| PoolSample { pool: p.name.clone(), expected: x.expected, available: x.available })
-            })
-            .collect();
-        let alerts = self
-            .tracked()
-            .into_iter()
-            .map(|a| AlertState {
-                name: format!("{} ({})", a.name, a.pool),
-                state: if a.firing { AlertPhase::Firing } else { AlertPhase::Inactive },
-                since_s: if a.firing { a.fired_s.last().copied() } else { a.resolved_s.last().copied() },
-            })
-            .collect();
-        self.sink.publish(&LiveEvent::Sample {
-            t_s,
-            phase: self.phase.clone(),
-            pools,
-            alerts,
-            slos: self.slo_clocks(),
-        });
-    }
-
-    /// At the end: this game day's faults cleared by id; at any other end, the kill switch to
-    /// every target. Then `/state` must show none of this game day's faults on any target.
-    fn clean_up(&mut self, ending: &Ending) -> bool {
-        let kill_switch = *ending != Ending::Completed;
-        match ending {
-            Ending::Completed => {}
-            Ending::Halted(why) => self.note("halt", format!("halted: {why}; sending the kill switch to every target")),
-            Ending::Failed(why) => {
-                self.note("refused", format!("error: {why}; sending the kill switch to every target"))
-            }
-        }
-        self.phase = "cleanup".into();
-        let mut clean = true;
-        for k in 0..self.options.targets.len() {
-            let target = self.options.targets[k].clone();
-            let sent = if kill_switch {
-                self.signer
-                    .call(&target, "DELETE", "faults", None, self.now_s())
-                    .map(|r| format!("kill switch sent to {}: cleared {}", target.name, list(r.cleared.as_deref())))
-            } else {
-                let mut cleared = Vec::new();
-                let mut result = Ok(());
-                for id in self.own[k].clone() {
-                    match self.signer.call(&target, "DELETE", &format!("faults/{id}"), None, self.now_s()) {
-                        Ok(_) => cleared.push(id),
-                        Err(TargetError::Refused { status: 404, .. }) => {}
-                        Err(e) => result = Err(e),
-                    }
-                }
-                result.map(|()| {
-                    format!("{}: cleared this game day's faults still there: {}", target.name, list(Some(&cleared)))
-                })
-            };
-            match sent {
-                Ok(line) => self.note("cleanup", line),
-                Err(e) => self.note("refused", format!("cleanup: {e}")),
-            }
-            match self.confirm_gone(k) {
-                Ok(()) => self.note(
-                    "cleanup",
-                    format!("{}: {PREFIX}state confirms no fault of this game day is left", target.name),
-                ),
-                Err(why) => {
-                    clean = false;
-                    let ttl = Duration::from_millis(
-                        self.duration_real_ms
-                            .saturating_sub(self.elapsed_ms())
-                            .saturating_add(plan::TTL_MARGIN.as_millis()),
-                    );
-                    self.note("refused", format!("{}: cannot confirm that no fault of this game day is left: {why}; each expires by its TTL, at most {ttl} from now", target.name));
-                }
-            }
-        }
-        clean
-    }
-
-    fn confirm_gone(&self, k: usize) -> Result<(), String> {
-        let target = &self.options.targets[k];
-        let mut last = String::new();
-        for attempt in 0..CONFIRM_TRIES {
-            if attempt > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(CONFIRM_GAP_MS));
-            }
-            match self.signer.state(target, self.now_s()) {
-                Ok(state) => {
-                    let left: Vec<String> = state
-                        .faults
-                        .iter()
-                        .flatten()
-                        .filter(|f| self.own[k].contains(&f.id) && f.state != "expired")
-                        .map(|f| f.id.clone())
-                        .collect();
-                    if left.is_empty() {
-                        return Ok(());
-                    }
-                    last = format!("still there: {}", left.join(", "));
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(last)
-    }
-
     fn report(&mut self, ending: &Ending, clean: bool) -> Report {
         let t_s = self.t_s().min(self.scenario.duration.as_millis() as f64 / 1000.0);
         let totals: Vec<(u64, u64)> = self
@@ -1002,53 +587,4 @@ impl Runner<'_> {
         });
         report
     }
-}
-
-fn list(items: Option<&[String]>) -> String {
-    match items {
-        Some(items) if !items.is_empty() => items.join(", "),
-        _ => "nothing".into(),
-    }
-}
-
-/// Alertmanager's active alerts, or why they cannot be read.
-fn fetch_alerts(am: &Url) -> Result<Vec<observe::ActiveAlert>, String> {
-    let path = "/api/v2/alerts?active=true&silenced=false&inhibited=false";
-    let answer =
-        http::call(am, "GET", path, &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("Alertmanager: {e}"))?;
-    if answer.status != 200 {
-        return Err(format!("Alertmanager {} answered HTTP {} to GET /api/v2/alerts", am.show(), answer.status));
-    }
-    observe::active_alerts(&answer.body).map_err(|e| format!("Alertmanager {}: {e}", am.show()))
-}
-
-/// A recovery program's request, unchanged (its own signature, its own `Host`), to every target;
-/// the first target's answer goes back.
-fn forward(targets: &[Target], request: &RawRequest) -> RawResponse {
-    let mut first = None;
-    for target in targets {
-        let response = match http::call(
-            &target.url,
-            &request.method,
-            &request.path,
-            &request.headers,
-            &request.body,
-            target::CALL_TIMEOUT,
-        ) {
-            Ok(a) => RawResponse {
-                status: a.status,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: a.body,
-            },
-            Err(e) => RawResponse {
-                status: 502,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: serde_json::json!({"ok": false, "error": format!("target {}: {e}", target.name)})
-                    .to_string()
-                    .into_bytes(),
-            },
-        };
-        first.get_or_insert(response);
-    }
-    first.unwrap_or(RawResponse { status: 503, headers: Vec::new(), body: b"no target\n".to_vec() })
 }
