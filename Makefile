@@ -61,9 +61,10 @@ build: wasm
 
 ## prereqs: what the tests run besides cargo (checked first, so a missing tool is named at once)
 prereqs:
-	@missing=""; for t in promtool chromium chromedriver; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in promtool prometheus prometheus-alertmanager chromium chromedriver; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make test needs:$$missing. Install Debian's 'prometheus', 'chromium' and 'chromium-driver' packages," >&2; \
+	  echo "make test needs:$$missing. Install Debian's 'prometheus', 'prometheus-alertmanager', 'chromium' and" >&2; \
+	  echo "'chromium-driver' packages (tests/gameday runs Prometheus and Alertmanager, tests/console a real browser)," >&2; \
 	  echo "or run .ci/run, which installs everything the tests need." >&2; exit 2; fi
 
 ## test: every test, against a freshly built dist/ebb.wasm. The release profile, as `make build`
@@ -79,7 +80,7 @@ test: prereqs wasm console
 	EBB_TEST_HOST_PROFILE=strict $(CARGO) test --release --no-fail-fast -p ebb-tests --test filter || status=$$?; \
 	exit $$status
 
-## demo: drive the real filter through the harness host
+## demo: drive the real filter through the harness host, ebb proxy and a live ebb gameday
 demo: build
 	./scripts/demo.sh
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the seed incident replayed through the real dist/ebb.wasm on a simulated clock,
 # as it happened and with its two fixes, with SLO verdicts and reports; then the filter up close,
-# one `ebb request` at a time. Every command is printed: rerun and vary them.
+# one `ebb request` at a time, `ebb proxy` on real sockets, and a live `ebb gameday` against it.
+# Every command is printed: rerun and vary them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EBB=${EBB:-target/release/ebb}
@@ -96,6 +97,41 @@ proxy_demo() {
 }
 bold "6. Real sockets: deploy/envoy/envoy.yaml served by ebb proxy (2 workers) in front of a local server."
 proxy_demo
+
+# 7. A live game day: `ebb gameday` drives ebb proxy through its signed control API, watches its
+# state and metrics, answers with the scenario's own alert rule and runbook, and cleans up.
+gameday_demo() {
+  command -v curl >/dev/null || { echo "  (skipped: needs curl)"; return; }
+  local dir; dir=$(mktemp -d)
+  local key=demo-gameday-key-3b8e1f6a2d9c4e7b0a5f8d1c6e3b9a72
+  sed "s/CHANGE-ME-ebb-staging-placeholder-key/$key/" deploy/envoy/envoy.yaml > "$dir/envoy.yaml"
+  (umask 077; printf '%s\n' "$key" > "$dir/control.key")
+  "$EBB" proxy "$dir/envoy.yaml" --wasm-file "/etc/envoy/ebb.wasm=$WASM" --listener ingress_http=127.0.0.1:0 \
+    --listener ingress_ssh=127.0.0.1:0 --listener ebb_control=127.0.0.1:0 --admin 127.0.0.1:0 \
+    --cluster web=127.0.0.1:9 --cluster api=127.0.0.1:9 --cluster ssh=127.0.0.1:9 \
+    > "$dir/proxy.out" 2> "$dir/proxy.err" & local px=$!
+  for _ in $(seq 100); do grep -q '^ready' "$dir/proxy.out" 2>/dev/null && break; sleep 0.1; done
+  local control admin
+  control=$(awk '$2=="ebb_control"{print $3}' "$dir/proxy.out"); admin=$(awk '$2=="admin"{print $3}' "$dir/proxy.out")
+  if [ -z "$control" ]; then sed 's/^/    /' "$dir/proxy.err"; kill $px 2>/dev/null; rm -rf "$dir"; return; fi
+  local scenario=scenarios/gameday-aborted-deploy.json
+  echo "  $ $EBB gameday $scenario --target edge=http://$control --time-scale 30 --dry-run"
+  "$EBB" gameday "$scenario" --target "edge=http://$control" --time-scale 30 --dry-run | cut -c1-150 | sed 's/^/    /'
+  echo "  $ EBB_KEY_FILE=control.key $EBB gameday $scenario --target edge=http://$control \\"
+  echo "      --metrics http://$admin/stats/prometheus --time-scale 30 --html $OUT/gameday.html"
+  echo "    (20 scenario minutes in 40 seconds; progress on stderr, one line per command and change)"
+  echo "    live console: --console 127.0.0.1:PORT would serve it; not built in this version of ebb"
+  local code=0
+  EBB_KEY_FILE="$dir/control.key" "$EBB" gameday "$scenario" --target "edge=http://$control" \
+    --metrics "http://$admin/stats/prometheus" --time-scale 30 --html "$OUT/gameday.html" 2>&1 | sed 's/^/    /' || code=$?
+  echo "  $ scripts/ebb-ctl --url http://$control faults    # nothing left behind"
+  EBB_KEY_FILE="$dir/control.key" scripts/ebb-ctl --url "http://$control" faults | sed 's/^/    /'
+  kill -TERM $px; wait $px 2>/dev/null || true
+  rm -rf "$dir"
+  [ "$code" -eq 0 ] || exit "$code"
+}
+bold "7. A live game day: ebb gameday plays the aborted deploy against ebb proxy at 30x, judges its SLOs, cleans up."
+gameday_demo
 
 bold "Reports: open $OUT/bitbucket-2021-02-05.html (timeline chart, events, SLO verdicts); JSON for CI beside it."
 echo "Next: make test (everything); docs/scenarios.md (write your own incident); docs/proxy.md (ebb proxy); docs/staging.md (put ebb in staging Envoy)."

@@ -11,7 +11,8 @@
 #
 #   recover-pool.sh [--verbose] [--dry-run] < webhook.json
 #
-# Restores the `pool` label of every firing alert in the notification (each pool once), with
+# Restores the pool of every firing alert in the notification (each pool once): its `pool` label,
+# or `ebb_pool` as alerts from deploy/prometheus/ebb-alerts.yaml carry it, with
 # scripts/ebb-ctl beside this script. Reads the JSON with jq, else python3, else sed (which
 # expects one alert per notification, as Alertmanager's webhook receives from a rule grouped
 # by alertname and pool).
@@ -43,20 +44,21 @@ notification=$(cat)
 # The pools of the firing alerts, one a line.
 pools_of() {
   if command -v jq >/dev/null 2>&1; then
-    jq -r '.alerts[]? | select(.status == "firing") | .labels.pool // empty'
+    jq -r '.alerts[]? | select(.status == "firing") | .labels.pool // .labels.ebb_pool // empty'
   elif command -v python3 >/dev/null 2>&1; then
     python3 -c '
 import json, sys
 for alert in json.load(sys.stdin).get("alerts", []):
-    pool = alert.get("labels", {}).get("pool")
+    labels = alert.get("labels", {})
+    pool = labels.get("pool") or labels.get("ebb_pool")
     if alert.get("status") == "firing" and pool:
         print(pool)'
   else
-    # No JSON parser: the notification's own status and the first "pool" label.
+    # No JSON parser: the notification's own status and the first "pool" (or "ebb_pool") label.
     local text
     text=$(tr -d '\n')
     [[ $text =~ \"status\"[[:space:]]*:[[:space:]]*\"firing\" ]] || return 0
-    printf '%s\n' "$text" | sed -n 's/.*"pool"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' | head -n1
+    printf '%s\n' "$text" | sed -n 's/.*"\(ebb_\)\{0,1\}pool"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\2/p' | head -n1
   fi
 }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod args;
 mod check;
+mod gameday;
 mod proxy;
 mod replay;
 mod request;
@@ -31,6 +32,9 @@ enum Command {
     /// Serve an Envoy bootstrap on real sockets, its Wasm filters run through ebb's host.
     #[command(after_long_help = proxy::EXAMPLES)]
     Proxy(proxy::Args),
+    /// Play a scenario against live proxies (a game day) and judge it against its SLOs.
+    #[command(after_long_help = gameday::EXAMPLES)]
+    Gameday(Box<gameday::Args>),
     /// Check scenario files without running them.
     Check(check::Args),
     /// Print the JSON Schema of the scenario format (for editors; see docs/scenario.schema.json).
@@ -52,6 +56,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Request(args) => request::run(*args),
         Command::Replay(args) => replay::run(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::Gameday(args) => gameday::run(*args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
     }

@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod console;
 pub mod control;
+pub mod gameday;
 pub mod report;
 pub mod scenario;
 pub mod sim;

@@ -1,6 +1,7 @@
 // The replay's result (contract 4: versioned JSON for users' CI) and its terminal rendering:
 // a compact timeline and one verdict row per SLO. JUnit XML and the HTML page live in `report/`.
 
+mod build;
 mod chart;
 mod html;
 mod junit;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::scenario::time::clock_label;
 use crate::scenario::ClockTime;
 
+pub use build::{build, Observed};
 pub use html::html;
 pub use junit::junit;
 
@@ -39,6 +41,24 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Per-minute series for charts.
     pub series: Vec<PoolSeries>,
+    /// Set by `ebb gameday`: the run was live, against real proxies (absent from replays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<Live>,
+}
+
+/// How a live game day ran: its times are observed, on the scenario's clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    /// `NAME=CONTROL_URL` of each target.
+    pub targets: Vec<String>,
+    /// Scenario seconds per real second.
+    pub time_scale: f64,
+    /// `the scenario's rules` or `Alertmanager URL`.
+    pub alerts_from: String,
+    /// `completed`, `halted: …` or `error: …`.
+    pub ended: String,
+    /// Every target confirmed through its state that no fault of the game day was left.
+    pub clean: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,11 +153,26 @@ impl Report {
             self.start,
             self.seed
         );
-        let _ = writeln!(
-            out,
-            "{} simulated requests through ebb.wasm, each standing for {} real ({} in all)",
-            self.requests.simulated, self.requests.sample, self.requests.represented
-        );
+        match &self.live {
+            Some(live) => {
+                let _ = writeln!(
+                    out,
+                    "live game day at {}x against {}: {} requests counted by the filter; alerts from {}; {}",
+                    live.time_scale,
+                    live.targets.join(", "),
+                    self.requests.simulated,
+                    live.alerts_from,
+                    live.ended
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{} simulated requests through ebb.wasm, each standing for {} real ({} in all)",
+                    self.requests.simulated, self.requests.sample, self.requests.represented
+                );
+            }
+        }
         if self.requests.filter_failures > 0 {
             let _ = writeln!(out, "{}", paint("31", &format!("filter failures: {}", self.requests.filter_failures)));
         }

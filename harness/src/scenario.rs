@@ -78,6 +78,10 @@ pub struct Scenario {
     #[serde(default)]
     pub impact: Impact,
     pub slos: Vec<Slo>,
+    /// When a live game day (`ebb gameday`) must halt, as AWS FIS's stop conditions: reaching one
+    /// sends the kill switch to every target. A replay checks them but never halts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_conditions: Vec<StopCondition>,
     /// The folder of the scenario file, set when it is loaded (never read from JSON): recovery
     /// programs (`run`) start there, so a scenario and its scripts move together.
     #[serde(skip)]
@@ -403,6 +407,68 @@ pub struct Recovery {
     /// Default `1m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+}
+
+/// "Halt the game day if the error ratio of pool P exceeds X for Y": a pool's signal past a
+/// threshold for `for`, evaluated at every scrape like an alert rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopCondition {
+    pub pool: String,
+    /// `error_ratio` (default), `shed_ratio` or `available_ratio`; a game day observes no latency.
+    #[serde(default = "default_stop_signal")]
+    pub signal: Signal,
+    /// Halt when the signal is above this value...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub above: Option<f64>,
+    /// ...or below this value (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub below: Option<f64>,
+    /// Window of the request-based signals, at least `scrape_interval`. Default `1m`.
+    #[serde(default = "default_window")]
+    pub window: Duration,
+    /// How long the condition must hold. Default `0s`: the first scrape past the threshold halts.
+    #[serde(default, rename = "for")]
+    pub hold: Duration,
+    /// Request-based signals need at least this many requests in the window. Default 1.
+    #[serde(default = "one")]
+    pub min_requests: u64,
+}
+
+fn default_stop_signal() -> Signal {
+    Signal::ErrorRatio
+}
+
+impl StopCondition {
+    /// The condition as an alert rule, so that it is evaluated exactly as alerts are.
+    pub fn as_rule(&self, index: usize) -> AlertRule {
+        AlertRule {
+            name: format!("stop_conditions[{index}]"),
+            pool: self.pool.clone(),
+            signal: self.signal,
+            window: self.window,
+            above: self.above,
+            below: self.below,
+            hold: self.hold,
+            keep_firing_for: Duration::ZERO,
+            unless_deploying: false,
+            min_requests: self.min_requests,
+        }
+    }
+
+    /// In words, for the timeline: `error_ratio of web > 0.5 for 30s`.
+    pub fn describe(&self) -> String {
+        let signal =
+            serde_json::to_value(self.signal).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let threshold = match (self.above, self.below) {
+            (Some(a), _) => format!("> {a}"),
+            (None, Some(b)) => format!("< {b}"),
+            _ => String::new(),
+        };
+        format!("{signal} of {} {threshold} for {}", self.pool, self.hold)
+    }
 }
 
 /// Default `timeout` of a recovery program.

@@ -19,9 +19,8 @@ use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
 use crate::control::{self, RawRequest, RawResponse};
 use crate::host::{HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
-use crate::report::{self, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
+use crate::report::{self, AlertResult, Event, Report, Requests};
 use crate::scenario::{Scenario, Service};
-use crate::slo;
 use budget::Meter;
 pub use budget::{estimate, Budget, Estimate};
 use stats::{Bucket, Sample};
@@ -839,90 +838,8 @@ impl<'s> Sim<'s> {
         response
     }
 
-    fn report(mut self) -> Report {
+    fn report(self) -> Report {
         let scenario = self.scenario;
-        let mut pools = Vec::new();
-        let mut extra = Vec::new();
-        let mut alerts_of = vec![Vec::new(); self.pools.len()];
-        for (k, a) in self.alerts.iter().enumerate() {
-            if let Some(of) = alerts_of.get_mut(a.pool) {
-                of.push(k);
-            }
-        }
-        for (i, p) in self.pools.iter().enumerate() {
-            let name = scenario.pools[i].name.clone();
-            let s = &p.samples;
-            let lost = s.iter().position(|x| x.available < x.expected && !x.deploying);
-            let restored = lost.and_then(|l| s[l..].iter().find(|x| x.available >= x.expected)).map(|x| x.t_s);
-            let lost_s = lost.map(|l| s[l].t_s);
-            // Detected: the first alert on the pool to fire since the drop that ended in the
-            // loss began (errors often page while the drain is still "in progress"); an alert
-            // before the loss counts as detection at the loss.
-            let drop_start = lost.map(|l| {
-                let mut k = l;
-                while k > 0 && s[k - 1].available < s[k - 1].expected {
-                    k -= 1;
-                }
-                s[k].t_s
-            });
-            let detected = drop_start.zip(lost_s).and_then(|(from, l)| {
-                alerts_of[i]
-                    .iter()
-                    .flat_map(|&k| self.alerts[k].fired_s.iter().copied())
-                    .filter(|&f| f >= from)
-                    .fold(None, |m: Option<f64>, f| Some(m.map_or(f, |m: f64| m.min(f))))
-                    .map(|f| f.max(l))
-            });
-            let scrape_s = scenario.scrape_interval.as_millis() as f64 / 1000.0;
-            let n = ((scenario.impact.window.as_millis() as f64 / 1000.0) / scrape_s).round().max(1.0) as usize;
-            let impaired = |k: usize| {
-                let b = stats::window(s, k, n);
-                b.error_ratio().is_some_and(|r| r > scenario.impact.error_ratio)
-                    || scenario.impact.latency_p90.is_some_and(|l| b.quantile(0.9).is_some_and(|q| q > l))
-            };
-            let impact_start = (0..s.len()).find(|&k| impaired(k)).map(|k| s[k].t_s);
-            let impact_end = (0..s.len()).rev().find(|&k| impaired(k)).map(|k| s[k].t_s);
-            let min_ratio = s.iter().map(Sample::available_ratio).fold(1.0, f64::min);
-            if let Some(t) = lost_s {
-                extra.push(Event {
-                    t_s: t,
-                    kind: "capacity_lost".into(),
-                    text: format!("{name} below expected hosts, no deploy in progress"),
-                });
-            }
-            if let Some(t) = restored {
-                extra.push(Event {
-                    t_s: t,
-                    kind: "capacity_restored".into(),
-                    text: format!("{name} back to expected hosts"),
-                });
-            }
-            if let (Some(a), Some(b)) = (impact_start, impact_end) {
-                extra.push(Event {
-                    t_s: a.max(0.0),
-                    kind: "impact_start".into(),
-                    text: format!("{name} customers impaired"),
-                });
-                extra.push(Event { t_s: b, kind: "impact_end".into(), text: format!("{name} impairment ends") });
-            }
-            pools.push(PoolResult {
-                name,
-                capacity_lost_s: lost_s,
-                detected_s: detected,
-                restored_s: restored,
-                impact_start_s: impact_start.map(|a| a.max(0.0)),
-                impact_end_s: impact_end,
-                min_capacity_ratio: min_ratio,
-                requests: p.requests,
-                errors: p.errors,
-            });
-        }
-        self.events.extend(extra);
-        self.events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
-        // Borrowed, not copied: a ten-hour replay holds thousands of scrapes per pool.
-        let samples: Vec<&[Sample]> = self.pools.iter().map(|p| p.samples.as_slice()).collect();
-        let slos = slo::evaluate(scenario, &pools, &self.alerts, &samples);
-        let verdict = if slos.iter().all(|s| s.pass) { "pass" } else { "fail" };
         let alerts = self
             .alerts
             .iter()
@@ -933,29 +850,22 @@ impl<'s> Sim<'s> {
                 resolved_s: a.resolved_s.clone(),
             })
             .collect();
-        let series = samples.iter().enumerate().map(|(i, s)| minute_series(&scenario.pools[i].name, s)).collect();
         let sample = scenario.sample;
-        Report {
-            version: report::VERSION,
-            scenario: scenario.name.clone(),
-            description: scenario.description.clone(),
-            start: scenario.start.to_string(),
-            seed: scenario.seed,
-            duration_s: scenario.duration.as_millis() as f64 / 1000.0,
-            verdict: verdict.into(),
-            expected: scenario.expect.map(|v| v.as_str().to_string()),
+        let observed = report::Observed {
+            // Borrowed, not copied: a ten-hour replay holds thousands of scrapes per pool.
+            samples: self.pools.iter().map(|p| p.samples.as_slice()).collect(),
+            totals: self.pools.iter().map(|p| (p.requests, p.errors)).collect(),
+            alerts,
+            events: self.events,
             requests: Requests {
                 simulated: self.simulated,
                 sample,
                 represented: self.simulated.saturating_mul(u64::from(sample)),
                 filter_failures: self.filter_failures,
             },
-            slos,
-            alerts,
-            pools,
-            events: self.events,
-            series,
-        }
+            duration_s: scenario.duration.as_millis() as f64 / 1000.0,
+        };
+        report::build(scenario, observed)
     }
 }
 
@@ -980,36 +890,4 @@ fn signal_name(alert: &Alert) -> String {
     let signal =
         serde_json::to_value(rule.signal).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     format!("{signal} {threshold}")
-}
-
-/// Aggregates scrapes into minutes for the report's charts.
-fn minute_series(pool: &str, samples: &[Sample]) -> PoolSeries {
-    let mut series = PoolSeries { pool: pool.to_string(), ..PoolSeries::default() };
-    let mut current: Option<(f64, Bucket, f64)> = None;
-    let flush = |series: &mut PoolSeries, (minute, b, ratio): (f64, Bucket, f64)| {
-        series.t_s.push(minute);
-        series.requests.push(b.requests);
-        series.errors.push(b.errors);
-        series.available_ratio.push(ratio);
-        series.p90_s.push(b.quantile(0.9).unwrap_or(0.0));
-    };
-    for s in samples {
-        let minute = ((s.t_s - 1e-9) / 60.0).floor().max(0.0) * 60.0;
-        match current.as_mut() {
-            Some((m, b, ratio)) if *m == minute => {
-                b.merge(&s.bucket);
-                *ratio = ratio.min(s.available_ratio());
-            }
-            _ => {
-                if let Some(done) = current.take() {
-                    flush(&mut series, done);
-                }
-                current = Some((minute, s.bucket.clone(), s.available_ratio()));
-            }
-        }
-    }
-    if let Some(done) = current {
-        flush(&mut series, done);
-    }
-    series
 }

@@ -3,13 +3,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::alert::Alert;
-use crate::report::{human, PoolResult, SloResult};
+use crate::report::{human, AlertResult, PoolResult, SloResult};
 use crate::scenario::{Scenario, Slo};
 use crate::sim::stats::{window, Sample};
 
 /// Checks every SLO of `scenario`. `samples[i]` are pool i's scrapes.
-pub fn evaluate(scenario: &Scenario, pools: &[PoolResult], alerts: &[Alert], samples: &[&[Sample]]) -> Vec<SloResult> {
+pub fn evaluate(
+    scenario: &Scenario,
+    pools: &[PoolResult],
+    alerts: &[AlertResult],
+    samples: &[&[Sample]],
+) -> Vec<SloResult> {
     let index: HashMap<&str, usize> = scenario.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
     let pool_index = |name: &str| index.get(name).copied().unwrap_or(0);
     scenario.slos.iter().map(|slo| check(scenario, &pool_index, slo, pools, alerts, samples)).collect()
@@ -20,7 +24,7 @@ fn check(
     pool_index: &dyn Fn(&str) -> usize,
     slo: &Slo,
     pools: &[PoolResult],
-    alerts: &[Alert],
+    alerts: &[AlertResult],
     samples: &[&[Sample]],
 ) -> SloResult {
     let name = slo.label();
@@ -47,8 +51,8 @@ fn check(
         let watched: HashSet<&str> = n.alerts.iter().map(String::as_str).collect();
         let fired: Vec<String> = alerts
             .iter()
-            .filter(|a| watched.contains(a.rule.name.as_str()) && !a.fired_s.is_empty())
-            .map(|a| format!("{} x{}", a.rule.name, a.fired_s.len()))
+            .filter(|a| watched.contains(a.name.as_str()) && !a.fired_s.is_empty())
+            .map(|a| format!("{} x{}", a.name, a.fired_s.len()))
             .collect();
         let measured = if fired.is_empty() { "silent".to_string() } else { fired.join(", ") };
         return result(fired.is_empty(), "no firing".into(), measured);

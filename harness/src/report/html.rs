@@ -58,7 +58,8 @@ pub fn html(report: &Report) -> String {
     let _ = writeln!(out, "<head>");
     let _ = writeln!(out, r#"<meta charset="utf-8">"#);
     let _ = writeln!(out, r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#);
-    let _ = writeln!(out, "<title>{} — {} — ebb replay</title>", text(&report.scenario), verdict.to_uppercase());
+    let tool = if report.live.is_some() { "ebb gameday" } else { "ebb replay" };
+    let _ = writeln!(out, "<title>{} — {} — {tool}</title>", text(&report.scenario), verdict.to_uppercase());
     let _ = writeln!(out, "<style>{STYLE}</style>");
     let _ = writeln!(out, "</head>");
     let _ = writeln!(out, "<body>\n<main>");
@@ -102,20 +103,47 @@ fn header(out: &mut String, report: &Report, verdict: &str) {
         let _ = writeln!(out, "<dt>{name}</dt><dd>{value}</dd>");
     };
     fact("SLOs", format!("{met} of {} met", report.slos.len()));
-    fact(
-        "replayed",
-        format!("{} from {} UTC, seed <code>{}</code>", human(report.duration_s), text(&report.start), report.seed),
-    );
-    fact(
-        "requests",
-        format!(
-            "{} simulated, each through the real ebb.wasm, each standing for {} real {} ({} in all)",
-            thousands(r.simulated),
-            thousands(u64::from(r.sample)),
-            if r.sample == 1 { "request" } else { "requests" },
-            thousands(r.represented)
-        ),
-    );
+    match &report.live {
+        // A game day: real requests, counted by the filter of the live proxies.
+        Some(live) => {
+            fact(
+                "played live",
+                format!(
+                    "{} from {} UTC at {}x against {}; {}",
+                    human(report.duration_s),
+                    text(&report.start),
+                    live.time_scale,
+                    text(&live.targets.join(", ")),
+                    text(&live.ended)
+                ),
+            );
+            fact(
+                "requests",
+                format!("{} counted by the filter; alerts from {}", thousands(r.simulated), text(&live.alerts_from)),
+            );
+        }
+        None => {
+            fact(
+                "replayed",
+                format!(
+                    "{} from {} UTC, seed <code>{}</code>",
+                    human(report.duration_s),
+                    text(&report.start),
+                    report.seed
+                ),
+            );
+            fact(
+                "requests",
+                format!(
+                    "{} simulated, each through the real ebb.wasm, each standing for {} real {} ({} in all)",
+                    thousands(r.simulated),
+                    thousands(u64::from(r.sample)),
+                    if r.sample == 1 { "request" } else { "requests" },
+                    thousands(r.represented)
+                ),
+            );
+        }
+    }
     fact(
         "filter failures",
         if r.filter_failures == 0 {

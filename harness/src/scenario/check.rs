@@ -10,7 +10,7 @@ use super::error::{listing, nearest, thousands, Problems};
 use super::limits::{
     MAX_CAPACITY_PER_HOST, MAX_DURATION, MAX_HOSTS, MAX_PROXIES, MAX_RATE, MAX_SAMPLE, MAX_SLOTS, MAX_WORKERS,
 };
-use super::{At, Pool, Scenario, VERSION};
+use super::{At, Pool, Scenario, Signal, VERSION};
 
 /// Shortest and longest real time a recovery program may be given.
 const RUN_TIMEOUT_MIN: Duration = Duration::from_secs(1);
@@ -100,7 +100,38 @@ impl Scenario {
         self.check_recovery(&mut p, &pools, &alerts);
         self.check_impact(&mut p);
         self.check_slos(&mut p, &pools, &alerts);
+        self.check_stop_conditions(&mut p, &pools);
         p
+    }
+
+    fn check_stop_conditions(&self, p: &mut Problems, pools: &Names<'_>) {
+        for (i, c) in self.stop_conditions.iter().enumerate() {
+            let at = |field: &str| format!("stop_conditions[{i}].{field}");
+            pools.require(p, at("pool"), &c.pool);
+            if !matches!(c.signal, Signal::ErrorRatio | Signal::ShedRatio | Signal::AvailableRatio) {
+                p.add(at("signal"), || {
+                    "a game day observes error_ratio, shed_ratio and available_ratio, not latency".into()
+                });
+            }
+            match (c.above, c.below) {
+                (Some(v), None) | (None, Some(v)) => {
+                    let field = if c.above.is_some() { "above" } else { "below" };
+                    if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                        p.add(at(field), || format!("a ratio from 0 to 1, not {v}"));
+                    }
+                }
+                _ => p.add(format!("stop_conditions[{i}]"), || "give exactly one of above or below".into()),
+            }
+            if c.window < self.scrape_interval || c.window > MAX_DURATION {
+                p.add(at("window"), || {
+                    format!(
+                        "must be between scrape_interval ({}) and {MAX_DURATION}, not {}",
+                        self.scrape_interval, c.window
+                    )
+                });
+            }
+            Self::check_duration(p, at("for"), at_most(c.hold, MAX_DURATION));
+        }
     }
 
     /// A problem at `path` unless moment `at` is inside the replay.

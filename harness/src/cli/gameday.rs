@@ -1,0 +1,212 @@
+// `ebb gameday`: play a scenario against live proxies, judge its SLOs on what they did, write
+// the replay's reports, and exit with a status that says how it ended.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ebb_harness::gameday::http::Url;
+use ebb_harness::gameday::target::Target;
+use ebb_harness::gameday::{self, signals, Ending, NoConsole, Options, StartError};
+use ebb_harness::report;
+use ebb_harness::scenario::Scenario;
+use ebb_harness::Clock;
+
+pub const EXAMPLES: &str = "Examples:
+  # See every call it would send, with its time, and send nothing:
+  ebb gameday scenarios/gameday-aborted-deploy.json --target edge=http://127.0.0.1:9902 --dry-run
+
+  # Play it 60 times faster against one proxy, alerts from the team's Alertmanager:
+  EBB_KEY_FILE=/etc/ebb/control.key ebb gameday scenarios/gameday-aborted-deploy.json \\
+    --target edge=http://127.0.0.1:9902 --metrics http://127.0.0.1:9901/stats/prometheus \\
+    --alertmanager http://127.0.0.1:9093 --time-scale 60 --html out/gameday.html
+
+The key comes from --key-file, EBB_KEY_FILE or EBB_KEY, never from the command line. Every fault
+carries a TTL of at most the game day's remaining time plus 15s; on Ctrl-C, SIGTERM, a stop
+condition or an error the kill switch goes to every target and /.ebb/v1/state must confirm it.
+
+Exit status:
+  0  the scenario ran to its end and every SLO was met
+  1  it ran to its end and an SLO was missed (as `ebb replay`)
+  2  usage or input error: bad arguments, invalid scenario, no key (nothing was sent)
+  3  halted: Ctrl-C, SIGTERM, the console's Halt or a stop condition (faults cleared)
+  4  target error: a target, metrics page or Alertmanager unreachable, the key refused, a
+     command refused, or a target where no confirmation that the faults are gone could be had";
+
+/// Exit statuses (see EXAMPLES).
+const PASS: u8 = 0;
+const SLO_MISSED: u8 = 1;
+const INPUT: u8 = 2;
+const HALTED: u8 = 3;
+const TARGET: u8 = 4;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The scenario file (JSON; see scenarios/gameday-*.json and docs/scenarios.md).
+    #[arg(value_name = "SCENARIO.json")]
+    scenario: PathBuf,
+    /// A proxy to drive: a name and its control listener's URL (deploy/envoy: http://127.0.0.1:9902).
+    /// Repeat for a fleet: every call goes to every target.
+    #[arg(long = "target", value_name = "NAME=CONTROL_URL", required = true, value_parser = Target::parse)]
+    targets: Vec<Target>,
+    /// File holding the control key (else EBB_KEY_FILE, else EBB_KEY).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// A target's admin /stats/prometheus URL, scraped for the filter's request counts
+    /// (repeat per proxy; a URL without a path gets /stats/prometheus).
+    #[arg(long = "metrics", value_name = "URL", value_parser = metrics_url)]
+    metrics: Vec<Url>,
+    /// The team's Alertmanager: alert states from GET /api/v2/alerts, recovery by its receivers.
+    /// Without it, the scenario's own alert rules run on what is scraped and its runbooks recover.
+    #[arg(long, value_name = "URL", value_parser = url)]
+    alertmanager: Option<Url>,
+    /// Scenario seconds per real second (60: a 20-minute scenario in 20 seconds).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    time_scale: f64,
+    /// Serve the live console on ADDR (127.0.0.1:PORT).
+    #[arg(long, value_name = "ADDR")]
+    console: Option<SocketAddr>,
+    /// Print every planned call with its time and send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write the HTML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Print only the verdict line at the end (progress lines still go to stderr).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn url(text: &str) -> Result<Url, String> {
+    Url::parse(text).map_err(|e| e.to_string())
+}
+
+fn metrics_url(text: &str) -> Result<Url, String> {
+    let mut u = url(text)?;
+    if u.base_path.is_empty() {
+        u.base_path = "/stats/prometheus".into();
+    }
+    Ok(u)
+}
+
+/// The key from `--key-file`, `EBB_KEY_FILE` or `EBB_KEY`, as scripts/ebb-ctl reads it.
+fn key(file: Option<&Path>) -> anyhow::Result<String> {
+    let from_env = std::env::var_os("EBB_KEY_FILE").filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(path) = file.map(Path::to_path_buf).or(from_env) {
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read key file {}", path.display()))?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+    }
+    Ok(std::env::var("EBB_KEY").unwrap_or_default())
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match play(args) {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) => {
+            eprintln!("ebb gameday: {e:#}");
+            Ok(ExitCode::from(INPUT))
+        }
+    }
+}
+
+fn play(args: Args) -> anyhow::Result<u8> {
+    let scenario = Scenario::load(&args.scenario)?;
+    if let Some(addr) = args.console {
+        anyhow::bail!("--console {addr}: the live console is not built in this version of ebb");
+    }
+    let options = Options {
+        targets: args.targets.clone(),
+        key: if args.dry_run {
+            key(args.key_file.as_deref()).unwrap_or_default()
+        } else {
+            key(args.key_file.as_deref())?
+        },
+        metrics: args.metrics.clone(),
+        alertmanager: args.alertmanager.clone(),
+        time_scale: args.time_scale,
+        halt: Arc::new(AtomicBool::new(false)),
+    };
+    if args.dry_run {
+        // A dry run needs no key: it signs nothing.
+        let checked = Options { key: "dry-run".into(), ..options };
+        gameday::check(&scenario, &checked).map_err(|e| anyhow::anyhow!("{e}"))?;
+        print!("{}", gameday::dry_run(&scenario, &checked));
+        return Ok(PASS);
+    }
+    signals::install();
+    let clock = Clock::real();
+    let started = clock.now_ns();
+    let mut progress = |line: &str| eprintln!("{line}");
+    let outcome = match gameday::run(&scenario, &options, &NoConsole, &mut progress) {
+        Ok(outcome) => outcome,
+        Err(StartError::Input(e)) => {
+            eprintln!("ebb gameday: {}: {e}", args.scenario.display());
+            return Ok(INPUT);
+        }
+        Err(StartError::Target(e)) => {
+            eprintln!("ebb gameday: {e}; nothing was sent");
+            return Ok(TARGET);
+        }
+    };
+    let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
+    let report = &outcome.report;
+    let mut written = Vec::new();
+    if let Some(path) = &args.json {
+        let mut text = serde_json::to_string_pretty(report)?;
+        text.push('\n');
+        write(path, &text)?;
+        written.push(("report", path));
+    }
+    if let Some(path) = &args.junit {
+        write(path, &report::junit(report, took_s))?;
+        written.push(("junit", path));
+    }
+    if let Some(path) = &args.html {
+        write(path, &report::html(report))?;
+        written.push(("html", path));
+    }
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if args.quiet {
+        println!("{}: {}", report.scenario, report.verdict);
+    } else {
+        print!("{}", report.render(color));
+    }
+    for (what, path) in written {
+        println!("{what}: {}", path.display());
+    }
+    let code = match (&outcome.ending, outcome.clean) {
+        (_, false) => TARGET,
+        (Ending::Failed(_), _) => TARGET,
+        (Ending::Halted(_), _) => HALTED,
+        (Ending::Completed, _) if report.passed() => PASS,
+        (Ending::Completed, _) => SLO_MISSED,
+    };
+    match &outcome.ending {
+        Ending::Completed => {}
+        Ending::Halted(why) => eprintln!("ebb gameday: halted ({why}); the report covers what ran until then"),
+        Ending::Failed(why) => eprintln!("ebb gameday: stopped by an error: {why}"),
+    }
+    if !outcome.clean {
+        eprintln!("ebb gameday: some target could not confirm that this game day's faults are gone (see above)");
+    }
+    Ok(code)
+}
+
+/// Writes `text` to `path`, creating its folder.
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
