@@ -81,7 +81,7 @@ test: prereqs wasm console
 	exit $$status
 
 ## demo: drive the real filter through the harness host, ebb proxy and a live ebb gameday
-demo: build
+demo: build console
 	./scripts/demo.sh
 
 ## bench: host and filter benchmarks, then ebb proxy against nginx with wrk (figures go to docs/benchmarks.md)

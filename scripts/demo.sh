@@ -118,12 +118,13 @@ gameday_demo() {
   echo "  $ $EBB gameday $scenario --target edge=http://$control --time-scale 30 --dry-run"
   "$EBB" gameday "$scenario" --target "edge=http://$control" --time-scale 30 --dry-run | cut -c1-150 | sed 's/^/    /'
   echo "  $ EBB_KEY_FILE=control.key $EBB gameday $scenario --target edge=http://$control \\"
-  echo "      --metrics http://$admin/stats/prometheus --time-scale 30 --html $OUT/gameday.html"
-  echo "    (20 scenario minutes in 40 seconds; progress on stderr, one line per command and change)"
-  echo "    live console: --console 127.0.0.1:PORT would serve it; not built in this version of ebb"
-  local code=0
+  echo "      --metrics http://$admin/stats/prometheus --time-scale 30 --html $OUT/gameday.html --console 127.0.0.1:0"
+  echo "    (20 scenario minutes in 40 seconds; progress on stderr, one line per command and change;"
+  echo "     open the 'console:' URL in a browser to watch it live and Halt it)"
+  local code=0 console=()
+  [ -f dist/console/index.html ] && console=(--console 127.0.0.1:0)
   EBB_KEY_FILE="$dir/control.key" "$EBB" gameday "$scenario" --target "edge=http://$control" \
-    --metrics "http://$admin/stats/prometheus" --time-scale 30 --html "$OUT/gameday.html" 2>&1 | sed 's/^/    /' || code=$?
+    --metrics "http://$admin/stats/prometheus" --time-scale 30 --html "$OUT/gameday.html" "${console[@]}" 2>&1 | sed 's/^/    /' || code=$?
   echo "  $ scripts/ebb-ctl --url http://$control faults    # nothing left behind"
   EBB_KEY_FILE="$dir/control.key" scripts/ebb-ctl --url "http://$control" faults | sed 's/^/    /'
   kill -TERM $px; wait $px 2>/dev/null || true

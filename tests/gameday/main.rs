@@ -445,3 +445,56 @@ fn a_console_sees_every_event_and_its_halt_request_clears_the_faults() {
     assert!(commands >= 1, "{events:?}");
     assert!(lines.iter().any(|l| l.contains("confirms no fault of this game day is left")), "{lines:#?}");
 }
+
+/// `--console` on the command line: the URL it prints serves the page with its token, the event
+/// stream starts with the game day's Start, and the page's Halt (token in a header, the page's
+/// own Origin) ends the game day as Ctrl-C does: kill switch, confirmed, exit 3.
+#[test]
+fn the_console_url_it_prints_shows_the_game_day_and_its_halt_stops_it() {
+    use std::io::{Read, Write};
+    let (proxy, _upstreams) = staging();
+    let mut run = Gameday::start(
+        &[&scenario(GAMEDAY), &target(&proxy), "--time-scale=60", "--console=127.0.0.1:0"],
+        &[("EBB_KEY", KEY)],
+    );
+    run.wait_for("added deploy1-ssh");
+    let stderr = run.stderr();
+    let url = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("console: "))
+        .unwrap_or_else(|| panic!("no console URL printed:\n{stderr}"))
+        .to_string();
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, query) = rest.split_once("/?token=").expect("the token in the URL");
+    let request = |head: String| -> String {
+        let mut s = std::net::TcpStream::connect(host).expect("connect to the console");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(head.as_bytes()).expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The event stream never ends: read until the first event is in.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if head.starts_with("GET /events") && String::from_utf8_lossy(&got).contains("\"type\":\"start\"") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let page = request(format!("GET /?token={query} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let events = request(format!("GET /events?token={query} HTTP/1.1\r\nhost: {host}\r\n\r\n"));
+    assert!(events.contains("\"scenario\":\"gameday-aborted-deploy\""), "{events}");
+    let refused = request(format!("GET /events HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"));
+    assert!(refused.starts_with("HTTP/1.1 403") || refused.starts_with("HTTP/1.1 401"), "no token: {refused}");
+    let halted = request(format!(
+        "POST /halt HTTP/1.1\r\nhost: {host}\r\norigin: http://{host}\r\nx-ebb-token: {query}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ));
+    assert!(halted.starts_with("HTTP/1.1 2"), "{halted}");
+    assert_eq!(run.wait(Duration::from_secs(20)), Some(3), "{}", run.stderr());
+    assert!(run.stderr().contains("the console's Halt"), "{}", run.stderr());
+    assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
+}

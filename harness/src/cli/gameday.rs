@@ -9,9 +9,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
+use ebb_harness::console::{Console, ConsoleOptions};
 use ebb_harness::gameday::http::Url;
 use ebb_harness::gameday::target::Target;
-use ebb_harness::gameday::{self, signals, Ending, NoConsole, Options, StartError};
+use ebb_harness::gameday::{self, signals, Ending, LiveSink, NoConsole, Options, StartError};
 use ebb_harness::report;
 use ebb_harness::scenario::Scenario;
 use ebb_harness::Clock;
@@ -67,9 +68,14 @@ pub struct Args {
     /// Scenario seconds per real second (60: a 20-minute scenario in 20 seconds).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     time_scale: f64,
-    /// Serve the live console on ADDR (127.0.0.1:PORT).
+    /// Serve the live console on ADDR (127.0.0.1:PORT; port 0 picks one): open the URL it prints
+    /// (its token included) to watch pools, alerts and SLO clocks, and Halt the game day.
     #[arg(long, value_name = "ADDR")]
     console: Option<SocketAddr>,
+    /// Let --console listen on an address other than loopback (anyone who can reach it and has
+    /// the URL can halt the game day).
+    #[arg(long, requires = "console")]
+    console_allow_remote: bool,
     /// Print every planned call with its time and send nothing.
     #[arg(long)]
     dry_run: bool,
@@ -122,9 +128,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn play(args: Args) -> anyhow::Result<u8> {
     let scenario = Scenario::load(&args.scenario)?;
-    if let Some(addr) = args.console {
-        anyhow::bail!("--console {addr}: the live console is not built in this version of ebb");
-    }
+    let halt = Arc::new(AtomicBool::new(false));
+    let console = match args.console {
+        Some(addr) if !args.dry_run => {
+            let options = ConsoleOptions { allow_remote: args.console_allow_remote, ..ConsoleOptions::default() };
+            let console =
+                Console::start_with(addr, halt.clone(), options).with_context(|| format!("--console {addr}"))?;
+            eprintln!("console: {}", console.url());
+            Some(console)
+        }
+        _ => None,
+    };
     let options = Options {
         targets: args.targets.clone(),
         key: if args.dry_run {
@@ -135,7 +149,7 @@ fn play(args: Args) -> anyhow::Result<u8> {
         metrics: args.metrics.clone(),
         alertmanager: args.alertmanager.clone(),
         time_scale: args.time_scale,
-        halt: Arc::new(AtomicBool::new(false)),
+        halt,
     };
     if args.dry_run {
         // A dry run needs no key: it signs nothing.
@@ -148,7 +162,11 @@ fn play(args: Args) -> anyhow::Result<u8> {
     let clock = Clock::real();
     let started = clock.now_ns();
     let mut progress = |line: &str| eprintln!("{line}");
-    let outcome = match gameday::run(&scenario, &options, &NoConsole, &mut progress) {
+    let sink: &dyn LiveSink = match &console {
+        Some(c) => c,
+        None => &NoConsole,
+    };
+    let outcome = match gameday::run(&scenario, &options, sink, &mut progress) {
         Ok(outcome) => outcome,
         Err(StartError::Input(e)) => {
             eprintln!("ebb gameday: {}: {e}", args.scenario.display());

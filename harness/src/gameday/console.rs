@@ -1,13 +1,19 @@
-// The console's hook: where live events go (the browser console, once built in, implements
-// `LiveSink`), and what the runner tells it at every scrape: pools, alerts and SLO clocks.
+// The console's hook: where live events go (the browser console of crate::console, or nowhere),
+// and what the runner tells it at every scrape: pools, alerts and SLO clocks.
 
 use ebb_chart::live::{AlertPhase, AlertState, LiveEvent, PoolSample, SloClock, SloPhase};
 
 use super::Runner;
 
-/// Where live events go: the console, when one is built in (`ebb_console`).
+/// Where live events go: the live console (`--console`), or nowhere.
 pub trait LiveSink {
     fn publish(&self, event: &LiveEvent);
+}
+
+impl LiveSink for crate::console::Console {
+    fn publish(&self, event: &LiveEvent) {
+        crate::console::Console::publish(self, event);
+    }
 }
 
 /// No console.
