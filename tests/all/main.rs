@@ -7,6 +7,7 @@ mod util;
 mod bodies;
 mod calls;
 mod cli;
+mod conn_manager;
 mod ebb_filter;
 mod failures;
 mod grpc_replies;

@@ -28,21 +28,11 @@ pub enum LiveEvent {
         slos: Vec<SloClock>,
     },
     /// A signed command sent to one target, and what came of it.
-    Command {
-        t_s: f64,
-        target: String,
-        command: String,
-        outcome: String,
-        ok: bool,
-    },
+    Command { t_s: f64, target: String, command: String, outcome: String, ok: bool },
     /// Anything else the team should see (a stop condition met, a target unreachable, the kill switch sent).
     Note { t_s: f64, text: String },
     /// The verdict; no event follows.
-    End {
-        t_s: f64,
-        verdict: Verdict,
-        summary: String,
-    },
+    End { t_s: f64, verdict: Verdict, summary: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

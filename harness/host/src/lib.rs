@@ -22,6 +22,7 @@ pub mod clock;
 
 mod abi;
 mod calls;
+mod conn_manager;
 mod error;
 mod headers;
 mod logs;
@@ -40,6 +41,7 @@ mod worker;
 
 pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
 pub use clock::Clock;
+pub use conn_manager::ConnectionManager;
 pub use error::{FailureKind, Fault, HostError, Thread};
 pub use headers::{parse_pairs, HeaderMap, Pair, PairsError};
 pub use logs::{LogLevel, LogRecord};

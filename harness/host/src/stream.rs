@@ -362,7 +362,7 @@ fn percent_encode(text: &[u8]) -> Vec<u8> {
 /// `grpc-status` the filter's or mapped from the HTTP status, the body percent-encoded in
 /// `grpc-message`, no body); otherwise the body with its length, and the filter's gRPC status
 /// ignored. `body` is the body the client gets (non-gRPC).
-fn reply_headers(request: &HeaderMap, reply: &LocalReply, body: &[u8]) -> HeaderMap {
+pub(crate) fn reply_headers(request: &HeaderMap, reply: &LocalReply, body: &[u8]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if is_grpc(request) {
         headers.add(b":status", b"200");
@@ -1087,7 +1087,7 @@ impl Http<'_> {
         self.id
     }
 
-    fn vm(&mut self) -> &mut Vm {
+    pub(crate) fn vm(&mut self) -> &mut Vm {
         &mut self.proxy.vms[self.id.thread.index()]
     }
 
@@ -1108,9 +1108,15 @@ impl Http<'_> {
 
     /// Request headers from the client (`:method`, `:path`, `:authority`, ... included);
     /// creates the filter's context on first call, then calls `proxy_on_request_headers`.
+    /// With `ProxyOptions::connection_manager`, the headers are first prepared as Envoy's
+    /// connection manager does, or the request is rejected before the filter sees it
+    /// (`Step::LocalReply`).
     pub fn request_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, headers: &[(K, V)], end_of_stream: bool) -> Step {
         let ctx = self.id.context;
-        let step = self.vm().http_headers(ctx, Which::Request, headers, end_of_stream);
+        let step = match self.proxy.connection_manager.is_some() {
+            false => self.vm().http_headers(ctx, Which::Request, headers, end_of_stream),
+            true => self.prepared_request_headers(headers, end_of_stream),
+        };
         self.done(step)
     }
 
@@ -1163,9 +1169,14 @@ impl Http<'_> {
     }
 
     /// What reached the upstream: None if the request headers never left the filter.
+    /// With `ProxyOptions::connection_manager`, as the router sends it on.
     pub fn upstream_request(&mut self) -> Option<Message> {
         let ctx = self.id.context;
-        self.vm().http_view(ctx)?.request.message()
+        let mut message = self.vm().http_view(ctx)?.request.message()?;
+        if let Some(cm) = &self.proxy.connection_manager {
+            message.headers = cm.route_request(&message.headers);
+        }
+        Some(message)
     }
 
     /// What the client got (the upstream response or a local reply, after the filter's

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ebb_harness::{
-    CallAnswer, CallKind, Clock, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError, Limits, LogLevel,
-    Message, Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
+    CallAnswer, CallKind, Clock, ConnectionManager, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError,
+    Limits, LogLevel, Message, Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
 };
 use serde_json::{json, Value};
 
@@ -68,9 +68,18 @@ pub struct Args {
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
-    /// Request :authority.
+    /// Request Host (Envoy's connection manager turns it into :authority); a -H 'host: ...'
+    /// wins over it.
     #[arg(long, default_value = "example.com")]
     authority: String,
+    /// Seeds the x-request-id Envoy's connection manager gives the request (the same seed
+    /// gives the same id).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The route's timeout: the router sends it upstream as x-envoy-expected-rq-timeout-ms
+    /// (0s: none).
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    route_timeout: String,
     /// Request body (none by default): a string, or @FILE.
     #[arg(long, value_name = "STRING|@FILE")]
     body: Option<String>,
@@ -214,6 +223,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_log_records: args.max_log_lines,
         host_profile: args.host_profile.into(),
         shm_kv_namespace: !args.no_shm_kv,
+        // The request goes through Envoy's connection manager first, and what the upstream got
+        // is what the router sends.
+        connection_manager: Some(ConnectionManager {
+            seed: args.seed,
+            route_timeout: args::duration(&args.route_timeout).context("--route-timeout")?,
+        }),
         ..ProxyOptions::default()
     };
     let mut proxy = match Proxy::new(&plugin, options, Clock::default()) {
@@ -465,12 +480,11 @@ fn answer_stream(
 }
 
 fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut Report) -> anyhow::Result<()> {
-    let mut headers = vec![
-        (":method".to_owned(), args.method.clone()),
-        (":path".to_owned(), args.path.clone()),
-        (":authority".to_owned(), args.authority.clone()),
-        (":scheme".to_owned(), "http".to_owned()),
-    ];
+    // An HTTP/1.1 request as a client sends it: the request line, then Host and the headers.
+    let mut headers = vec![(":method".to_owned(), args.method.clone()), (":path".to_owned(), args.path.clone())];
+    if !args.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        headers.push(("host".to_owned(), args.authority.clone()));
+    }
     headers.extend(args.headers.iter().cloned());
     let body = match &args.body {
         Some(b) => args::string_or_file(b).context("--body")?,
