@@ -10,6 +10,7 @@ mod cli;
 mod conn_manager;
 mod ebb_filter;
 mod failures;
+mod foreign;
 mod grpc_replies;
 mod grpc_streams;
 mod headers;

@@ -4,6 +4,7 @@
 
 use super::abi::stream_type;
 use super::error::{HostError, Thread};
+use super::foreign::FilterState;
 use super::headers::HeaderMap;
 use super::logs::LogLevel;
 use super::properties::{int_value, PropertyMap};
@@ -169,6 +170,8 @@ pub(crate) struct HttpData {
     /// The filter failed in this stream or its VM had failed (fail-open: bypassed).
     pub bypass: bool,
     pub last: Option<Which>,
+    /// `set_envoy_filter_state` objects.
+    pub filter_state: FilterState,
 }
 
 impl HttpData {
@@ -182,6 +185,7 @@ impl HttpData {
         self.in_local_reply = false;
         self.bypass = false;
         self.last = None;
+        self.filter_state.clear();
     }
 
     fn side(&mut self, which: Which) -> &mut Side {
@@ -215,6 +219,10 @@ pub(crate) struct TcpData {
     pub connection_id: u64,
     pub properties: PropertyMap,
     pub bypass: bool,
+    /// `set_envoy_filter_state` objects.
+    pub filter_state: FilterState,
+    /// The cluster the TCP proxy chose once the filter let the connection through.
+    pub upstream_cluster: Option<String>,
 }
 
 /// A `proxy_close_stream` a TCP filter asked for.
@@ -965,10 +973,12 @@ impl Vm {
         }
         let d = if downstream { &t.downstream } else { &t.upstream };
         if d.paused {
-            Step::Pause
-        } else {
-            Step::Continue
+            return Step::Pause;
         }
+        if downstream && t.upstream_cluster.is_none() {
+            self.choose_tcp_cluster(ctx);
+        }
+        Step::Continue
     }
 
     pub(crate) fn tcp_new_connection(&mut self, ctx: u32) -> Step {

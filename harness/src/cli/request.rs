@@ -198,6 +198,8 @@ struct Report {
     wait_until_ns: Option<u64>,
     /// Steps the filter's timers resumed, with the simulated time they waited (ns).
     resumed: Vec<(String, u64)>,
+    /// What the filter set with Envoy's `set_envoy_filter_state` foreign function.
+    filter_state: Vec<(String, Vec<u8>)>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -531,6 +533,7 @@ fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut
     report.upstream = http.upstream_request();
     report.response = http.client_response();
     report.local_reply = http.local_reply();
+    report.filter_state = http.filter_state();
     if let Err(e) = http.finish() {
         report.error.get_or_insert(e);
     }
@@ -573,6 +576,8 @@ fn run_tcp(args: &Args, proxy: &mut Proxy, report: &mut Report) -> anyhow::Resul
         }
     }
     let close_requests = tcp.close_requests();
+    let upstream_cluster = tcp.upstream_cluster();
+    report.filter_state = tcp.filter_state();
     let to_upstream = tcp.to_upstream();
     let to_downstream = tcp.to_downstream();
     let mut close_error = tcp.downstream_close(Peer::Remote).err();
@@ -588,6 +593,9 @@ fn run_tcp(args: &Args, proxy: &mut Proxy, report: &mut Report) -> anyhow::Resul
         "to_upstream": String::from_utf8_lossy(&to_upstream),
         "to_downstream": String::from_utf8_lossy(&to_downstream),
         "close_requests": close_requests.iter().map(|c| format!("{c:?}").to_lowercase()).collect::<Vec<_>>(),
+        // The cluster Envoy's TCP proxy sends the connection to (the filter may choose it with
+        // the `envoy.tcp_proxy.cluster` filter state); null if the filter never let it through.
+        "upstream_cluster": upstream_cluster,
     }));
     Ok(())
 }
@@ -642,6 +650,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             "warnings": plugin.warnings(),
             "unknown_clusters": proxy.map(Proxy::unknown_clusters).unwrap_or_default(),
             "dropped_logs": proxy.map_or(0, Proxy::dropped_logs),
+            "filter_state": report.filter_state.iter()
+                .map(|(k, v)| (k.clone(), json!(String::from_utf8_lossy(v))))
+                .collect::<serde_json::Map<_, _>>(),
             "error": report.error.as_ref().map(ToString::to_string),
         });
         if let Some(tcp) = &report.tcp {
@@ -676,6 +687,10 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
         println!("to upstream: {}", tcp["to_upstream"]);
         println!("to client:   {}", tcp["to_downstream"]);
         println!("close requests: {}", tcp["close_requests"]);
+        match tcp["upstream_cluster"].as_str() {
+            Some(c) => println!("upstream cluster: {c} (Envoy's TCP proxy)"),
+            None => println!("upstream cluster: none (the filter never let the connection through)"),
+        }
     } else {
         match &report.upstream {
             None => println!("upstream: never reached"),
@@ -696,6 +711,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
                 print_message(m);
             }
         }
+    }
+    for (k, v) in &report.filter_state {
+        println!("filter state: {k} = {}", String::from_utf8_lossy(v));
     }
     if let Some(proxy) = proxy {
         for c in proxy.unknown_clusters() {
