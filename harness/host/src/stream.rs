@@ -1309,6 +1309,12 @@ impl Tcp<'_> {
         self.vm().tcp(ctx).map(|t| std::mem::take(&mut t.upstream.forwarded)).unwrap_or_default()
     }
 
+    /// Why the connection was closed (`wasm_fail_stream`, `wasm_downstream_close`, ...), if it was.
+    pub fn closed(&mut self) -> Option<String> {
+        let ctx = self.id.context;
+        self.vm().tcp_view(ctx)?.closed.clone()
+    }
+
     /// `proxy_close_stream` requests the filter made, in order.
     pub fn close_requests(&mut self) -> Vec<CloseRequest> {
         let ctx = self.id.context;
