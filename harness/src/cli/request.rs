@@ -35,8 +35,12 @@ Examples:
   # strict: whatever Envoy or Kong refuses):
   ebb request --plugin dist/ebb.wasm --config @ebb.json --host-profile ngx-wasm
 
-  # A network (TCP) filter: client data in, upstream data back:
+  # A network (TCP) filter: client data in, upstream data back; the output names the cluster
+  # Envoy's TCP proxy would pick (the filter may set envoy.tcp_proxy.cluster in filter state):
   ebb request --plugin tcp.wasm --tcp --data 'hello' --response-body 'world'
+
+  # The same request id again (x-request-id is seeded), and a 2 s route timeout upstream:
+  ebb request --plugin my-filter.wasm --seed 7 --route-timeout 2s --json
 
 Exit status: 0 when the exchange ran, 1 when the filter failed (trap, deadline,
 memory limit, rejected configuration), 2 for bad input or a harness error.";
