@@ -18,7 +18,7 @@ use ebb_engine::{FaultRequest, Protocol};
 use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
 use crate::control::{self, RawRequest, RawResponse};
-use crate::host::{HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
+use crate::host::{FailurePolicy, HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
 use crate::report::{self, AlertResult, Event, Report, Requests};
 use crate::scenario::{Scenario, Service};
 use budget::Meter;
@@ -50,6 +50,11 @@ pub enum ReplayError {
     /// foresee, such as requests held by delays and polled meanwhile).
     #[error("the replay stopped at {at} (simulated): {what}, its budget")]
     OverBudget { what: String, at: String },
+}
+
+/// The `:status` of what a client got (0 if it has none).
+fn status_of(m: &crate::host::Message) -> u32 {
+    m.headers.get_str(":status").and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Nanoseconds in `ms` milliseconds, saturating: a time past u64 is never reached.
@@ -153,12 +158,32 @@ pub fn replay_with(
     profile: HostProfile,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Report, ReplayError> {
+    replay_as(scenario, plugin, budget, HostSettings { profile, ..HostSettings::default() }, progress)
+}
+
+/// How the simulated proxies run the filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostSettings {
+    /// The proxy the host plays. Default Envoy.
+    pub profile: HostProfile,
+    /// Envoy's `failure_policy` for the filter. Default fail-closed, Envoy's default.
+    pub failure_policy: FailurePolicy,
+}
+
+/// `replay_within` with the simulated proxies set up as `host` says.
+pub fn replay_as(
+    scenario: &Scenario,
+    plugin: &Plugin,
+    budget: Budget,
+    host: HostSettings,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Report, ReplayError> {
     let estimate = budget::estimate(scenario);
     let over = estimate.over(&budget);
     if !over.is_empty() {
         return Err(ReplayError::TooLarge { estimate, over });
     }
-    let mut sim = Sim::new(scenario, plugin, budget, profile)?;
+    let mut sim = Sim::new(scenario, plugin, budget, host)?;
     sim.run(progress)?;
     Ok(sim.report())
 }
@@ -168,7 +193,7 @@ impl<'s> Sim<'s> {
         scenario: &'s Scenario,
         plugin: &Plugin,
         budget: Budget,
-        profile: HostProfile,
+        host: HostSettings,
     ) -> Result<Sim<'s>, ReplayError> {
         let config = serde_json::to_vec(&scenario.plugin_config()).map_err(|e| ReplayError::Config(e.to_string()))?;
         let start_ns = ns((EPOCH_DAY_S * 1000).saturating_add(scenario.start.millis()));
@@ -189,7 +214,8 @@ impl<'s> Sim<'s> {
                     root_id: (*root_id).into(),
                     plugin_config: config.clone(),
                     workers: scenario.topology.workers as usize,
-                    host_profile: profile,
+                    host_profile: host.profile,
+                    failure_policy: host.failure_policy,
                     ..ProxyOptions::default()
                 };
                 // One clock per proxy: each is advanced lazily, to the moment it is next used.
@@ -440,7 +466,34 @@ impl<'s> Sim<'s> {
             Step::Closed { .. } => self.finish(flight, t, true, true),
             Step::Failed(e) => {
                 self.failure(t, e.to_string());
-                self.finish(flight, t, true, true);
+                // The host applied the failure policy in that same step, as Envoy does right
+                // after the callback: fail-closed answered the stream (503) or closed the
+                // connection, fail-open let it go on to the upstream like any other.
+                match self.after_failure(flight) {
+                    Some(error) => self.finish(flight, t, error, true),
+                    None => self.admit(flight, t),
+                }
+            }
+        }
+    }
+
+    /// Where a stream whose filter just failed stands: Some(error) when it is over (what the
+    /// client got is a 5xx, or the connection was closed), None when it went on upstream.
+    fn after_failure(&mut self, flight: usize) -> Option<bool> {
+        let f = self.flights[flight].as_ref()?;
+        let (proxy, stream, pool) = (f.proxy, f.stream, f.pool);
+        match self.pools[pool].protocol {
+            Protocol::Http => {
+                let mut http = self.proxies[proxy].http_stream(stream)?;
+                match http.client_response() {
+                    Some(reply) => Some(status_of(&reply) >= 500),
+                    None if http.upstream_request().is_some() => None,
+                    None => Some(true),
+                }
+            }
+            Protocol::Tcp => {
+                let mut tcp = self.proxies[proxy].tcp_stream(stream)?;
+                tcp.closed().map(|_| true)
             }
         }
     }
@@ -472,10 +525,20 @@ impl<'s> Sim<'s> {
         let Some(f) = self.flights[flight].as_ref() else { return };
         let (proxy, stream, pool) = (f.proxy, f.stream, f.pool);
         self.advance(proxy, t);
+        let (mut failure, mut error) = (None, false);
         match self.pools[pool].protocol {
             Protocol::Http => {
                 if let Some(mut http) = self.proxies[proxy].http_stream(stream) {
-                    http.response_headers(&[(":status", "200"), ("content-type", "text/html")], true);
+                    let step = http.response_headers(&[(":status", "200"), ("content-type", "text/html")], true);
+                    if let Step::Failed(_) | Step::LocalReply(_) | Step::Closed { .. } = step {
+                        // The filter's VM failed in this step or before it (fail-closed answers
+                        // with a 503 instead of the upstream's answer; fail-open passes it on), or
+                        // the filter answered or reset the stream itself.
+                        error = http.client_response().is_none_or(|r| status_of(&r) >= 500);
+                    }
+                    if let Step::Failed(e) = step {
+                        failure = Some(e);
+                    }
                 }
             }
             Protocol::Tcp => {
@@ -484,7 +547,10 @@ impl<'s> Sim<'s> {
                 }
             }
         }
-        self.finish(flight, t, false, false);
+        if let Some(e) = failure {
+            self.failure(t, e.to_string());
+        }
+        self.finish(flight, t, error, error);
         self.release(pool, t);
     }
 

@@ -52,6 +52,8 @@ pub fn filter(name: &str) -> PathBuf {
             "ebb-testfilter-probe",
             "-p",
             "ebb-testfilter-passthrough",
+            "-p",
+            "ebb-testfilter-trap",
         ])
     });
     let path = target_dir().join("wasm32-wasip1/wasm").join(format!("ebb_testfilter_{name}.wasm"));

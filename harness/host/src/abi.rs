@@ -966,6 +966,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
             let value = slice(mem, vp, vl)?;
             let ctx = st.effective_context;
             match st.streams.get_mut(&ctx) {
+                Some(stream) if super::foreign::refuses_set(&st.declared, stream, path) => {
+                    return Err(status::BAD_ARGUMENT)
+                }
                 Some(stream) => stream.properties_mut().set(path, value),
                 None => st.root_properties.set(path, value),
             }
@@ -976,19 +979,26 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
     linker.func_wrap(
         E,
         "proxy_call_foreign_function",
-        |mut c: Ctx<'_>, np: i32, nl: i32, _ap: i32, _al: i32, _rp: i32, _rs: i32| {
+        |mut c: Ctx<'_>, np: i32, nl: i32, ap: i32, al: i32, rp: i32, rs: i32| {
             guard(&c, "proxy_call_foreign_function")?;
             if c.data().profile.ngx() {
                 return Err(Quirk::ForeignFunction.trap(c.data().profile));
             }
-            Ok(flat((|| {
+            // cpp-host `call_foreign_function`: name and arguments read, the function run, its
+            // result handed over through the guest's allocator.
+            let result = (|| {
                 let (mem, st) = split(&mut c)?;
-                let name = lossy(slice(mem, np, nl)?);
-                // Envoy answers NOT_FOUND for a function it has not registered; this host
-                // registers none.
-                st.log(LogLevel::Debug, format!("proxy_call_foreign_function {name:?}: no such function in this host"));
-                Err(status::NOT_FOUND)
-            })()))
+                let name = slice(mem, np, nl)?.to_vec();
+                let args = slice(mem, ap, al)?.to_vec();
+                super::foreign::call(st, &name, &args)
+            })();
+            match result {
+                Ok(bytes) => {
+                    stage(c.data_mut(), &bytes);
+                    hand_over(&mut c, rp, rs)
+                }
+                Err(s) => Ok(s),
+            }
         },
     )?;
 

@@ -22,7 +22,9 @@ pub mod clock;
 
 mod abi;
 mod calls;
+mod conn_manager;
 mod error;
+mod foreign;
 mod headers;
 mod logs;
 mod memory;
@@ -40,7 +42,9 @@ mod worker;
 
 pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
 pub use clock::Clock;
+pub use conn_manager::ConnectionManager;
 pub use error::{FailureKind, Fault, HostError, Thread};
+pub use foreign::TCP_PROXY_CLUSTER;
 pub use headers::{parse_pairs, HeaderMap, Pair, PairsError};
 pub use logs::{LogLevel, LogRecord};
 pub use metrics::{prometheus_name, render_prometheus, Metric, MetricKind, HISTOGRAM_BUCKETS};

@@ -7,6 +7,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use super::calls::{CallAnswer, CallId, CallKind, Calls, GrpcStreamEvent, PendingCall};
+use super::conn_manager::ConnectionManager;
 use super::error::{HostError, Thread};
 use super::logs::{LogLevel, LogRecord, LogSink};
 use super::metrics::{render_prometheus, Metric, Registry};
@@ -97,6 +98,11 @@ pub struct ProxyOptions {
     /// Without it, under `NgxWasm` and `Strict`, every shared-data call traps. Default true;
     /// ignored under `Envoy`.
     pub shm_kv_namespace: bool,
+    /// Play Envoy's HTTP connection manager and router around the filter: request headers are
+    /// prepared (or rejected) before the filter sees them and `Http::upstream_request` is what
+    /// the router sends (see `ConnectionManager`). Default none: the filter gets the headers as
+    /// given and the upstream what the filter let through.
+    pub connection_manager: Option<ConnectionManager>,
 }
 
 impl Default for ProxyOptions {
@@ -118,6 +124,7 @@ impl Default for ProxyOptions {
             max_log_records: 10_000,
             host_profile: HostProfile::Envoy,
             shm_kv_namespace: true,
+            connection_manager: None,
         }
     }
 }
@@ -148,6 +155,9 @@ pub struct Proxy {
     /// Per VM: when it was last (re)loaded and the current reload interval (FAIL_RELOAD).
     reloads: Vec<Reload>,
     reload_backoff_ns: u64,
+    pub(crate) connection_manager: Option<ConnectionManager>,
+    /// Requests the connection manager prepared so far (numbers their `x-request-id`).
+    pub(crate) requests: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -265,6 +275,8 @@ impl Proxy {
             policy: options.failure_policy,
             reloads: Vec::with_capacity(options.workers + 1),
             reload_backoff_ns: u64::try_from(options.reload_backoff.as_nanos()).unwrap_or(u64::MAX).max(1),
+            connection_manager: options.connection_manager.clone(),
+            requests: 0,
         };
         let now = proxy.shared.clock.now_ns();
         for index in 0..=options.workers {

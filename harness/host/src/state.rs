@@ -209,6 +209,8 @@ pub(crate) struct HostState {
     pub rng: u64,
     /// Unknown imports already warned about (warn once each).
     pub warned: Vec<String>,
+    /// Properties the root context declared (`declare_property`).
+    pub declared: Vec<super::foreign::Declared>,
 }
 
 impl HostState {
@@ -244,6 +246,7 @@ impl HostState {
             root_properties: PropertyMap::default(),
             rng: 0x853c_49e6_748f_ea9b ^ (instance as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             warned: Vec::new(),
+            declared: Vec::new(),
         }
     }
 

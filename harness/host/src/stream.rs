@@ -4,6 +4,7 @@
 
 use super::abi::stream_type;
 use super::error::{HostError, Thread};
+use super::foreign::FilterState;
 use super::headers::HeaderMap;
 use super::logs::LogLevel;
 use super::properties::{int_value, PropertyMap};
@@ -169,6 +170,8 @@ pub(crate) struct HttpData {
     /// The filter failed in this stream or its VM had failed (fail-open: bypassed).
     pub bypass: bool,
     pub last: Option<Which>,
+    /// `set_envoy_filter_state` objects.
+    pub filter_state: FilterState,
 }
 
 impl HttpData {
@@ -182,6 +185,7 @@ impl HttpData {
         self.in_local_reply = false;
         self.bypass = false;
         self.last = None;
+        self.filter_state.clear();
     }
 
     fn side(&mut self, which: Which) -> &mut Side {
@@ -215,6 +219,10 @@ pub(crate) struct TcpData {
     pub connection_id: u64,
     pub properties: PropertyMap,
     pub bypass: bool,
+    /// `set_envoy_filter_state` objects.
+    pub filter_state: FilterState,
+    /// The cluster the TCP proxy chose once the filter let the connection through.
+    pub upstream_cluster: Option<String>,
 }
 
 /// A `proxy_close_stream` a TCP filter asked for.
@@ -362,7 +370,7 @@ fn percent_encode(text: &[u8]) -> Vec<u8> {
 /// `grpc-status` the filter's or mapped from the HTTP status, the body percent-encoded in
 /// `grpc-message`, no body); otherwise the body with its length, and the filter's gRPC status
 /// ignored. `body` is the body the client gets (non-gRPC).
-fn reply_headers(request: &HeaderMap, reply: &LocalReply, body: &[u8]) -> HeaderMap {
+pub(crate) fn reply_headers(request: &HeaderMap, reply: &LocalReply, body: &[u8]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if is_grpc(request) {
         headers.add(b":status", b"200");
@@ -965,10 +973,12 @@ impl Vm {
         }
         let d = if downstream { &t.downstream } else { &t.upstream };
         if d.paused {
-            Step::Pause
-        } else {
-            Step::Continue
+            return Step::Pause;
         }
+        if downstream && t.upstream_cluster.is_none() {
+            self.choose_tcp_cluster(ctx);
+        }
+        Step::Continue
     }
 
     pub(crate) fn tcp_new_connection(&mut self, ctx: u32) -> Step {
@@ -1087,7 +1097,7 @@ impl Http<'_> {
         self.id
     }
 
-    fn vm(&mut self) -> &mut Vm {
+    pub(crate) fn vm(&mut self) -> &mut Vm {
         &mut self.proxy.vms[self.id.thread.index()]
     }
 
@@ -1108,9 +1118,15 @@ impl Http<'_> {
 
     /// Request headers from the client (`:method`, `:path`, `:authority`, ... included);
     /// creates the filter's context on first call, then calls `proxy_on_request_headers`.
+    /// With `ProxyOptions::connection_manager`, the headers are first prepared as Envoy's
+    /// connection manager does, or the request is rejected before the filter sees it
+    /// (`Step::LocalReply`).
     pub fn request_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, headers: &[(K, V)], end_of_stream: bool) -> Step {
         let ctx = self.id.context;
-        let step = self.vm().http_headers(ctx, Which::Request, headers, end_of_stream);
+        let step = match self.proxy.connection_manager.is_some() {
+            false => self.vm().http_headers(ctx, Which::Request, headers, end_of_stream),
+            true => self.prepared_request_headers(headers, end_of_stream),
+        };
         self.done(step)
     }
 
@@ -1163,9 +1179,14 @@ impl Http<'_> {
     }
 
     /// What reached the upstream: None if the request headers never left the filter.
+    /// With `ProxyOptions::connection_manager`, as the router sends it on.
     pub fn upstream_request(&mut self) -> Option<Message> {
         let ctx = self.id.context;
-        self.vm().http_view(ctx)?.request.message()
+        let mut message = self.vm().http_view(ctx)?.request.message()?;
+        if let Some(cm) = &self.proxy.connection_manager {
+            message.headers = cm.route_request(&message.headers);
+        }
+        Some(message)
     }
 
     /// What the client got (the upstream response or a local reply, after the filter's
@@ -1286,6 +1307,12 @@ impl Tcp<'_> {
     pub fn take_to_downstream(&mut self) -> Vec<u8> {
         let ctx = self.id.context;
         self.vm().tcp(ctx).map(|t| std::mem::take(&mut t.upstream.forwarded)).unwrap_or_default()
+    }
+
+    /// Why the connection was closed (`wasm_fail_stream`, `wasm_downstream_close`, ...), if it was.
+    pub fn closed(&mut self) -> Option<String> {
+        let ctx = self.id.context;
+        self.vm().tcp_view(ctx)?.closed.clone()
     }
 
     /// `proxy_close_stream` requests the filter made, in order.

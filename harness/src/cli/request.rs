@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ebb_harness::{
-    CallAnswer, CallKind, Clock, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError, Limits, LogLevel,
-    Message, Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
+    CallAnswer, CallKind, Clock, ConnectionManager, FailurePolicy, Fault, GrpcStreamEvent, HeaderMap, HostError,
+    Limits, LogLevel, Message, Metric, Peer, PendingCall, Plugin, Proxy, ProxyOptions, Step, StreamId,
 };
 use serde_json::{json, Value};
 
@@ -35,8 +35,12 @@ Examples:
   # strict: whatever Envoy or Kong refuses):
   ebb request --plugin dist/ebb.wasm --config @ebb.json --host-profile ngx-wasm
 
-  # A network (TCP) filter: client data in, upstream data back:
+  # A network (TCP) filter: client data in, upstream data back; the output names the cluster
+  # Envoy's TCP proxy would pick (the filter may set envoy.tcp_proxy.cluster in filter state):
   ebb request --plugin tcp.wasm --tcp --data 'hello' --response-body 'world'
+
+  # The same request id again (x-request-id is seeded), and a 2 s route timeout upstream:
+  ebb request --plugin my-filter.wasm --seed 7 --route-timeout 2s --json
 
 Exit status: 0 when the exchange ran, 1 when the filter failed (trap, deadline,
 memory limit, rejected configuration), 2 for bad input or a harness error.";
@@ -68,9 +72,18 @@ pub struct Args {
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
-    /// Request :authority.
+    /// Request Host (Envoy's connection manager turns it into :authority); a -H 'host: ...'
+    /// wins over it.
     #[arg(long, default_value = "example.com")]
     authority: String,
+    /// Seeds the x-request-id Envoy's connection manager gives the request (the same seed
+    /// gives the same id).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The route's timeout: the router sends it upstream as x-envoy-expected-rq-timeout-ms
+    /// (0s: none).
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    route_timeout: String,
     /// Request body (none by default): a string, or @FILE.
     #[arg(long, value_name = "STRING|@FILE")]
     body: Option<String>,
@@ -189,6 +202,8 @@ struct Report {
     wait_until_ns: Option<u64>,
     /// Steps the filter's timers resumed, with the simulated time they waited (ns).
     resumed: Vec<(String, u64)>,
+    /// What the filter set with Envoy's `set_envoy_filter_state` foreign function.
+    filter_state: Vec<(String, Vec<u8>)>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -214,6 +229,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_log_records: args.max_log_lines,
         host_profile: args.host_profile.into(),
         shm_kv_namespace: !args.no_shm_kv,
+        // The request goes through Envoy's connection manager first, and what the upstream got
+        // is what the router sends.
+        connection_manager: Some(ConnectionManager {
+            seed: args.seed,
+            route_timeout: args::duration(&args.route_timeout).context("--route-timeout")?,
+        }),
         ..ProxyOptions::default()
     };
     let mut proxy = match Proxy::new(&plugin, options, Clock::default()) {
@@ -465,12 +486,11 @@ fn answer_stream(
 }
 
 fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut Report) -> anyhow::Result<()> {
-    let mut headers = vec![
-        (":method".to_owned(), args.method.clone()),
-        (":path".to_owned(), args.path.clone()),
-        (":authority".to_owned(), args.authority.clone()),
-        (":scheme".to_owned(), "http".to_owned()),
-    ];
+    // An HTTP/1.1 request as a client sends it: the request line, then Host and the headers.
+    let mut headers = vec![(":method".to_owned(), args.method.clone()), (":path".to_owned(), args.path.clone())];
+    if !args.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        headers.push(("host".to_owned(), args.authority.clone()));
+    }
     headers.extend(args.headers.iter().cloned());
     let body = match &args.body {
         Some(b) => args::string_or_file(b).context("--body")?,
@@ -517,6 +537,7 @@ fn run_http(args: &Args, proxy: &mut Proxy, calls: &[CallResponse], report: &mut
     report.upstream = http.upstream_request();
     report.response = http.client_response();
     report.local_reply = http.local_reply();
+    report.filter_state = http.filter_state();
     if let Err(e) = http.finish() {
         report.error.get_or_insert(e);
     }
@@ -559,6 +580,8 @@ fn run_tcp(args: &Args, proxy: &mut Proxy, report: &mut Report) -> anyhow::Resul
         }
     }
     let close_requests = tcp.close_requests();
+    let upstream_cluster = tcp.upstream_cluster();
+    report.filter_state = tcp.filter_state();
     let to_upstream = tcp.to_upstream();
     let to_downstream = tcp.to_downstream();
     let mut close_error = tcp.downstream_close(Peer::Remote).err();
@@ -574,6 +597,9 @@ fn run_tcp(args: &Args, proxy: &mut Proxy, report: &mut Report) -> anyhow::Resul
         "to_upstream": String::from_utf8_lossy(&to_upstream),
         "to_downstream": String::from_utf8_lossy(&to_downstream),
         "close_requests": close_requests.iter().map(|c| format!("{c:?}").to_lowercase()).collect::<Vec<_>>(),
+        // The cluster Envoy's TCP proxy sends the connection to (the filter may choose it with
+        // the `envoy.tcp_proxy.cluster` filter state); null if the filter never let it through.
+        "upstream_cluster": upstream_cluster,
     }));
     Ok(())
 }
@@ -628,6 +654,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
             "warnings": plugin.warnings(),
             "unknown_clusters": proxy.map(Proxy::unknown_clusters).unwrap_or_default(),
             "dropped_logs": proxy.map_or(0, Proxy::dropped_logs),
+            "filter_state": report.filter_state.iter()
+                .map(|(k, v)| (k.clone(), json!(String::from_utf8_lossy(v))))
+                .collect::<serde_json::Map<_, _>>(),
             "error": report.error.as_ref().map(ToString::to_string),
         });
         if let Some(tcp) = &report.tcp {
@@ -662,6 +691,10 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
         println!("to upstream: {}", tcp["to_upstream"]);
         println!("to client:   {}", tcp["to_downstream"]);
         println!("close requests: {}", tcp["close_requests"]);
+        match tcp["upstream_cluster"].as_str() {
+            Some(c) => println!("upstream cluster: {c} (Envoy's TCP proxy)"),
+            None => println!("upstream cluster: none (the filter never let the connection through)"),
+        }
     } else {
         match &report.upstream {
             None => println!("upstream: never reached"),
@@ -682,6 +715,9 @@ fn print(args: &Args, plugin: &Plugin, proxy: Option<&Proxy>, report: &Report) {
                 print_message(m);
             }
         }
+    }
+    for (k, v) in &report.filter_state {
+        println!("filter state: {k} = {}", String::from_utf8_lossy(v));
     }
     if let Some(proxy) = proxy {
         for c in proxy.unknown_clusters() {

@@ -3,7 +3,8 @@
 //! command (`probe <cmd> => <result>`), so that tests can assert the host's behaviour.
 //! Root behaviour comes from the plugin configuration, `key=value;key=value`:
 //! `tick=MS` (then `tick_again=MS` sets it a second time), `queue=NAME`, `shared_tick=KEY`,
-//! `reject=1`, `type=tcp`.
+//! `reject=1`, `type=tcp`, `declare=NAME` (declares a read-only property in on_configure),
+//! `tcp_cluster=NAME` (a TCP connection sets Envoy's `envoy.tcp_proxy.cluster` filter state).
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -32,6 +33,7 @@ mod raw {
         pub fn proxy_grpc_send(token: u32, message: *const u8, message_size: usize, end_stream: u32) -> u32;
         pub fn proxy_grpc_close(token: u32) -> u32;
         pub fn proxy_grpc_cancel(token: u32) -> u32;
+        pub fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
         /// No host provides this: it shows how a host treats imports it lacks.
         pub fn proxy_probe_no_such_hostcall() -> u32;
     }
@@ -112,6 +114,12 @@ impl RootContext for Root {
         if let Some(ms) = self.config.get("tick_again").and_then(|v| v.parse::<u64>().ok()) {
             info!("probe tick_again => {:?}", hostcalls::set_tick_period(Duration::from_millis(ms)));
         }
+        if let Some(name) = self.config.get("declare").cloned() {
+            // DeclarePropertyArguments { name = 1, readonly = 2 }
+            let mut args = proto_bytes(1, name.as_bytes());
+            args.extend([0x10, 1]);
+            info!("probe declare {name} => {:?}", hostcalls::call_foreign_function("declare_property", Some(&args)));
+        }
         if let Some(name) = self.config.get("queue").cloned() {
             let id = self.register_shared_queue(&name);
             self.queue = Some(id);
@@ -154,7 +162,7 @@ impl RootContext for Root {
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
         info!("create_stream_context id={context_id}");
-        Some(Box::new(TcpProbe { id: context_id }))
+        Some(Box::new(TcpProbe { id: context_id, cluster: self.config.get("tcp_cluster").cloned() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -184,6 +192,30 @@ struct Probe {
 /// Metadata as `k=v|k=v`.
 fn metadata(pairs: Vec<(String, Vec<u8>)>) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v))).collect::<Vec<_>>().join("|")
+}
+
+/// One length-delimited protobuf field (`string`/`bytes`), for foreign-function arguments.
+fn proto_bytes(field: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![(field << 3) | 2];
+    let mut len = value.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+/// `set_envoy_filter_state` with `SetEnvoyFilterStateArguments { path = 1, value = 2 }`.
+fn set_filter_state(key: &str, value: &str) -> Result<Option<Vec<u8>>, Status> {
+    let mut args = proto_bytes(1, key.as_bytes());
+    args.extend(proto_bytes(2, value.as_bytes()));
+    hostcalls::call_foreign_function("set_envoy_filter_state", Some(&args))
 }
 
 fn kv(arg: &str) -> (&str, &str) {
@@ -345,6 +377,32 @@ impl Probe {
             // `tick:MS` sets the tick period from the HTTP context.
             "tick" => format!("{:?}", hostcalls::set_tick_period(Duration::from_millis(arg.parse().unwrap_or(100)))),
             "foreign" => format!("{:?}", hostcalls::call_foreign_function(arg, None)),
+            // Envoy's foreign functions: `compress:TEXT` compresses then uncompresses TEXT,
+            // `uncompress-bad` feeds uncompress garbage, `filter-state:KEY=VALUE` sets filter
+            // state, `filter-state-bad` sends a truncated argument message, `declare:NAME`
+            // declares a read-only property from the stream context, `clear-route-cache`.
+            "compress" => match hostcalls::call_foreign_function("compress", Some(arg.as_bytes())) {
+                Ok(Some(z)) if z.len() > 2 => {
+                    let back = hostcalls::call_foreign_function("uncompress", Some(&z));
+                    let back = back.map(|b| String::from_utf8_lossy(&b.unwrap_or_default()).into_owned());
+                    format!("zlib {:02x}{:02x} len={} back={back:?}", z[0], z[1], z.len())
+                }
+                other => format!("{other:?}"),
+            },
+            "uncompress-bad" => format!("{:?}", hostcalls::call_foreign_function("uncompress", Some(b"not zlib"))),
+            "filter-state" => {
+                let (k, v) = kv(arg);
+                format!("{:?}", set_filter_state(k, v))
+            }
+            "filter-state-bad" => {
+                format!("{:?}", hostcalls::call_foreign_function("set_envoy_filter_state", Some(&[0x0a, 5, b'k'])))
+            }
+            "declare" => {
+                let mut args = proto_bytes(1, arg.as_bytes());
+                args.extend([0x10, 1]);
+                format!("{:?}", hostcalls::call_foreign_function("declare_property", Some(&args)))
+            }
+            "clear-route-cache" => format!("{:?}", hostcalls::call_foreign_function("clear_route_cache", None)),
             "done" => format!("{:?}", hostcalls::done()),
             "missing-hostcall" => format!("status={}", unsafe { raw::proxy_probe_no_such_hostcall() }),
             "continue-upstream" => format!("status={}", unsafe { raw::proxy_continue_stream(3) }),
@@ -416,6 +474,11 @@ impl Probe {
                 let (k, v) = kv(arg);
                 self.set_property(k.split('.').collect(), Some(v.as_bytes()));
                 "ok".into()
+            }
+            // `set-prop-raw:NAME=VALUE`: the raw hostcall's status (the SDK panics on anything but OK).
+            "set-prop-raw" => {
+                let (k, v) = kv(arg);
+                format!("status={}", unsafe { raw::proxy_set_property(k.as_ptr(), k.len(), v.as_ptr(), v.len()) })
             }
             "time" => {
                 format!("{}", self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
@@ -570,6 +633,8 @@ impl Drop for Probe {
 
 struct TcpProbe {
     id: u32,
+    /// `tcp_cluster=NAME`: the cluster this connection asks Envoy's TCP proxy for.
+    cluster: Option<String>,
 }
 
 impl Context for TcpProbe {}
@@ -577,6 +642,9 @@ impl Context for TcpProbe {}
 impl StreamContext for TcpProbe {
     fn on_new_connection(&mut self) -> Action {
         info!("on_new_connection id={}", self.id);
+        if let Some(cluster) = &self.cluster {
+            info!("probe tcp_cluster {cluster} => {:?}", set_filter_state("envoy.tcp_proxy.cluster", cluster));
+        }
         Action::Continue
     }
 

@@ -1,0 +1,284 @@
+// Envoy's HTTP connection manager's request preparation before any filter runs (the HTTP/1.1
+// codec's header order, Host as :authority, rejections, added headers) and its router's own.
+
+use std::time::Duration;
+
+use super::error::HostError;
+use super::headers::HeaderMap;
+use super::stream::{reply_headers, Http, LocalReply, Step, StreamData, Which};
+use super::worker::Vm;
+
+/// Envoy's HTTP connection manager and router as a default configuration has them (a plaintext
+/// HTTP/1.1 listener, `use_remote_address: false`, `generate_request_id: true`, one route), applied
+/// by a proxy whose `ProxyOptions::connection_manager` is set: `Http::request_headers` prepares the
+/// client's headers before the filter sees them (or rejects the request without calling it), and
+/// `Http::upstream_request` shows what the router sends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionManager {
+    /// Seeds the `x-request-id` of each request: the same seed gives the same ids, in order.
+    /// Default 0.
+    pub seed: u64,
+    /// The route's timeout (`RouteAction.timeout`), written by the router as
+    /// `x-envoy-expected-rq-timeout-ms`; zero is no timeout (no header). Default 15 s, Envoy's.
+    pub route_timeout: Duration,
+}
+
+impl Default for ConnectionManager {
+    fn default() -> ConnectionManager {
+        ConnectionManager { seed: 0, route_timeout: Duration::from_secs(15) }
+    }
+}
+
+/// Hop-by-hop and proxy headers Envoy drops from every request that is not an upgrade
+/// (`ConnectionManagerUtility::mutateRequestHeaders`: removeConnection, removeUpgrade,
+/// removeEnvoyInternalRequest, removeKeepAlive, removeProxyConnection, removeTransferEncoding;
+/// `mutateXfccRequestHeader`: no mutual TLS ⇒ removeForwardedClientCert).
+const DROPPED: [&[u8]; 7] = [
+    b"connection",
+    b"upgrade",
+    b"x-envoy-internal",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+    b"x-forwarded-client-cert",
+];
+
+/// What a client may not set on an external request (`ConnectionManagerUtility::cleanInternalHeaders`;
+/// with `use_remote_address: false` and no `x-forwarded-for`, every request is external).
+const INTERNAL: [&[u8]; 14] = [
+    b"x-envoy-retriable-status-codes",
+    b"x-envoy-retriable-header-names",
+    b"x-envoy-retry-on",
+    b"x-envoy-retry-grpc-on",
+    b"x-envoy-max-retries",
+    b"x-envoy-upstream-alt-stat-name",
+    b"x-envoy-upstream-rq-timeout-ms",
+    b"x-envoy-upstream-rq-per-try-timeout-ms",
+    b"x-envoy-upstream-rq-timeout-alt-response",
+    b"x-envoy-expected-rq-timeout-ms",
+    b"x-envoy-force-trace",
+    b"x-envoy-ip-tags",
+    b"x-envoy-original-url",
+    b"x-envoy-hedge-on-per-try-timeout",
+];
+
+/// Pseudo-headers in the order Envoy's HTTP/1.1 codec puts them: `:authority` as the `Host`
+/// line is read, `:path` and `:method` when the headers are complete, then `:scheme` from the
+/// connection manager. Envoy's header map keeps pseudo-headers in front in insertion order
+/// (`HeaderMapImpl::HeaderList::insert`, "as required by nghttp2").
+const PSEUDO_ORDER: [&[u8]; 4] = [b":authority", b":path", b":method", b":scheme"];
+
+impl ConnectionManager {
+    /// The `x-request-id` Envoy's request ID extension would give request `n`: a version-4 UUID
+    /// (`RandomGeneratorImpl::uuid`, `source/common/common/random_generator.cc`: random bytes
+    /// with the version nibble 4 and the variant bits 10), drawn from `seed` and `n` instead of
+    /// the system's randomness so that runs repeat.
+    pub fn request_id(&self, n: u64) -> String {
+        let hi = splitmix64(self.seed ^ splitmix64(n));
+        let lo = splitmix64(hi ^ n.rotate_left(32));
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&hi.to_be_bytes());
+        b[8..].copy_from_slice(&lo.to_be_bytes());
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    }
+
+    /// The request headers the filter chain gets for request `n` of the proxy, or the local
+    /// reply the connection manager sends instead (the filter is never called):
+    ///
+    /// - keys lower-cased; a `host` header becomes `:authority` when none is given (the HTTP/1.1
+    ///   codec's translation: "For HTTP/1.1 Host has already been translated to :authority",
+    ///   `ConnectionManagerImpl::ActiveStream::decodeHeaders`);
+    /// - a pseudo-header given twice: 400 `Bad Request`, details `http1.codec_error` (the codec
+    ///   refuses the header block, `ServerConnectionImpl::sendProtocolError`); no `:authority`:
+    ///   400, details `missing_host_header`; no `:path`: 404, details `missing_path_rejected`
+    ///   (`decodeHeaders`, MissingHost and MissingPath);
+    /// - pseudo-headers first in the HTTP/1.1 codec's order (see `PSEUDO_ORDER`), `:scheme`
+    ///   `http` when absent (plaintext listener), then the other headers in arrival order
+    ///   without hop-by-hop and internal ones (`mutateRequestHeaders`, `cleanInternalHeaders`),
+    ///   then `x-forwarded-proto: http` and `x-request-id` when the client sent none.
+    pub fn decode_request<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        n: u64,
+        headers: &[(K, V)],
+    ) -> Result<HeaderMap, LocalReply> {
+        let given = HeaderMap::from_pairs(headers);
+        let mut pseudo: Vec<(&[u8], &[u8])> = Vec::new();
+        for (k, v) in given.iter().filter(|(k, _)| k.starts_with(b":")) {
+            if pseudo.iter().any(|(seen, _)| *seen == k) {
+                return Err(reject(400, b"Bad Request", "http1.codec_error"));
+            }
+            pseudo.push((k, v));
+        }
+        let host = given.get(b"host").filter(|_| given.get(b":authority").is_none());
+        let pseudo_value = |name: &[u8]| match (name, host) {
+            (b":authority", Some(h)) => Some(h),
+            _ => given.get(name),
+        };
+        if pseudo_value(b":authority").is_none_or(<[u8]>::is_empty) {
+            return Err(reject(400, b"", "missing_host_header"));
+        }
+        let connect = given.get(b":method") == Some(b"CONNECT");
+        if !connect && pseudo_value(b":path").is_none_or(<[u8]>::is_empty) {
+            return Err(reject(404, b"", "missing_path_rejected"));
+        }
+        let mut out = HeaderMap::new();
+        for name in PSEUDO_ORDER {
+            match pseudo_value(name) {
+                Some(v) => out.add(name, v),
+                None if name == b":scheme" => out.add(name, b"http"),
+                None => {}
+            }
+        }
+        for (k, v) in &pseudo {
+            if !PSEUDO_ORDER.contains(k) {
+                out.add(k, v);
+            }
+        }
+        let upgrade = given.get(b"upgrade").is_some()
+            && given.get(b"connection").is_some_and(|c| c.to_ascii_lowercase().windows(7).any(|w| w == b"upgrade"));
+        for (k, v) in given.iter().filter(|(k, _)| !k.starts_with(b":")) {
+            let hop = DROPPED.contains(&k) && !(upgrade && (k == b"connection" || k == b"upgrade"));
+            if (host.is_some() && k == b"host") || hop || INTERNAL.contains(&k) {
+                continue;
+            }
+            out.add(k, v);
+        }
+        if out.get(b"x-forwarded-proto").is_none() {
+            out.add(b"x-forwarded-proto", b"http");
+        }
+        if out.get(b"x-request-id").is_none() {
+            out.add(b"x-request-id", self.request_id(n).as_bytes());
+        }
+        Ok(out)
+    }
+
+    /// The request headers as the router sends them upstream (`router.cc`,
+    /// `FilterUtility::finalTimeout` → `setTimeoutHeaders`): a filter's
+    /// `x-envoy-upstream-rq-timeout-ms` (and `-per-try-timeout-ms`) replace the route's timeout
+    /// and are removed; `x-envoy-expected-rq-timeout-ms` is the per-try timeout when it is shorter
+    /// than the global one, else the global one, and absent when that is 0 (no timeout).
+    pub fn route_request(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut out = headers.clone();
+        let millis = |name: &[u8]| -> Option<u64> { std::str::from_utf8(headers.get(name)?).ok()?.trim().parse().ok() };
+        let mut global = u64::try_from(self.route_timeout.as_millis()).unwrap_or(u64::MAX);
+        if headers.get(b"x-envoy-upstream-rq-timeout-ms").is_some() {
+            global = millis(b"x-envoy-upstream-rq-timeout-ms").unwrap_or(global);
+            out.remove(b"x-envoy-upstream-rq-timeout-ms");
+        }
+        let mut per_try = 0;
+        if headers.get(b"x-envoy-upstream-rq-per-try-timeout-ms").is_some() {
+            per_try = millis(b"x-envoy-upstream-rq-per-try-timeout-ms").unwrap_or(0);
+            out.remove(b"x-envoy-upstream-rq-per-try-timeout-ms");
+        }
+        if per_try >= global && global != 0 {
+            per_try = 0;
+        }
+        let expected = if per_try == 0 { global } else { per_try };
+        if expected > 0 {
+            out.replace(b"x-envoy-expected-rq-timeout-ms", expected.to_string().as_bytes());
+        }
+        out
+    }
+}
+
+impl Http<'_> {
+    /// `request_headers` through the proxy's connection manager: the prepared headers go to
+    /// the filter; a rejected request is answered without it.
+    pub(crate) fn prepared_request_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        headers: &[(K, V)],
+        end_of_stream: bool,
+    ) -> Step {
+        let ctx = self.id.context;
+        let n = self.proxy.requests.saturating_add(1);
+        self.proxy.requests = n;
+        let decoded = match &self.proxy.connection_manager {
+            Some(cm) => cm.decode_request(n, headers),
+            None => Ok(HeaderMap::from_pairs(headers)),
+        };
+        match decoded {
+            Ok(map) => {
+                let pairs: Vec<(&[u8], &[u8])> = map.iter().collect();
+                self.vm().http_headers(ctx, Which::Request, &pairs, end_of_stream)
+            }
+            Err(reply) => self.vm().http_reject(ctx, headers, reply),
+        }
+    }
+}
+
+impl Vm {
+    /// The connection manager answers the request itself before the filter chain exists: no
+    /// context is created and the filter sees neither the request nor the reply (Envoy's
+    /// `sendLocalReply` from `decodeHeaders` runs no encoder filter either).
+    fn http_reject<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, ctx: u32, headers: &[(K, V)], reply: LocalReply) -> Step {
+        let Some(StreamData::Http(h)) = self.store.data_mut().streams.get_mut(&ctx) else {
+            return Step::Failed(HostError::usage(format!("no HTTP stream with context {ctx} (finished already?)")));
+        };
+        if h.request.has_headers {
+            return Step::Failed(HostError::usage("headers were already sent"));
+        }
+        h.request.headers.clear();
+        h.request.headers.extend(headers);
+        h.request.has_headers = true;
+        h.request.end_stream = true;
+        h.last = Some(Which::Request);
+        let response = &mut h.response;
+        response.headers = reply_headers(&h.request.headers, &reply, &reply.body);
+        response.has_headers = true;
+        response.headers_forwarded = true;
+        if !super::stream::is_grpc(&h.request.headers) {
+            response.forwarded_body = reply.body.clone();
+        }
+        response.end_stream = true;
+        h.local_reply = Some(reply.clone());
+        Step::LocalReply(reply)
+    }
+}
+
+fn reject(status: u32, body: &[u8], details: &str) -> LocalReply {
+    LocalReply { status, headers: HeaderMap::new(), body: body.to_vec(), details: details.into(), grpc_status: None }
+}
+
+/// SplitMix64: a full-period mix of a counter, enough to spread request numbers over UUIDs.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids_that_repeat_per_seed() {
+        let cm = ConnectionManager::default();
+        let id = cm.request_id(1);
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{id}");
+        assert!(parts[2].starts_with('4'), "version 4: {id}");
+        assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'), "variant 10: {id}");
+        assert_eq!(id, cm.request_id(1));
+        assert_ne!(id, cm.request_id(2));
+        assert_ne!(id, ConnectionManager { seed: 7, ..cm }.request_id(1));
+    }
+
+    #[test]
+    fn router_timeouts_follow_the_filters_headers() {
+        let cm = ConnectionManager::default();
+        let plain = cm.route_request(&HeaderMap::from_pairs(&[(":path", "/")]));
+        assert_eq!(plain.get(b"x-envoy-expected-rq-timeout-ms"), Some(&b"15000"[..]));
+        let set = cm.route_request(&HeaderMap::from_pairs(&[
+            ("x-envoy-upstream-rq-timeout-ms", "3000"),
+            ("x-envoy-upstream-rq-per-try-timeout-ms", "500"),
+        ]));
+        assert_eq!(set.get(b"x-envoy-expected-rq-timeout-ms"), Some(&b"500"[..]));
+        assert_eq!(set.get(b"x-envoy-upstream-rq-timeout-ms"), None);
+        let none = ConnectionManager { route_timeout: Duration::ZERO, ..cm }.route_request(&HeaderMap::new());
+        assert_eq!(none.get(b"x-envoy-expected-rq-timeout-ms"), None, "0 is no timeout");
+    }
+}
