@@ -30,17 +30,33 @@ fn pass_through_is_intact_over_http1_and_h2c_and_routes_by_prefix() {
         proxy.ingress(),
         "POST",
         "/submit?x=1",
-        &[("x-custom", "kept"), ("content-type", "text/plain")],
+        // A client may not set Envoy's internal headers on an external request; hop-by-hop go.
+        &[
+            ("x-custom", "kept"),
+            ("content-type", "text/plain"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ("keep-alive", "timeout=5"),
+        ],
         b"hello body",
     );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-upstream").as_deref(), Some("web"));
     assert_eq!(r.body, b"web POST /submit?x=1 hello body");
+    // What the upstream got, as Envoy's connection manager and router send it
+    // (conn_manager_utility.cc mutateRequestHeaders/cleanInternalHeaders, router.cc setTimeoutHeaders).
     let seen = web.last();
     assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
     assert_eq!(seen.header("host").as_deref(), Some("bitbucket.test"));
-    assert!(seen.header("x-request-id").is_some(), "the connection manager adds x-request-id");
+    let id = seen.header("x-request-id").expect("the connection manager adds x-request-id");
+    let shape: Vec<usize> = id.split('-').map(str::len).collect();
+    assert_eq!((shape, id.chars().nth(14)), (vec![8, 4, 4, 4, 12], Some('4')), "a version-4 UUID: {id}");
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen.header("x-envoy-upstream-rq-timeout-ms"), None, "dropped, not honoured");
+    assert_eq!(seen.header("keep-alive"), None);
+    assert_eq!(seen.header("x-envoy-expected-rq-timeout-ms").as_deref(), Some("15000"));
+    let again = http1(proxy.ingress(), "GET", "/", &[], b"");
+    assert_eq!(again.status, 200);
+    assert_ne!(web.last().header("x-request-id"), Some(id), "each request its own id");
 
     let r = http1(proxy.ingress(), "GET", "/api/repos", &[], b"");
     assert_eq!((r.status, r.header("x-upstream").as_deref()), (200, Some("api")));

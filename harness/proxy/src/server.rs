@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ebb_host::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::bootstrap::{Bootstrap, HttpFilter, ListenerKind};
@@ -88,6 +89,8 @@ pub struct Shared {
     pub connections: AtomicU64,
     pub drain_time: Duration,
     request_ids: AtomicU64,
+    /// Envoy's connection manager and router defaults, its request ids seeded at start.
+    pub connection_manager: ConnectionManager,
 }
 
 impl Shared {
@@ -96,10 +99,9 @@ impl Shared {
         let _ = self.shutdown.send(true);
     }
 
-    /// An `x-request-id` (a UUID-shaped counter: unique within this process).
-    pub fn request_id(&self) -> String {
-        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
-        format!("00000000-0000-4000-8000-{n:012x}")
+    /// The number of the next request this proxy receives (its `x-request-id` comes from it).
+    pub fn next_request(&self) -> u64 {
+        self.request_ids.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -217,6 +219,8 @@ impl Server {
             connections: AtomicU64::new(0),
             drain_time: options.drain_time,
             request_ids: AtomicU64::new(1),
+            // Random per start, as Envoy's ids are: two runs never share an x-request-id.
+            connection_manager: ConnectionManager { seed: random_seed(), ..ConnectionManager::default() },
         });
         let mut threads = Vec::new();
         for (index, filters) in started.workers.into_iter().enumerate() {
@@ -275,5 +279,15 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// A seed from the OS's randomness; a fixed one if the OS has none to give (ids stay unique
+/// within the process either way).
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => 0x5eed,
     }
 }

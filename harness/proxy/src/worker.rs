@@ -319,29 +319,25 @@ async fn exchange(
     let Some(path) = route::normalize(&raw_path, manager.normalize_path, manager.merge_slashes) else {
         return text_response(400, "Bad Request", &[]);
     };
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| parts.headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_string))
-        .unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    headers.add(b":authority", authority.as_bytes());
-    headers.add(b":path", path.as_bytes());
-    headers.add(b":method", parts.method.as_str().as_bytes());
-    headers.add(b":scheme", b"http");
-    for (name, value) in &parts.headers {
-        if name == "host" {
-            continue;
+    // Envoy's connection manager before any filter (ebb-host's, as `ebb request` plays it): the
+    // codec's header order, Host as :authority, hop-by-hop and internal headers dropped,
+    // x-forwarded-proto and x-request-id added, a request with no host refused.
+    let uri_authority = parts.uri.authority().map(|a| a.as_str().to_string());
+    let mut given: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 3);
+    if let Some(a) = &uri_authority {
+        given.push((b":authority", a.as_bytes()));
+    }
+    given.push((b":path", path.as_bytes()));
+    given.push((b":method", parts.method.as_str().as_bytes()));
+    given.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
+    let headers = match shared.connection_manager.decode_request(shared.next_request(), &given) {
+        Ok(headers) => headers,
+        Err(reply) => {
+            let body = String::from_utf8_lossy(&reply.body);
+            return text_response(u16::try_from(reply.status).unwrap_or(400), &body, &[]);
         }
-        headers.add(name.as_str().as_bytes(), value.as_bytes());
-    }
-    if headers.get(b"x-forwarded-proto").is_none() {
-        headers.add(b"x-forwarded-proto", b"http");
-    }
-    if headers.get(b"x-request-id").is_none() {
-        headers.add(b"x-request-id", shared.request_id().as_bytes());
-    }
+    };
+    let authority = headers.get_str(":authority").unwrap_or_default();
     let mut ex = Exchange { headers, body };
 
     // The route is chosen before any filter runs (filters see `xds.cluster_name`).
@@ -518,20 +514,28 @@ async fn forward(worker: &Rc<Worker>, cluster: &str, timeout: Option<Duration>, 
             )
         }
     };
-    let timeout = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    // The router's timeout headers (Envoy's `FilterUtility::finalTimeout`): a filter's
+    // x-envoy-upstream-rq-timeout-ms replaces the route's; 0 is none.
+    let route = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let timeout = match ex.header("x-envoy-upstream-rq-timeout-ms").and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(0) => STREAM_IDLE_TIMEOUT,
+        Some(ms) => Duration::from_millis(ms),
+        None => route,
+    };
+    let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
+    let sent = router.route_request(&ex.headers);
     let path = ex.header(":path").unwrap_or_else(|| "/".into());
     let uri = format!("http://{}{}", claim.address(), path);
     let mut builder = Request::builder().method(ex.header(":method").unwrap_or_else(|| "GET".into()).as_str()).uri(uri);
     if let Some(authority) = ex.header(":authority") {
         builder = builder.header("host", authority);
     }
-    for (k, v) in ex.headers.iter() {
+    for (k, v) in sent.iter() {
         if k.starts_with(b":") || matches!(k, b"host" | b"content-length" | b"transfer-encoding" | b"connection") {
             continue;
         }
         builder = builder.header(k, v);
     }
-    builder = builder.header("x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string());
     let Ok(request) = builder.body(Full::new(ex.body.clone())) else {
         return local_parts(400, "Bad Request", &[]);
     };
