@@ -359,18 +359,15 @@ fn dry_run_prints_every_planned_call_with_its_time_and_sends_nothing() {
     assert!(stdout.trim_end().ends_with("dry run: nothing was sent"), "{stdout}");
 }
 
-/// Input errors exit 2 before anything is sent: the console not built in, a bad time scale, a
-/// stop condition naming a pool that does not exist (with its position, like every field).
+/// Input errors exit 2 before anything is sent: a console on a non-loopback address without
+/// --console-allow-remote, a bad time scale, a stop condition naming a pool that does not exist
+/// (with its position, like every field).
 #[test]
 fn input_errors_exit_2_with_what_is_wrong() {
     let nowhere = format!("--target=edge=http://127.0.0.1:{}", free_port());
-    let out = gameday(&[&scenario(GAMEDAY), &nowhere, "--console=127.0.0.1:0"], &[("EBB_KEY", KEY)]);
+    let out = gameday(&[&scenario(GAMEDAY), &nowhere, "--console=0.0.0.0:0"], &[("EBB_KEY", KEY)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the live console is not built in this version"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--console-allow-remote"), "{}", text(&out));
     let out = gameday(&[&scenario(GAMEDAY), &nowhere, "--time-scale=0", "--dry-run"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--time-scale must be above 0"), "{}", text(&out));
