@@ -5,7 +5,9 @@
 pub mod alert;
 pub mod control;
 pub mod report;
+pub mod rules;
 pub mod scenario;
+pub mod series;
 pub mod sim;
 pub mod slo;
 

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ebb_harness::host::Plugin;
 use ebb_harness::report;
+use ebb_harness::rules::RuleFiles;
 use ebb_harness::scenario::Scenario;
-use ebb_harness::sim::{self, Budget, ReplayError};
+use ebb_harness::sim::{self, Budget, Extras, ReplayError};
 use ebb_harness::Clock;
 
 use super::check;
@@ -31,8 +32,17 @@ pub const EXAMPLES: &str = "Examples:
   # A scenario you have not read: refuse to run its recovery programs (they run as you):
   ebb replay downloaded.json --no-programs
 
+  # Your own Prometheus alert rules judged by Prometheus itself (needs prometheus and promtool):
+  ebb replay scenarios/bitbucket-2021-02-05-prometheus.json \
+    --rules deploy/prometheus/ebb-alerts.yaml deploy/prometheus/slo-burn-rate.yaml
+
+  # The series a real Prometheus would have scraped, for your own dashboards and tools:
+  ebb replay scenarios/bitbucket-2021-02-05.json --export-series out/bitbucket.om
+  promtool tsdb create-blocks-from openmetrics out/bitbucket.om data/
+
 Exit status: 0 every SLO met, 1 an SLO missed, 2 invalid scenario, a replay over its budget
-(see `ebb check`; --allow-large raises it), programs refused by --no-programs, or harness error.
+(see `ebb check`; --allow-large raises it), programs refused by --no-programs, a rule file
+promtool refuses, Prometheus missing, or harness error.
 NO_COLOR=1 turns colours off in the terminal (the HTML report always has them).";
 
 #[derive(clap::Args)]
@@ -70,6 +80,16 @@ pub struct Args {
     /// for a scenario you have not read. A verdict without its programs would judge another scenario.
     #[arg(long)]
     no_programs: bool,
+    /// Write the series each simulated Envoy exposes, scraped at the scenario's scrape interval, to
+    /// FILE as OpenMetrics text (Envoy's /stats/prometheus names; see docs/metrics.md), for
+    /// `promtool tsdb create-blocks-from openmetrics` and your own tools.
+    #[arg(long, value_name = "FILE")]
+    export_series: Option<PathBuf>,
+    /// Prometheus rule files whose alerts the SLOs judge and the runbooks act on, evaluated by a
+    /// loopback Prometheus during the replay (replaces the scenario's `alerts` and `rules`; needs
+    /// prometheus and promtool 2.42+; see docs/scenarios.md).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    rules: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -87,6 +107,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let rule_files: Vec<PathBuf> = if args.rules.is_empty() {
+        scenario.rules.iter().map(|f| scenario.dir.join(f)).collect()
+    } else {
+        args.rules.clone()
+    };
+    let rules = if rule_files.is_empty() {
+        None
+    } else {
+        let files = RuleFiles::load(&rule_files)?;
+        check_alert_names(&args.scenario, &scenario, &files)?;
+        Some(files)
+    };
     let budget = Budget::new(args.allow_large);
     let plugin = Plugin::load(&args.plugin).with_context(|| format!("loading {}", args.plugin.display()))?;
     let tty = std::io::stderr().is_terminal();
@@ -106,13 +138,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Wall time, for the JUnit report only (the replay itself runs on its simulated clock).
     let clock = Clock::real();
     let started = clock.now_ns();
-    let replayed = sim::replay_with(&scenario, &plugin, budget, args.host_profile.into(), &mut progress);
+    let extras = Extras { series: args.export_series.is_some(), rules };
+    let replayed = if extras.series || extras.rules.is_some() {
+        sim::replay_extras(&scenario, &plugin, budget, args.host_profile.into(), extras, &mut progress)
+    } else {
+        sim::replay_with(&scenario, &plugin, budget, args.host_profile.into(), &mut progress).map(|r| (r, None))
+    };
     if replayed.is_err() && tty && !args.quiet {
         // The progress bar's line, so that the error starts a line of its own.
         eprint!("\r{:60}\r", "");
     }
-    let report = match replayed {
-        Ok(report) => report,
+    let (report, series) = match replayed {
+        Ok(done) => done,
         Err(ReplayError::TooLarge { over, .. }) => {
             anyhow::bail!("{}: {}", args.scenario.display(), check::over_budget(&over, args.allow_large))
         }
@@ -124,6 +161,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
     let mut written = Vec::new();
+    if let (Some(path), Some(series)) = (&args.export_series, &series) {
+        write(path, &series.openmetrics())?;
+        written.push(("series", path));
+    }
     if let Some(path) = &args.json {
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');
@@ -148,6 +189,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{what}: {}", path.display());
     }
     Ok(ExitCode::from(if report.passed() { 0 } else { 1 }))
+}
+
+/// Refuses a scenario whose runbooks or `no_page` SLOs name an alert the rule files do not define:
+/// with rule files, the scenario's own alerts are not evaluated, so those would never act.
+fn check_alert_names(path: &Path, scenario: &Scenario, files: &RuleFiles) -> anyhow::Result<()> {
+    let defined = files.alert_names();
+    let mut unknown = Vec::new();
+    for (i, r) in scenario.recovery.iter().enumerate() {
+        if !defined.contains(&r.on.as_str()) {
+            unknown.push(format!("recovery[{i}].on: {:?}", r.on));
+        }
+    }
+    for (i, slo) in scenario.slos.iter().enumerate() {
+        for (j, a) in slo.no_page.iter().flat_map(|n| n.alerts.iter()).enumerate() {
+            if !defined.contains(&a.as_str()) {
+                unknown.push(format!("slos[{i}].no_page.alerts[{j}]: {a:?}"));
+            }
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = files.files.iter().map(|f| f.display().to_string()).collect();
+    anyhow::bail!(
+        "{}: names alerts the rule files ({}) do not define; with rule files the scenario's own alerts are not evaluated:\n  {}\n(the files define: {})",
+        path.display(),
+        shown.join(", "),
+        unknown.join("\n  "),
+        defined.join(", ")
+    )
 }
 
 /// Writes `text` to `path`, creating its folder.
