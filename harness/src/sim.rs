@@ -56,6 +56,10 @@ pub enum ReplayError {
     /// `--rules`: Prometheus could not evaluate them (it stopped, or the replay was interrupted).
     #[error("the replay stopped at {at} (simulated): {reason}")]
     Rules { at: String, reason: crate::rules::RulesError },
+    /// The rule files could not be used (Prometheus missing, promtool refused one), or
+    /// Prometheus did not start.
+    #[error("{0}")]
+    RuleFiles(crate::rules::RulesError),
 }
 
 /// Nanoseconds in `ms` milliseconds, saturating: a time past u64 is never reached.
@@ -164,7 +168,11 @@ pub fn replay_extras(
     if !over.is_empty() {
         return Err(ReplayError::TooLarge { estimate, over });
     }
+    let unknown = extras.rules.as_ref().map(|files| files.unknown_names(scenario)).unwrap_or_default();
     let mut sim = Sim::new(scenario, plugin, budget, profile)?;
+    for text in unknown {
+        sim.event(sim.start_ns, "refused", text);
+    }
     if extras.series || extras.rules.is_some() {
         let pools: Vec<(String, bool)> =
             scenario.pools.iter().map(|p| (p.name.clone(), p.protocol == Protocol::Http)).collect();
@@ -172,8 +180,8 @@ pub fn replay_extras(
     }
     if let Some(files) = extras.rules {
         let pools: Vec<String> = scenario.pools.iter().map(|p| p.name.clone()).collect();
-        let evaluator = rules::Evaluator::start(files, pools, sim.start_ns / 1_000_000)
-            .map_err(|reason| ReplayError::Rules { at: scenario.start.to_string(), reason })?;
+        let evaluator =
+            rules::Evaluator::start(files, pools, sim.start_ns / 1_000_000).map_err(ReplayError::RuleFiles)?;
         sim.rules = Some(Box::new(evaluator));
         // The rule files' alerts replace the scenario's own.
         sim.alerts.clear();
@@ -214,6 +222,13 @@ pub fn replay_with(
     profile: HostProfile,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Report, ReplayError> {
+    if !scenario.rules.is_empty() {
+        // The scenario's own rule files: its alerts are theirs, evaluated by Prometheus.
+        let paths: Vec<_> = scenario.rules.iter().map(|f| scenario.dir.join(f)).collect();
+        let rules = rules::RuleFiles::load(&paths).map_err(ReplayError::RuleFiles)?;
+        let extras = Extras { series: false, rules: Some(rules) };
+        return replay_extras(scenario, plugin, budget, profile, extras, progress).map(|(report, _)| report);
+    }
     let estimate = budget::estimate(scenario);
     let over = estimate.over(&budget);
     if !over.is_empty() {

@@ -112,13 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.rules.clone()
     };
-    let rules = if rule_files.is_empty() {
-        None
-    } else {
-        let files = RuleFiles::load(&rule_files)?;
-        check_alert_names(&args.scenario, &scenario, &files)?;
-        Some(files)
-    };
+    let rules = if rule_files.is_empty() { None } else { Some(RuleFiles::load(&rule_files)?) };
     let budget = Budget::new(args.allow_large);
     let plugin = Plugin::load(&args.plugin).with_context(|| format!("loading {}", args.plugin.display()))?;
     let tty = std::io::stderr().is_terminal();
@@ -157,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let hint = if args.allow_large { "" } else { "; --allow-large raises the budget" };
             anyhow::bail!("{}: {e}{hint}", args.scenario.display())
         }
+        Err(ReplayError::RuleFiles(e)) => anyhow::bail!("{}: {e}", args.scenario.display()),
         Err(e) => return Err(e.into()),
     };
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
@@ -189,36 +184,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{what}: {}", path.display());
     }
     Ok(ExitCode::from(if report.passed() { 0 } else { 1 }))
-}
-
-/// Refuses a scenario whose runbooks or `no_page` SLOs name an alert the rule files do not define:
-/// with rule files, the scenario's own alerts are not evaluated, so those would never act.
-fn check_alert_names(path: &Path, scenario: &Scenario, files: &RuleFiles) -> anyhow::Result<()> {
-    let defined = files.alert_names();
-    let mut unknown = Vec::new();
-    for (i, r) in scenario.recovery.iter().enumerate() {
-        if !defined.contains(&r.on.as_str()) {
-            unknown.push(format!("recovery[{i}].on: {:?}", r.on));
-        }
-    }
-    for (i, slo) in scenario.slos.iter().enumerate() {
-        for (j, a) in slo.no_page.iter().flat_map(|n| n.alerts.iter()).enumerate() {
-            if !defined.contains(&a.as_str()) {
-                unknown.push(format!("slos[{i}].no_page.alerts[{j}]: {a:?}"));
-            }
-        }
-    }
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let shown: Vec<String> = files.files.iter().map(|f| f.display().to_string()).collect();
-    anyhow::bail!(
-        "{}: names alerts the rule files ({}) do not define; with rule files the scenario's own alerts are not evaluated:\n  {}\n(the files define: {})",
-        path.display(),
-        shown.join(", "),
-        unknown.join("\n  "),
-        defined.join(", ")
-    )
 }
 
 /// Writes `text` to `path`, creating its folder.

@@ -104,6 +104,28 @@ impl RuleFiles {
         Ok(RuleFiles { files: files.to_vec(), groups })
     }
 
+    /// What the scenario names that the files do not define, one line each: runbooks that never
+    /// run and `no_page` SLOs that cannot fail (with rule files the scenario's own alerts are not
+    /// evaluated). Reported in the timeline, not refused: a rule missing from the files is exactly
+    /// what a replay with them should show.
+    pub fn unknown_names(&self, scenario: &crate::scenario::Scenario) -> Vec<String> {
+        let defined = self.alert_names();
+        let mut unknown = Vec::new();
+        for (i, r) in scenario.recovery.iter().enumerate() {
+            if !defined.contains(&r.on.as_str()) {
+                unknown.push(format!("recovery[{i}].on: no rule file defines alert {}: this runbook never runs", r.on));
+            }
+        }
+        for (i, slo) in scenario.slos.iter().enumerate() {
+            for (j, a) in slo.no_page.iter().flat_map(|n| n.alerts.iter()).enumerate() {
+                if !defined.contains(&a.as_str()) {
+                    unknown.push(format!("slos[{i}].no_page.alerts[{j}]: no rule file defines alert {a}"));
+                }
+            }
+        }
+        unknown
+    }
+
     /// The names of the alerts the files define.
     pub fn alert_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self

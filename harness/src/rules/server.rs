@@ -38,8 +38,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `prometheus` from PATH; waits (bounded) until it is ready.
+    /// Starts `prometheus` from PATH on a new, temporary TSDB; waits (bounded) until it is ready.
     pub fn start() -> Result<Server, RulesError> {
+        Server::start_on(None)
+    }
+
+    /// Starts `prometheus` on the TSDB in `data` (kept when it stops), or on a temporary one.
+    pub fn start_on(data: Option<&Path>) -> Result<Server, RulesError> {
         let dir = std::env::temp_dir().join(format!(
             "ebb-rules-{}-{}",
             std::process::id(),
@@ -47,7 +52,7 @@ impl Server {
         ));
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            match Server::spawn(&dir) {
+            match Server::spawn(&dir, data) {
                 Ok(server) => {
                     install_signal_handlers();
                     return Ok(server);
@@ -63,7 +68,7 @@ impl Server {
         Err(RulesError::Prometheus(format!("did not start on loopback after {PORT_ATTEMPTS} attempts: {last}")))
     }
 
-    fn spawn(dir: &Path) -> Result<Server, Spawn> {
+    fn spawn(dir: &Path, data: Option<&Path>) -> Result<Server, Spawn> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| Spawn::Fatal(RulesError::Io(format!("finding a free loopback port: {e}"))))?
@@ -81,7 +86,7 @@ impl Server {
         let mut command = Command::new("prometheus");
         command
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--storage.tsdb.path={}", data.map_or_else(|| dir.join("data"), Path::to_path_buf).display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .arg("--log.level=warn")
@@ -133,6 +138,16 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its folder (configuration, log and, unless given, the TSDB): removed when it stops.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The last lines of the server's log, for error messages.
