@@ -6,8 +6,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::Clock;
 
 use super::RulesError;
 
@@ -19,6 +21,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BODY: usize = 64 << 20;
 /// Ports tried before giving up (another program may take the free port first).
 const PORT_ATTEMPTS: usize = 3;
+
+/// Servers started by this process, to name their folders apart.
+static STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// Set by SIGINT/SIGTERM while a server runs: the replay stops at its next evaluation.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -45,11 +50,8 @@ impl Server {
 
     /// Starts `prometheus` on the TSDB in `data` (kept when it stops), or on a temporary one.
     pub fn start_on(data: Option<&Path>) -> Result<Server, RulesError> {
-        let dir = std::env::temp_dir().join(format!(
-            "ebb-rules-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-        ));
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ebb-rules-{}-{n}-{}", std::process::id(), Clock::real().now_ns()));
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             match Server::spawn(&dir, data) {
@@ -114,7 +116,8 @@ impl Server {
         })?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut server = Server { child, dir: dir.to_path_buf(), http: Http { addr, conn: None } };
-        let started = Instant::now();
+        let clock = Clock::real();
+        let deadline = clock.now_ns().saturating_add(u64::try_from(READY_TIMEOUT.as_nanos()).unwrap_or(u64::MAX));
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
                 let log = server.log_tail();
@@ -132,7 +135,7 @@ impl Server {
             if let Ok((200, _)) = server.http.request("GET", "/-/ready", &[], &[]) {
                 return Ok(server);
             }
-            if started.elapsed() > READY_TIMEOUT {
+            if clock.now_ns() > deadline {
                 let why = format!("not ready after {}s: {}", READY_TIMEOUT.as_secs(), server.log_tail());
                 return Err(Spawn::Fatal(RulesError::Prometheus(why)));
             }
@@ -216,8 +219,9 @@ impl Drop for Server {
                 libc::kill(pid, libc::SIGTERM);
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
+        let clock = Clock::real();
+        let deadline = clock.now_ns().saturating_add(5_000_000_000);
+        while clock.now_ns() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;
             }
