@@ -1,5 +1,6 @@
 // Alert rules evaluated at every scrape as Prometheus does: a condition over a window of the
-// pool's outcomes or over the filter's capacity gauges, which must hold for `for` to fire.
+// pool's outcomes or over the filter's capacity gauges, which must hold for `for` to fire. Alerts
+// of Prometheus rule files (`--rules`, src/rules/) are kept here too, their state set from outside.
 
 use crate::scenario::{AlertRule, Signal};
 use crate::sim::stats::{window, Sample};
@@ -22,6 +23,10 @@ pub struct Alert {
     pub firing: bool,
     pub fired_s: Vec<f64>,
     pub resolved_s: Vec<f64>,
+    /// The rule file of an alert Prometheus evaluates (None: the scenario's own rule).
+    pub origin: Option<String>,
+    /// The pool a Prometheus alert's labels name (`ebb_pool`, else `envoy_cluster_name`), if any.
+    pub pool_label: Option<String>,
 }
 
 impl Alert {
@@ -34,7 +39,30 @@ impl Alert {
             firing: false,
             fired_s: Vec::new(),
             resolved_s: Vec::new(),
+            origin: None,
+            pool_label: None,
         }
+    }
+
+    /// An alert of rule file `file`, evaluated by Prometheus, on `pool` (its name and index) when
+    /// its labels name one. Its rule holds only the name and pool: the condition is the file's.
+    pub fn external(name: &str, pool: Option<String>, index: Option<usize>, file: &str) -> Alert {
+        let rule = AlertRule {
+            name: name.to_string(),
+            pool: pool.clone().unwrap_or_default(),
+            signal: Signal::AvailableRatio,
+            window: ebb_engine::Duration::ZERO,
+            above: None,
+            below: None,
+            hold: ebb_engine::Duration::ZERO,
+            keep_firing_for: ebb_engine::Duration::ZERO,
+            unless_deploying: false,
+            min_requests: 0,
+        };
+        let mut alert = Alert::new(rule, index.unwrap_or(usize::MAX));
+        alert.origin = Some(file.to_string());
+        alert.pool_label = pool;
+        alert
     }
 
     /// Evaluates the rule at scrape `k` of its pool's samples (taken every `scrape_s` seconds).

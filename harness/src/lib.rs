@@ -7,7 +7,9 @@ pub mod console;
 pub mod control;
 pub mod gameday;
 pub mod report;
+pub mod rules;
 pub mod scenario;
+pub mod series;
 pub mod sim;
 pub mod slo;
 

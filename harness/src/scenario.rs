@@ -72,6 +72,12 @@ pub struct Scenario {
     pub scrape_interval: Duration,
     #[serde(default)]
     pub alerts: Vec<AlertRule>,
+    /// Prometheus rule files (YAML, paths relative to this file), e.g.
+    /// `["../deploy/prometheus/ebb-alerts.yaml"]`. When given, their alerts, evaluated by
+    /// Prometheus itself during the replay, replace `alerts`: `recovery[].on` and `no_page` name
+    /// them. Needs Prometheus 2.42+ (`prometheus`, `promtool`). `ebb replay --rules` overrides it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
     #[serde(default)]
     pub recovery: Vec<Recovery>,
     /// When a pool counts as impaired for customers (for `impact_*` in the report).

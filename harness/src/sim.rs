@@ -20,7 +20,9 @@ use crate::clock::Clock;
 use crate::control::{self, RawRequest, RawResponse};
 use crate::host::{FailurePolicy, HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
 use crate::report::{self, AlertResult, Event, Report, Requests};
+use crate::rules;
 use crate::scenario::{Scenario, Service};
+use crate::series::Recorder;
 use budget::Meter;
 pub use budget::{estimate, Budget, Estimate};
 use stats::{Bucket, Sample};
@@ -50,6 +52,13 @@ pub enum ReplayError {
     /// foresee, such as requests held by delays and polled meanwhile).
     #[error("the replay stopped at {at} (simulated): {what}, its budget")]
     OverBudget { what: String, at: String },
+    /// `--rules`: Prometheus could not evaluate them (it stopped, or the replay was interrupted).
+    #[error("the replay stopped at {at} (simulated): {reason}")]
+    Rules { at: String, reason: crate::rules::RulesError },
+    /// The rule files could not be used (Prometheus missing, promtool refused one), or
+    /// Prometheus did not start.
+    #[error("{0}")]
+    RuleFiles(crate::rules::RulesError),
 }
 
 /// The `:status` of what a client got (0 if it has none).
@@ -132,6 +141,65 @@ struct Sim<'s> {
     /// The recovery rules each alert triggers, by alert index.
     runbooks: Vec<Vec<usize>>,
     meter: Meter,
+    /// `--export-series` and `--rules`: every scrape's series (None otherwise: no cost).
+    series: Option<Box<Recorder>>,
+    /// `--rules`: the rule files, evaluated by Prometheus at every scrape.
+    rules: Option<Box<rules::Evaluator>>,
+    /// Why the rules stopped the replay.
+    rules_error: Option<ReplayError>,
+}
+
+/// What a replay produces besides its report, on request: the series a deployment would scrape
+/// (`--export-series`) and alerts from Prometheus rule files (`--rules`).
+#[derive(Default)]
+pub struct Extras {
+    pub series: bool,
+    pub rules: Option<rules::RuleFiles>,
+}
+
+/// `replay_with` that also records the series (returned when `extras.series`) and, with
+/// `extras.rules`, takes its alerts from the rule files, evaluated by Prometheus during the replay.
+pub fn replay_extras(
+    scenario: &Scenario,
+    plugin: &Plugin,
+    budget: Budget,
+    host: HostSettings,
+    extras: Extras,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(Report, Option<Recorder>), ReplayError> {
+    let estimate = budget::estimate(scenario);
+    let over = estimate.over(&budget);
+    if !over.is_empty() {
+        return Err(ReplayError::TooLarge { estimate, over });
+    }
+    let unknown = extras.rules.as_ref().map(|files| files.unknown_names(scenario)).unwrap_or_default();
+    let mut sim = Sim::new(scenario, plugin, budget, host)?;
+    for text in unknown {
+        sim.event(sim.start_ns, "refused", text);
+    }
+    if extras.series || extras.rules.is_some() {
+        let pools: Vec<(String, bool)> =
+            scenario.pools.iter().map(|p| (p.name.clone(), p.protocol == Protocol::Http)).collect();
+        sim.series = Some(Box::new(Recorder::new(scenario.topology.proxies as usize, &pools)));
+    }
+    if let Some(files) = extras.rules {
+        let pools: Vec<String> = scenario.pools.iter().map(|p| p.name.clone()).collect();
+        let evaluator =
+            rules::Evaluator::start(files, pools, sim.start_ns / 1_000_000).map_err(ReplayError::RuleFiles)?;
+        sim.rules = Some(Box::new(evaluator));
+        // The rule files' alerts replace the scenario's own.
+        sim.alerts.clear();
+        sim.runbooks.clear();
+    }
+    sim.run(progress)?;
+    if let Some(e) = sim.rules_error.take() {
+        return Err(e);
+    }
+    if let Some(rules) = sim.rules.take() {
+        rules.stop();
+    }
+    let series = if extras.series { sim.series.take().map(|b| *b) } else { None };
+    Ok((sim.report(), series))
 }
 
 /// Replays `scenario` through `plugin` within the default budget; `progress` hears the fraction
@@ -178,6 +246,13 @@ pub fn replay_as(
     host: HostSettings,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Report, ReplayError> {
+    if !scenario.rules.is_empty() {
+        // The scenario's own rule files: its alerts are theirs, evaluated by Prometheus.
+        let paths: Vec<_> = scenario.rules.iter().map(|f| scenario.dir.join(f)).collect();
+        let rules = rules::RuleFiles::load(&paths).map_err(ReplayError::RuleFiles)?;
+        let extras = Extras { series: false, rules: Some(rules) };
+        return replay_extras(scenario, plugin, budget, host, extras, progress).map(|(report, _)| report);
+    }
     let estimate = budget::estimate(scenario);
     let over = estimate.over(&budget);
     if !over.is_empty() {
@@ -310,6 +385,9 @@ impl<'s> Sim<'s> {
             server: None,
             runbooks,
             meter: Meter::new(budget),
+            series: None,
+            rules: None,
+            rules_error: None,
         };
         let ms = |at| start_ns.saturating_add(ns(scenario.offset_ms(at)));
         for (i, run) in scenario.deploys.iter().enumerate() {
@@ -445,6 +523,9 @@ impl<'s> Sim<'s> {
             }
         };
         let flight = self.alloc(Flight { proxy, stream, pool, start_ns: t, serving: false });
+        if let Some(series) = self.series.as_deref_mut() {
+            series.arrived(flight, envoy, pool);
+        }
         self.handle(flight, step, t);
     }
 
@@ -460,6 +541,9 @@ impl<'s> Sim<'s> {
                 }
             }
             Step::LocalReply(reply) => {
+                if let Some(series) = self.series.as_deref_mut() {
+                    series.local_reply(flight, u16::try_from(reply.status).unwrap_or(u16::MAX));
+                }
                 let error = reply.status >= 500 || reply.grpc_status.is_some_and(|g| g != 0);
                 self.finish(flight, t, error, true);
             }
@@ -502,6 +586,9 @@ impl<'s> Sim<'s> {
     fn admit(&mut self, flight: usize, t: u64) {
         let Some(f) = self.flights[flight].as_ref() else { return };
         let pool = f.pool;
+        if let Some(series) = self.series.as_deref_mut() {
+            series.forwarded(flight, f.proxy / self.sides, pool, t);
+        }
         let p = &mut self.pools[pool];
         if p.panic_share > 0.0 && self.rng.roll(100.0 * p.panic_share) {
             // Panic routing picked a drained host: the connection fails at once.
@@ -592,6 +679,9 @@ impl<'s> Sim<'s> {
         if let Some(Err(e)) = result {
             self.failure(t, e.to_string());
         }
+        if let Some(series) = self.series.as_deref_mut() {
+            series.finished(flight, f.proxy / self.sides, f.pool, f.start_ns, t, error);
+        }
         let p = &mut self.pools[f.pool];
         let latency_ms = t.saturating_sub(f.start_ns) / 1_000_000;
         p.bucket.record(latency_ms, error, by_filter);
@@ -614,6 +704,9 @@ impl<'s> Sim<'s> {
             };
             if let Some(reply) = reply {
                 let status = reply.headers.get_str(":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+                if let Some(series) = self.series.as_deref_mut() {
+                    series.local_reply(flight, u16::try_from(status).unwrap_or(u16::MAX));
+                }
                 self.finish(flight, t, status >= 500, true);
             } else if forwarded {
                 self.admit(flight, t);
@@ -659,6 +752,12 @@ impl<'s> Sim<'s> {
             let bucket = std::mem::take(&mut p.bucket);
             stats::push(&mut p.samples, Sample { t_s, available, expected, deploying, bucket, ..Sample::default() });
         }
+        if self.series.is_some() {
+            self.scrape_series(t);
+            if self.rules.is_some() {
+                return self.evaluate_rules(t);
+            }
+        }
         let mut fired = Vec::new();
         for (i, alert) in self.alerts.iter_mut().enumerate() {
             let samples = &self.pools[alert.pool].samples;
@@ -669,20 +768,91 @@ impl<'s> Sim<'s> {
             }
         }
         for (i, firing) in fired {
-            let name = self.alerts[i].rule.name.clone();
-            if firing {
-                self.event(
-                    t,
-                    "alert",
-                    format!("{name} fires ({} on {})", signal_name(&self.alerts[i]), self.alerts[i].rule.pool),
-                );
-                for r in self.runbooks[i].clone() {
-                    let after = self.scenario.recovery[r].after.as_millis();
-                    self.schedule(t.saturating_add(ns(after)), Ev::Recovery(r));
-                }
-            } else {
-                self.event(t, "resolved", format!("{name} resolved"));
+            self.alert_changed(i, firing, t);
+        }
+    }
+
+    /// Alert `i` fired (and its runbooks are due) or resolved at `t`.
+    fn alert_changed(&mut self, i: usize, firing: bool, t: u64) {
+        let name = self.alerts[i].rule.name.clone();
+        if firing {
+            let alert = &self.alerts[i];
+            let text = match (&alert.origin, &alert.pool_label) {
+                (Some(file), Some(pool)) => format!("{name} fires ({file}, on {pool})"),
+                (Some(file), None) => format!("{name} fires ({file})"),
+                (None, _) => format!("{name} fires ({} on {})", signal_name(alert), alert.rule.pool),
+            };
+            self.event(t, "alert", text);
+            for r in self.runbooks[i].clone() {
+                let after = self.scenario.recovery[r].after.as_millis();
+                self.schedule(t.saturating_add(ns(after)), Ev::Recovery(r));
             }
+        } else {
+            let text = match (&self.alerts[i].origin, &self.alerts[i].pool_label) {
+                (Some(_), Some(pool)) => format!("{name} resolved (on {pool})"),
+                _ => format!("{name} resolved"),
+            };
+            self.event(t, "resolved", text);
+        }
+    }
+
+    /// Records this scrape's series of every simulated Envoy (the filter's metrics from its
+    /// registry, shared by its HTTP and TCP sides, and the Envoy stats derived from the flights).
+    fn scrape_series(&mut self, t: u64) {
+        let t_ms = i64::try_from(t / 1_000_000).unwrap_or(i64::MAX);
+        for envoy in 0..self.scenario.topology.proxies as usize {
+            let metrics = self.proxies[self.side(envoy, Protocol::Http)].metrics();
+            if let Some(series) = self.series.as_deref_mut() {
+                series.scrape(t_ms, envoy, &metrics);
+            }
+        }
+    }
+
+    /// Evaluates the rule groups due by `t` in Prometheus and applies their alerts' changes.
+    fn evaluate_rules(&mut self, t: u64) {
+        let (Some(rules), Some(series)) = (self.rules.as_deref_mut(), self.series.as_deref()) else { return };
+        let outcome = match rules.evaluate(t / 1_000_000, series) {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                let at = crate::scenario::time::clock_label(self.scenario.start, self.t_s(t));
+                self.rules_error = Some(ReplayError::Rules { at, reason });
+                // Nothing more happens: the replay ends here with the error.
+                self.queue.clear();
+                return;
+            }
+        };
+        for text in outcome.failures {
+            self.event(t, "refused", text);
+        }
+        for change in outcome.changes {
+            let at = u64::try_from(change.at_ms).unwrap_or(0).saturating_mul(1_000_000).clamp(self.start_ns, t);
+            let i = match self.alerts.iter().position(|a| a.rule.name == change.alert && a.pool_label == change.pool) {
+                Some(i) => i,
+                None => {
+                    let pool =
+                        change.pool.as_deref().and_then(|p| self.scenario.pools.iter().position(|q| q.name == p));
+                    self.alerts.push(Alert::external(&change.alert, change.pool.clone(), pool, &change.file));
+                    // Its runbooks: those on its name that restore its pool, or act fleet-wide.
+                    let runbooks = (0..self.scenario.recovery.len())
+                        .filter(|&r| {
+                            let rule = &self.scenario.recovery[r];
+                            rule.on == change.alert
+                                && rule.restore.as_ref().is_none_or(|p| Some(p) == change.pool.as_ref())
+                        })
+                        .collect();
+                    self.runbooks.push(runbooks);
+                    self.alerts.len() - 1
+                }
+            };
+            let t_s = self.t_s(at);
+            let alert = &mut self.alerts[i];
+            alert.firing = change.firing;
+            if change.firing {
+                alert.fired_s.push(t_s);
+            } else {
+                alert.resolved_s.push(t_s);
+            }
+            self.alert_changed(i, change.firing, at);
         }
     }
 
@@ -946,6 +1116,9 @@ fn why_refused(body: &[u8]) -> String {
 }
 
 fn signal_name(alert: &Alert) -> String {
+    if let Some(file) = &alert.origin {
+        return format!("PromQL, {file}");
+    }
     let rule = &alert.rule;
     let threshold = match (rule.above, rule.below) {
         (Some(a), _) => format!("> {a}"),

@@ -19,6 +19,7 @@ mod hardening;
 mod properties;
 mod recovery;
 mod reports;
+mod rules;
 mod traps;
 
 fn root() -> PathBuf {

@@ -12,7 +12,7 @@ mod cluster;
 mod filters;
 mod route;
 mod server;
-mod stats;
+pub mod stats;
 mod worker;
 mod yaml;
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ebb_harness::host::Plugin;
+use ebb_harness::host::{FailurePolicy, Plugin};
 use ebb_harness::report;
+use ebb_harness::rules::RuleFiles;
 use ebb_harness::scenario::Scenario;
-use ebb_harness::sim::{self, Budget, ReplayError};
+use ebb_harness::sim::{self, Budget, Extras, HostSettings, ReplayError};
 use ebb_harness::Clock;
 
 use super::check;
@@ -31,8 +32,17 @@ pub const EXAMPLES: &str = "Examples:
   # A scenario you have not read: refuse to run its recovery programs (they run as you):
   ebb replay downloaded.json --no-programs
 
+  # Your own Prometheus alert rules judged by Prometheus itself (needs prometheus and promtool):
+  ebb replay scenarios/bitbucket-2021-02-05-prometheus.json \
+    --rules deploy/prometheus/ebb-alerts.yaml deploy/prometheus/slo-burn-rate.yaml
+
+  # The series a real Prometheus would have scraped, for your own dashboards and tools:
+  ebb replay scenarios/bitbucket-2021-02-05.json --export-series out/bitbucket.om
+  promtool tsdb create-blocks-from openmetrics out/bitbucket.om data/
+
 Exit status: 0 every SLO met, 1 an SLO missed, 2 invalid scenario, a replay over its budget
-(see `ebb check`; --allow-large raises it), programs refused by --no-programs, or harness error.
+(see `ebb check`; --allow-large raises it), programs refused by --no-programs, a rule file
+promtool refuses, Prometheus missing, or harness error.
 NO_COLOR=1 turns colours off in the terminal (the HTML report always has them).";
 
 #[derive(clap::Args)]
@@ -59,6 +69,10 @@ pub struct Args {
     /// The proxy the simulated fleet plays (envoy, ngx-wasm or strict; see `ebb request --help`).
     #[arg(long, value_enum, default_value_t = super::args::HostProfile::Envoy)]
     host_profile: super::args::HostProfile,
+    /// The filter's failure_policy is FAIL_OPEN (as deploy/envoy/envoy.yaml ships it): a request
+    /// whose filter callback fails goes on to the upstream. Default: Envoy's fail-closed (a 503).
+    #[arg(long)]
+    fail_open: bool,
     /// Print only the verdict line.
     #[arg(long, short)]
     quiet: bool,
@@ -70,6 +84,16 @@ pub struct Args {
     /// for a scenario you have not read. A verdict without its programs would judge another scenario.
     #[arg(long)]
     no_programs: bool,
+    /// Write the series each simulated Envoy exposes, scraped at the scenario's scrape interval, to
+    /// FILE as OpenMetrics text (Envoy's /stats/prometheus names; see docs/metrics.md), for
+    /// `promtool tsdb create-blocks-from openmetrics` and your own tools.
+    #[arg(long, value_name = "FILE")]
+    export_series: Option<PathBuf>,
+    /// Prometheus rule files whose alerts the SLOs judge and the runbooks act on, evaluated by a
+    /// loopback Prometheus during the replay (replaces the scenario's `alerts` and `rules`; needs
+    /// prometheus and promtool 2.42+; see docs/scenarios.md).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    rules: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -87,6 +111,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let rule_files: Vec<PathBuf> = if args.rules.is_empty() {
+        scenario.rules.iter().map(|f| scenario.dir.join(f)).collect()
+    } else {
+        args.rules.clone()
+    };
+    let rules = if rule_files.is_empty() { None } else { Some(RuleFiles::load(&rule_files)?) };
     let budget = Budget::new(args.allow_large);
     let plugin = Plugin::load(&args.plugin).with_context(|| format!("loading {}", args.plugin.display()))?;
     let tty = std::io::stderr().is_terminal();
@@ -106,13 +136,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Wall time, for the JUnit report only (the replay itself runs on its simulated clock).
     let clock = Clock::real();
     let started = clock.now_ns();
-    let replayed = sim::replay_with(&scenario, &plugin, budget, args.host_profile.into(), &mut progress);
+    let extras = Extras { series: args.export_series.is_some(), rules };
+    let host = HostSettings {
+        profile: args.host_profile.into(),
+        failure_policy: if args.fail_open { FailurePolicy::FailOpen } else { FailurePolicy::FailClosed },
+    };
+    let replayed = if extras.series || extras.rules.is_some() {
+        sim::replay_extras(&scenario, &plugin, budget, host, extras, &mut progress)
+    } else {
+        sim::replay_as(&scenario, &plugin, budget, host, &mut progress).map(|r| (r, None))
+    };
     if replayed.is_err() && tty && !args.quiet {
         // The progress bar's line, so that the error starts a line of its own.
         eprint!("\r{:60}\r", "");
     }
-    let report = match replayed {
-        Ok(report) => report,
+    let (report, series) = match replayed {
+        Ok(done) => done,
         Err(ReplayError::TooLarge { over, .. }) => {
             anyhow::bail!("{}: {}", args.scenario.display(), check::over_budget(&over, args.allow_large))
         }
@@ -120,10 +159,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let hint = if args.allow_large { "" } else { "; --allow-large raises the budget" };
             anyhow::bail!("{}: {e}{hint}", args.scenario.display())
         }
+        Err(ReplayError::RuleFiles(e)) => anyhow::bail!("{}: {e}", args.scenario.display()),
         Err(e) => return Err(e.into()),
     };
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
     let mut written = Vec::new();
+    if let (Some(path), Some(series)) = (&args.export_series, &series) {
+        write(path, &series.openmetrics())?;
+        written.push(("series", path));
+    }
     if let Some(path) = &args.json {
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');

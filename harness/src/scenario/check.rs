@@ -97,6 +97,7 @@ impl Scenario {
         self.check_deploys(&mut p, &pools);
         self.check_timeline(&mut p, &pools);
         let alerts = self.check_alerts(&mut p, &pools);
+        self.check_rules(&mut p);
         self.check_recovery(&mut p, &pools, &alerts);
         self.check_impact(&mut p);
         self.check_slos(&mut p, &pools, &alerts);
@@ -366,10 +367,29 @@ impl Scenario {
         names
     }
 
+    /// Rule files name files next to the scenario (promtool checks their content at replay).
+    fn check_rules(&self, p: &mut Problems) {
+        for (i, file) in self.rules.iter().enumerate() {
+            if file.trim().is_empty() {
+                p.add(format!("rules[{i}]"), || {
+                    "give the path of a Prometheus rule file, like \"../deploy/prometheus/ebb-alerts.yaml\"".into()
+                });
+            } else if !self.dir.join(file).is_file() {
+                let dir = if self.dir.as_os_str().is_empty() { ".".into() } else { self.dir.display().to_string() };
+                p.add(format!("rules[{i}]"), || {
+                    format!("no rule file {file:?} in {dir} (paths are relative to the scenario file)")
+                });
+            }
+        }
+    }
+
     fn check_recovery(&self, p: &mut Problems, pools: &Names<'_>, alerts: &Names<'_>) {
         for (i, r) in self.recovery.iter().enumerate() {
             let at = |field: &str| format!("recovery[{i}].{field}");
-            alerts.require(p, at("on"), &r.on);
+            // With rule files, the alerts are theirs: checked against them when the replay loads them.
+            if self.rules.is_empty() {
+                alerts.require(p, at("on"), &r.on);
+            }
             Self::check_duration(p, at("after"), at_most(r.after, MAX_DURATION));
             if usize::from(r.restore.is_some()) + usize::from(r.clear_all) + usize::from(r.run.is_some()) != 1 {
                 p.add(format!("recovery[{i}]"), || "give exactly one of restore, clear_all or run".into());
@@ -443,7 +463,9 @@ impl Scenario {
                     p.add(at("no_page.alerts"), || "name at least one alert".into());
                 }
                 for (j, a) in n.alerts.iter().enumerate() {
-                    alerts.require(p, format!("slos[{i}].no_page.alerts[{j}]"), a);
+                    if self.rules.is_empty() {
+                        alerts.require(p, format!("slos[{i}].no_page.alerts[{j}]"), a);
+                    }
                 }
             }
             if let Some(r) = &s.error_ratio {
