@@ -617,7 +617,7 @@ impl Proxy {
 
     /// One metric by name, if defined.
     pub fn metric(&self, name: &str) -> Option<Metric> {
-        self.metrics().into_iter().find(|m| m.name == name)
+        lock(&self.shared.metrics).find(name)
     }
 
     /// The metrics in Prometheus text format with Envoy's names (no `envoy_` prefix for
