@@ -15,7 +15,7 @@ use ebb_engine::metrics::GlobalMetric;
 use ebb_engine::request::Request;
 use ebb_engine::{CommandError, Config};
 
-use super::http::Reply;
+use super::http::{Lazy, Reply};
 use super::{hostcall, now_ms, shared, Vm};
 
 /// Header carrying a command's JSON: Envoy does not hand a body to a filter that paused on the
@@ -51,7 +51,7 @@ impl Call {
 /// Runs first on every request. Returns the reply for a control call or a look-alike of the
 /// control path (never forwarded); for any other request, removes ebb's headers and returns
 /// None. Armed or disarmed, control on or off.
-pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stream: bool) -> Option<Reply> {
+pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut Lazy, end_of_stream: bool) -> Option<Reply> {
     let found = {
         let vm = vm.borrow();
         let prefix = match vm.engine.as_ref() {
@@ -73,7 +73,7 @@ pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stre
         })
     };
     let Some((path, refusal)) = found else {
-        strip_ebb_headers();
+        strip_ebb_headers(req);
         return None;
     };
     let call = Call::from_headers(req, path);
@@ -89,11 +89,14 @@ pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stre
     Some(handle(vm, &call, command.as_bytes(), now_ms()))
 }
 
-/// Removes ebb's headers from a request about to be forwarded. A removal the host refuses is
-/// logged once per VM (`hostcall`) and otherwise ignored: the request goes on.
-fn strip_ebb_headers() {
+/// Removes ebb's headers from a request about to be forwarded: each one the request may carry
+/// (all three when the host gave no header map to check). A removal the host refuses is logged
+/// once per VM (`hostcall`) and otherwise ignored: the request goes on.
+fn strip_ebb_headers(req: &mut Lazy) {
     for name in EBB_HEADERS {
-        hostcall::remove_request_header(name);
+        if req.may_have(name) {
+            hostcall::remove_request_header(name);
+        }
     }
 }
 

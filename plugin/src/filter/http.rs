@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use ebb_engine::header_map::{self, Lookup};
 use ebb_engine::metrics::{GlobalMetric, PoolMetric};
 use ebb_engine::request::Request;
 use ebb_engine::{Action as Verdict, Admission, Protocol};
@@ -63,30 +64,49 @@ enum Outcome {
     Wait,
 }
 
-/// Request properties fetched on demand. `:path` and `:authority` are kept once read (the
-/// control prefix, several pools' matches and the control call may each ask for them); other
-/// headers are asked for once at most and not kept.
+/// The request's headers as the engine and the control API ask for them: fetched with one host
+/// call (`proxy_get_header_map_pairs`) the first time any is needed, instead of one call per name
+/// (`:path`, `:authority`, and each of ebb's own headers to strip) — five calls per request before.
+/// A host that refuses the map, or hands over one that does not parse, is asked header by header,
+/// as is one that leaves pseudo-headers (`:path`, ...) out of it.
+///
+/// ebb's headers are removed from the request after the map was fetched; the map still lists
+/// them, which nothing after the control check asks for.
 #[derive(Default)]
-struct Lazy {
-    path: Option<Option<String>>,
-    authority: Option<Option<String>>,
+pub(crate) struct Lazy {
+    /// None until fetched; Some(None) when the host gave no usable map.
+    map: Option<Option<Vec<u8>>>,
 }
 
-fn fetch_header(name: &str) -> Option<String> {
-    hostcall::request_header(name).map(|b| match String::from_utf8(b) {
+impl Lazy {
+    fn lookup(&mut self, name: &str) -> Lookup<'_> {
+        match self.map.get_or_insert_with(hostcall::request_header_pairs) {
+            Some(bytes) => header_map::lookup(bytes, name),
+            None => Lookup::Malformed,
+        }
+    }
+
+    /// False only when the request surely lacks `name` (so there is nothing to remove).
+    pub(crate) fn may_have(&mut self, name: &str) -> bool {
+        self.lookup(name) != Lookup::Absent
+    }
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    }
 }
 
 impl Request for Lazy {
     fn header(&mut self, name: &str) -> Option<String> {
-        let slot = match name {
-            ":path" => &mut self.path,
-            ":authority" => &mut self.authority,
-            _ => return fetch_header(name),
-        };
-        slot.get_or_insert_with(|| fetch_header(name)).clone()
+        match self.lookup(name) {
+            Lookup::Found(value) => Some(String::from_utf8_lossy(value).into_owned()),
+            Lookup::Absent if !name.starts_with(':') => None,
+            // Pseudo-headers a host keeps out of its map, or no map at all: ask for this one.
+            Lookup::Absent | Lookup::Malformed => hostcall::request_header(name).map(text),
+        }
     }
 
     fn cluster(&mut self) -> Option<String> {
