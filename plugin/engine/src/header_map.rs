@@ -1,55 +1,71 @@
 // Reading a header map in the Proxy-Wasm ABI's serialized form (what `proxy_get_header_map_pairs`
 // hands over), so that the filter fetches a request's headers with one host call, not one per name.
 
-/// What a serialized header map says about one header name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup<'a> {
-    /// The first value under the name (names compared ignoring ASCII case).
-    Found(&'a [u8]),
-    /// The map holds no such header.
-    Absent,
-    /// The bytes are not a well-formed map: the map says nothing (ask the host header by header).
-    Malformed,
+/// A header map handed over in the ABI's serialized form: a little-endian u32 count, then a
+/// (u32 key length, u32 value length) pair per entry, then each key and each value followed by a
+/// NUL; an empty buffer is an empty map. Checked once when parsed and indexed, so that the
+/// several look-ups of one request (control path, pool matches, ebb's own headers) each cost a
+/// scan of the entries' lengths, not a parse.
+#[derive(Debug, Default)]
+pub struct HeaderMap {
+    bytes: Vec<u8>,
+    /// Key and value of each entry, as ranges of `bytes`, in the map's order.
+    entries: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
-/// Looks `name` up in `map`, serialized as the ABI has it: a little-endian u32 count, then a
-/// (u32 key length, u32 value length) pair per entry, then each key and each value followed by a
-/// NUL. An empty buffer is an empty map. Never panics, whatever the bytes.
-///
-/// Names are compared ignoring ASCII case: Envoy's keys are lower-case, but Kong's module hands
-/// out request header names as the client wrote them.
-pub fn lookup<'a>(map: &'a [u8], name: &str) -> Lookup<'a> {
-    if map.is_empty() {
-        return Lookup::Absent;
-    }
-    let word = |at: usize| -> Option<usize> {
-        let bytes: [u8; 4] = map.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(bytes)).ok()
-    };
-    let Some(count) = word(0) else { return Lookup::Malformed };
-    // Each entry takes 8 bytes of sizes and at least 2 NULs: a count larger than that is a lie.
-    if count.checked_mul(10).and_then(|n| n.checked_add(4)).is_none_or(|n| n > map.len()) {
-        return Lookup::Malformed;
-    }
-    let mut data = 4 + 8 * count;
-    let mut found = None;
-    for i in 0..count {
-        let (Some(k), Some(v)) = (word(4 + 8 * i), word(8 + 8 * i)) else { return Lookup::Malformed };
-        let key = data.checked_add(k).and_then(|end| map.get(data..end).map(|key| (key, end)));
-        let Some((key, key_end)) = key else { return Lookup::Malformed };
-        let value_start = key_end.saturating_add(1);
-        let Some(value_end) = value_start.checked_add(v) else { return Lookup::Malformed };
-        let (Some(&0), Some(value), Some(&0)) = (map.get(key_end), map.get(value_start..value_end), map.get(value_end))
-        else {
-            return Lookup::Malformed;
-        };
-        if found.is_none() && key.eq_ignore_ascii_case(name.as_bytes()) {
-            found = Some(value);
+impl HeaderMap {
+    /// Checks and indexes `bytes`; None if they are not a well-formed map (the map then says
+    /// nothing: ask the host header by header). Never panics, whatever the bytes.
+    pub fn parse(bytes: Vec<u8>) -> Option<HeaderMap> {
+        if bytes.is_empty() {
+            return Some(HeaderMap::default());
         }
-        data = value_end.saturating_add(1);
+        let word = |at: usize| -> Option<usize> {
+            let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(raw)).ok()
+        };
+        let count = word(0)?;
+        // Each entry takes 8 bytes of sizes and at least 2 NULs: a larger count is a lie.
+        if count.checked_mul(10)?.checked_add(4)? > bytes.len() {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(count);
+        let mut data = 4 + 8 * count;
+        for i in 0..count {
+            let (k, v) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
+            let key = data..data.checked_add(k)?;
+            let value = key.end.checked_add(1)?..key.end.checked_add(1)?.checked_add(v)?;
+            let nuls = (bytes.get(key.end), bytes.get(value.end));
+            if nuls != (Some(&0), Some(&0)) {
+                return None;
+            }
+            data = value.end + 1;
+            entries.push((key, value));
+        }
+        Some(HeaderMap { bytes, entries })
     }
-    // The whole map was checked before any answer: a truncated map never yields a value.
-    found.map_or(Lookup::Absent, Lookup::Found)
+
+    /// True when some header's name starts with `prefix` (ignoring ASCII case): one scan that
+    /// tells whether any of a family of headers (ebb's own, `x-ebb-`) needs looking at.
+    pub fn any_with_prefix(&self, prefix: &str) -> bool {
+        let prefix = prefix.as_bytes();
+        self.entries.iter().any(|(k, _)| {
+            self.bytes
+                .get(k.clone())
+                .and_then(|key| key.get(..prefix.len()))
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        })
+    }
+
+    /// The first value under `name`, names compared ignoring ASCII case: Envoy's keys are
+    /// lower-case, but Kong's module hands out request header names as the client wrote them.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        let name = name.as_bytes();
+        self.entries.iter().find_map(|(k, v)| {
+            let key = self.bytes.get(k.clone())?;
+            (key.len() == name.len() && key.eq_ignore_ascii_case(name)).then(|| self.bytes.get(v.clone())).flatten()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -77,44 +93,50 @@ mod tests {
 
     #[test]
     fn finds_the_first_value_ignoring_case() {
-        let map = serialize(&[
+        let map = HeaderMap::parse(serialize(&[
             (":path", "/x"),
             (":authority", "web.example"),
             ("X-Ebb-Signature", "s"),
             ("a", "1"),
             ("A", "2"),
-        ]);
-        assert_eq!(lookup(&map, ":authority"), Lookup::Found(b"web.example"));
-        assert_eq!(lookup(&map, "x-ebb-signature"), Lookup::Found(b"s"), "Kong keeps the client's case");
-        assert_eq!(lookup(&map, "a"), Lookup::Found(b"1"), "the first of repeated headers, as Envoy's lookup");
-        assert_eq!(lookup(&map, "x-ebb-command"), Lookup::Absent);
-        assert_eq!(lookup(&[], ":path"), Lookup::Absent, "an empty buffer is an empty map");
-        let empty_value = serialize(&[("x-empty", "")]);
-        assert_eq!(lookup(&empty_value, "x-empty"), Lookup::Found(b""));
+        ]))
+        .expect("well formed");
+        assert_eq!(map.get(":authority"), Some(&b"web.example"[..]));
+        assert_eq!(map.get("x-ebb-signature"), Some(&b"s"[..]), "Kong keeps the client's case");
+        assert_eq!(map.get("a"), Some(&b"1"[..]), "the first of repeated headers, as Envoy's lookup");
+        assert_eq!(map.get("x-ebb-command"), None);
+        assert!(map.any_with_prefix("x-ebb-"), "X-Ebb-Signature");
+        assert!(!map.any_with_prefix("x-envoy-"));
+        assert!(!map.any_with_prefix(":authority-and-more"), "longer than every name");
+        assert_eq!(HeaderMap::parse(Vec::new()).expect("empty").get(":path"), None, "an empty buffer is an empty map");
+        let empty_value = HeaderMap::parse(serialize(&[("x-empty", "")])).expect("well formed");
+        assert_eq!(empty_value.get("x-empty"), Some(&b""[..]));
     }
 
     #[test]
-    fn malformed_maps_say_nothing() {
+    fn malformed_maps_are_refused() {
         let map = serialize(&[(":path", "/x"), (":authority", "web.example")]);
         for cut in 1..map.len() {
-            assert_eq!(lookup(&map[..cut], ":path"), Lookup::Malformed, "truncated at {cut}");
+            assert!(HeaderMap::parse(map[..cut].to_vec()).is_none(), "truncated at {cut}");
         }
         let mut bad_nul = map.clone();
         let last = bad_nul.len() - 1;
         bad_nul[last] = b'!';
-        assert_eq!(lookup(&bad_nul, ":path"), Lookup::Malformed);
+        assert!(HeaderMap::parse(bad_nul).is_none());
         let mut huge = map.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(lookup(&huge, ":path"), Lookup::Malformed);
+        assert!(HeaderMap::parse(huge).is_none());
         let mut long_key = map;
         long_key[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(lookup(&long_key, ":path"), Lookup::Malformed);
+        assert!(HeaderMap::parse(long_key).is_none());
     }
 
     proptest::proptest! {
         #[test]
         fn any_bytes_are_read_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            let _ = lookup(&bytes, ":path");
+            if let Some(map) = HeaderMap::parse(bytes) {
+                let _ = map.get(":path");
+            }
         }
 
         #[test]
@@ -122,12 +144,12 @@ mod tests {
             pairs in proptest::collection::vec(("[a-z:-]{1,8}", "[ -~]{0,12}"), 0..8),
         ) {
             let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let map = serialize(&refs);
+            let map = HeaderMap::parse(serialize(&refs)).expect("well formed");
             for (k, _) in &pairs {
                 let first = pairs.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v.as_bytes());
-                proptest::prop_assert_eq!(lookup(&map, k), Lookup::Found(first.unwrap_or_default()));
+                proptest::prop_assert_eq!(map.get(k), first);
             }
-            proptest::prop_assert_eq!(lookup(&map, "absent-name-longer-than-eight"), Lookup::Absent);
+            proptest::prop_assert_eq!(map.get("absent-name-longer-than-eight"), None);
         }
     }
 }

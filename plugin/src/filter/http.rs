@@ -1,10 +1,11 @@
 // The HTTP context: matches a request to its pool, asks the engine for a plan, and carries it
 // out (local reply, pause for a delay, admission against capacity, queueing) with few host calls.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use ebb_engine::header_map::{self, Lookup};
+use ebb_engine::header_map::HeaderMap;
 use ebb_engine::metrics::{GlobalMetric, PoolMetric};
 use ebb_engine::request::Request;
 use ebb_engine::{Action as Verdict, Admission, Protocol};
@@ -75,37 +76,36 @@ enum Outcome {
 #[derive(Default)]
 pub(crate) struct Lazy {
     /// None until fetched; Some(None) when the host gave no usable map.
-    map: Option<Option<Vec<u8>>>,
+    map: Option<Option<HeaderMap>>,
 }
 
 impl Lazy {
-    fn lookup(&mut self, name: &str) -> Lookup<'_> {
-        match self.map.get_or_insert_with(hostcall::request_header_pairs) {
-            Some(bytes) => header_map::lookup(bytes, name),
-            None => Lookup::Malformed,
-        }
+    /// The request's header map, fetched the first time; None if the host gave no usable one.
+    fn map(&mut self) -> Option<&HeaderMap> {
+        self.map.get_or_insert_with(|| hostcall::request_header_pairs().and_then(HeaderMap::parse)).as_ref()
+    }
+
+    /// False only when the request surely has no header whose name starts with `prefix`.
+    pub(crate) fn may_have_prefix(&mut self, prefix: &str) -> bool {
+        self.map().is_none_or(|m| m.any_with_prefix(prefix))
     }
 
     /// False only when the request surely lacks `name` (so there is nothing to remove).
     pub(crate) fn may_have(&mut self, name: &str) -> bool {
-        self.lookup(name) != Lookup::Absent
-    }
-}
-
-fn text(bytes: Vec<u8>) -> String {
-    match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        self.map().is_none_or(|m| m.get(name).is_some())
     }
 }
 
 impl Request for Lazy {
-    fn header(&mut self, name: &str) -> Option<String> {
-        match self.lookup(name) {
-            Lookup::Found(value) => Some(String::from_utf8_lossy(value).into_owned()),
-            Lookup::Absent if !name.starts_with(':') => None,
+    fn header(&mut self, name: &str) -> Option<Cow<'_, str>> {
+        match self.map().map(|m| m.get(name)) {
+            // `from_utf8` first: its ASCII fast path beats the lossy decoder's chunk iterator.
+            Some(Some(value)) => {
+                Some(std::str::from_utf8(value).map_or_else(|_| String::from_utf8_lossy(value), Cow::Borrowed))
+            }
+            Some(None) if !name.starts_with(':') => None,
             // Pseudo-headers a host keeps out of its map, or no map at all: ask for this one.
-            Lookup::Absent | Lookup::Malformed => hostcall::request_header(name).map(text),
+            _ => hostcall::request_header(name).map(|v| Cow::Owned(String::from_utf8_lossy(&v).into_owned())),
         }
     }
 
