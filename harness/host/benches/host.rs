@@ -17,8 +17,8 @@
 //! - `start/*`: starting a proxy of 2 workers (3 VMs).
 //!
 //! `EBB_BENCH_COUNT=ROW:N` runs N exchanges of that one row, untimed, and nothing else: under
-//! `valgrind --tool=callgrind`, the difference between the instructions at 2N and at N, over N, is
-//! the row's cost per exchange in instructions, which a busy machine does not move.
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=host::exchange`, the
+//! instructions counted over N are the row's cost per exchange, which a busy machine does not move.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,6 +87,8 @@ fn empty_filter() -> Vec<u8> {
     m
 }
 
+// Not inlined, so that callgrind can count it alone (`--toggle-collect=host::exchange`).
+#[inline(never)]
 fn exchange(proxy: &mut Proxy) {
     let mut http = proxy.worker(0).expect("worker 0").http();
     http.request_headers(&REQUEST, true);

@@ -108,11 +108,11 @@ pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut Lazy, end_of_stream: boo
 }
 
 /// Removes ebb's headers from a request about to be forwarded: each one the request may carry
-/// (all three when the host gave no header map to check). A removal the host refuses is logged
+/// (all three when no header map was fetched to check). A removal the host refuses is logged
 /// once per VM (`hostcall`) and otherwise ignored: the request goes on.
 fn strip_ebb_headers(req: &mut Lazy) {
-    // Nearly every request has none of them: one scan of the map says so.
-    if !req.may_have_prefix(EBB_PREFIX) {
+    // With the map fetched, nearly every request has none of them: one scan of it says so.
+    if req.may_have_prefix(EBB_PREFIX) == Some(false) {
         return;
     }
     for name in EBB_HEADERS {
