@@ -42,6 +42,8 @@ pub(crate) struct Vm {
     pub pending: Vec<http::Pending>,
     /// Each pool's admission counter in shared data, by pool index.
     pub slots: Vec<shared::Counter>,
+    /// Every request reads two headers or more (see `http::Lazy`): fetch its header map at once.
+    pub headers_at_once: bool,
 }
 
 impl Vm {
@@ -107,6 +109,14 @@ impl Timer {
     }
 }
 
+/// Whether every request of `config` reads two headers or more: `:path` for the control API or a
+/// pool's path prefix, and `:authority` for a pool's match.
+fn headers_at_once(config: &ebb_engine::Config) -> bool {
+    let pools = |f: fn(&ebb_engine::PoolConfig) -> bool| config.pools.iter().any(f);
+    let path = config.control.is_some() || pools(|p| p.matcher.path_prefix.is_some());
+    path && pools(|p| p.matcher.authority.is_some())
+}
+
 pub struct Root {
     context_id: u32,
     vm: Rc<RefCell<Vm>>,
@@ -124,6 +134,7 @@ impl Root {
                 faults_cas: 0,
                 pending: Vec::new(),
                 slots: Vec::new(),
+                headers_at_once: false,
             })),
             kind: ContextType::HttpContext,
             timer: Timer { period_ms: 0, every: 1, left: 1 },
@@ -208,6 +219,7 @@ impl RootContext for Root {
                 let mut vm = self.vm.borrow_mut();
                 vm.engine = None;
                 vm.metrics = Metrics::define(&[]);
+                vm.headers_at_once = false;
                 drop(vm);
                 self.timer.configure(self.kind, DEFAULT_TICK_MS, true);
                 self.publish(now);
@@ -230,12 +242,14 @@ impl RootContext for Root {
         }
         let tick_ms = config.tick.as_millis();
         let holds = config.limits.max_delay.as_millis() > 0;
+        let at_once = headers_at_once(&config);
         {
             let mut vm = self.vm.borrow_mut();
             let seed = now ^ (u64::from(self.context_id) << 32) ^ hash;
             vm.engine = Some(Engine::new(config, seed));
             vm.metrics = Metrics::define(&names);
             vm.slots = names.iter().map(|n| shared::Counter::new(n)).collect();
+            vm.headers_at_once = at_once;
             vm.faults_cas = u32::MAX;
             vm.sync();
         }

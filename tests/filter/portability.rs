@@ -144,6 +144,28 @@ fn a_refused_timer_or_local_reply_never_breaks_a_request() {
     assert_eq!(lines(&p, "the host refused proxy_send_local_response"), 1);
 }
 
+#[test]
+fn a_refused_header_map_falls_back_to_one_header_at_a_time() {
+    // The filter reads a request's headers with one `proxy_get_header_map_pairs`; a host that
+    // refuses it must still see pools matched, aborts answered and ebb's headers stripped.
+    let plugin = refusing(&["proxy_get_header_map_pairs"]);
+    let mut p = start(&plugin, &config(r#","faults":[{"id":"a","abort":{"pool":"api","status":503}}]"#), 2);
+    for i in 0..6 {
+        let mut headers = get("web.example");
+        headers.push(("x-ebb-signature".into(), "v2=00".into()));
+        let (id, step) = open(&mut p, i % 2, &headers);
+        assert!(matches!(step, Step::Continue), "request {i}: {step:?}");
+        let forwarded = p.http_stream(id).unwrap().upstream_request().expect("forwarded");
+        assert!(forwarded.headers.get(b"x-ebb-signature").is_none(), "request {i}: ebb's header forwarded");
+        complete(&mut p, id);
+        let (_, step) = open(&mut p, i % 2, &get("api.example"));
+        let Step::LocalReply(reply) = step else { panic!("request {i}: api matched by :authority: {step:?}") };
+        assert_eq!(reply.status, 503);
+    }
+    assert_no_vm_failed(&mut p, 2);
+    assert_eq!(lines(&p, "the host refused proxy_get_header_map_pairs"), 2, "once per worker");
+}
+
 /// A small deterministic generator for the interleaving test.
 struct Lcg(u64);
 

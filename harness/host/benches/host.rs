@@ -15,6 +15,10 @@
 //! - `baseline_no_fault`, `baseline_drain`: the same two for the .wasm named by the environment
 //!   variable `EBB_BENCH_BASELINE` (an earlier build), when it is set;
 //! - `start/*`: starting a proxy of 2 workers (3 VMs).
+//!
+//! `EBB_BENCH_COUNT=ROW:N` runs N exchanges of that one row, untimed, and nothing else: under
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=host::exchange`, the
+//! instructions counted over N are the row's cost per exchange, which a busy machine does not move.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,6 +87,8 @@ fn empty_filter() -> Vec<u8> {
     m
 }
 
+// Not inlined, so that callgrind can count it alone (`--toggle-collect=host::exchange`).
+#[inline(never)]
 fn exchange(proxy: &mut Proxy) {
     let mut http = proxy.worker(0).expect("worker 0").http();
     http.request_headers(&REQUEST, true);
@@ -90,9 +96,26 @@ fn exchange(proxy: &mut Proxy) {
     http.finish().expect("finish");
 }
 
+/// `EBB_BENCH_COUNT=ROW:N`, when set: the one row to run, N times, untimed.
+fn counted() -> Option<(String, u64)> {
+    let spec = std::env::var("EBB_BENCH_COUNT").ok()?;
+    let (row, n) = spec.rsplit_once(':').expect("EBB_BENCH_COUNT is ROW:N");
+    Some((row.to_string(), n.parse().expect("EBB_BENCH_COUNT's N is a count")))
+}
+
 fn bench_proxy(c: &mut Criterion, name: &str, plugin: &Plugin, config: &[u8]) {
+    let counting = counted();
+    if counting.as_ref().is_some_and(|(row, _)| row != name) {
+        return;
+    }
     let options = ProxyOptions { plugin_config: config.to_vec(), ..ProxyOptions::default() };
     let mut proxy = Proxy::new(plugin, options, Clock::default()).expect("proxy starts");
+    if let Some((_, n)) = counting {
+        for _ in 0..n {
+            exchange(&mut proxy);
+        }
+        return;
+    }
     let mut group = c.benchmark_group("exchange");
     group.throughput(Throughput::Elements(1));
     group.bench_function(name, |b| b.iter(|| exchange(&mut proxy)));
@@ -101,6 +124,9 @@ fn bench_proxy(c: &mut Criterion, name: &str, plugin: &Plugin, config: &[u8]) {
 
 /// The floor: the six exports of an exchange called straight through wasmtime.
 fn bench_bare(c: &mut Criterion, wasm: &Path) {
+    if counted().is_some() {
+        return;
+    }
     use wasmtime::{Config, Engine, Linker, Module, Store};
     let mut config = Config::new();
     config.epoch_interruption(true);
@@ -143,6 +169,9 @@ fn bench_bare(c: &mut Criterion, wasm: &Path) {
 /// Starting a proxy of 2 workers (3 VMs: instantiate, `_initialize`, root context, vm_start,
 /// configure each): what a scenario of 100 proxies pays 100 times.
 fn bench_start(c: &mut Criterion, name: &str, plugin: &Plugin, config: &[u8]) {
+    if counted().is_some() {
+        return;
+    }
     let mut group = c.benchmark_group("start");
     group.sample_size(20);
     group.bench_function(name, |b| {

@@ -147,6 +147,20 @@ impl Registry {
         }
     }
 
+    /// The stat named `name`, the first by kind (counter, gauge, histogram) when several are:
+    /// what `snapshot` sorts first. Looked up, not copied out of a snapshot: a replay reads
+    /// gauges at every scrape.
+    pub(crate) fn find(&self, name: &str) -> Option<Metric> {
+        let mut key = (MetricKind::Counter, name.to_owned());
+        for kind in [MetricKind::Counter, MetricKind::Gauge, MetricKind::Histogram] {
+            key.0 = kind;
+            if let Some(&i) = self.index.get(&key) {
+                return self.stats.get(i).cloned();
+            }
+        }
+        None
+    }
+
     /// Every stat, sorted by name then kind.
     pub(crate) fn snapshot(&self) -> Vec<Metric> {
         let mut all = self.stats.clone();
@@ -213,5 +227,18 @@ mod tests {
         assert!(text.contains("# TYPE chaos_aborts_total counter\nchaos_aborts_total{} 5\n"));
         assert!(text.contains("lat_bucket{le=\"5\"} 0\nlat_bucket{le=\"10\"} 1\n"));
         assert!(text.contains("lat_count{} 1\n"));
+    }
+
+    #[test]
+    fn find_is_the_first_of_the_snapshot_by_name() {
+        let mut r = Registry::default();
+        let g = r.define(MetricKind::Gauge, "ebb.pool.web.in_flight");
+        assert_eq!(r.record(g, 9), status::OK);
+        assert_eq!(r.find("ebb.pool.web.in_flight").map(|m| (m.kind, m.value)), Some((MetricKind::Gauge, 9)));
+        let c = r.define(MetricKind::Counter, "ebb.pool.web.in_flight");
+        assert_eq!(r.increment(c, 2), status::OK);
+        let first = r.snapshot().into_iter().find(|m| m.name == "ebb.pool.web.in_flight");
+        assert_eq!(r.find("ebb.pool.web.in_flight"), first, "the same stat the snapshot lists first");
+        assert_eq!(r.find("ebb.pool.web"), None);
     }
 }

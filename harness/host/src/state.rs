@@ -170,8 +170,10 @@ pub(crate) struct HostState {
     pub thread: Thread,
     pub instance: usize,
     pub memory: Option<Memory>,
-    /// `proxy_on_memory_allocate`, else `malloc`.
-    pub alloc: Option<TypedFunc<i32, i32>>,
+    /// `proxy_on_memory_allocate`, else `malloc`. Behind an `Arc` because a hostcall clones it
+    /// to call it with the store borrowed: cloning a `TypedFunc` clones its registered type
+    /// (several atomic reference counts), which cost 5 % of a replay.
+    pub alloc: Option<Arc<TypedFunc<i32, i32>>>,
     pub limits: MemoryLimit,
     /// True during `_initialize`/`main`: Envoy allows only logging and WASI there.
     pub restricted: bool,

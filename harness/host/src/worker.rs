@@ -151,7 +151,7 @@ impl Vm {
         {
             let st = store.data_mut();
             st.memory = memory;
-            st.alloc = alloc;
+            st.alloc = alloc.map(Arc::new);
             st.next_context = first_context;
         }
         let profile = store.data().profile;

@@ -125,11 +125,12 @@ impl Engine {
             if let Some(authority) = &m.authority {
                 match req.header(":authority") {
                     Some(got) => {
-                        let host = got.rsplit_once(':').map_or(got.as_str(), |(h, port)| {
+                        let got: &str = &got;
+                        let host = got.rsplit_once(':').map_or(got, |(h, port)| {
                             if port.bytes().all(|b| b.is_ascii_digit()) {
                                 h
                             } else {
-                                got.as_str()
+                                got
                             }
                         });
                         if !host.eq_ignore_ascii_case(authority) {

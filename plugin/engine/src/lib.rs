@@ -15,6 +15,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod fault;
+pub mod header_map;
 pub mod keys;
 pub mod metrics;
 mod objects;

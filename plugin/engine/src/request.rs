@@ -1,13 +1,16 @@
 // What the engine may ask about a request or connection, answered lazily by the filter layer
 // (each answer can cost a host call), and the header/path matchers of abort and delay faults.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// A request or connection as the engine sees it. Implementations fetch on demand and cache,
 /// so the engine only pays for what the configuration actually matches on.
 pub trait Request {
-    /// A request header by lower-case name (`:path`, `:authority`, ...). None on TCP.
-    fn header(&mut self, name: &str) -> Option<String>;
+    /// A request header by lower-case name (`:path`, `:authority`, ...). None on TCP. Borrowed
+    /// where the implementation holds the value already: a match then allocates nothing.
+    fn header(&mut self, name: &str) -> Option<Cow<'_, str>>;
     /// Envoy's upstream cluster name, if known at this point.
     fn cluster(&mut self) -> Option<String>;
     /// The downstream connection's destination port.
@@ -52,7 +55,7 @@ impl RequestMatch {
         }
         self.headers.iter().all(|h| match (req.header(&h.name.to_ascii_lowercase()), &h.value) {
             (Some(_), None) => true,
-            (Some(got), Some(want)) => &got == want,
+            (Some(got), Some(want)) => got == want.as_str(),
             (None, _) => false,
         })
     }
@@ -86,8 +89,8 @@ impl StaticRequest {
 }
 
 impl Request for StaticRequest {
-    fn header(&mut self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    fn header(&mut self, name: &str) -> Option<Cow<'_, str>> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| Cow::Borrowed(v.as_str()))
     }
 
     fn cluster(&mut self) -> Option<String> {

@@ -2,6 +2,7 @@
 // request, keep ebb's headers from the upstream, authenticate, route, apply changes to the
 // shared fault set under CAS (so every worker sees them within a tick), and answer with JSON.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -15,7 +16,7 @@ use ebb_engine::metrics::GlobalMetric;
 use ebb_engine::request::Request;
 use ebb_engine::{CommandError, Config};
 
-use super::http::Reply;
+use super::http::{Lazy, Reply};
 use super::{hostcall, now_ms, shared, Vm};
 
 /// Header carrying a command's JSON: Envoy does not hand a body to a filter that paused on the
@@ -26,6 +27,21 @@ pub(crate) const DEFAULT_PREFIX: &str = "/.ebb/";
 /// ebb's own request headers: a signature, its timestamp and a command are for the filter,
 /// never for the upstream (a captured signature could be replayed from there).
 const EBB_HEADERS: [&str; 3] = [SIGNATURE_HEADER, TIMESTAMP_HEADER, COMMAND_HEADER];
+/// What the names of [`EBB_HEADERS`] start with (checked at compile time below).
+const EBB_PREFIX: &str = "x-ebb-";
+const _: () = {
+    let (prefix, mut h) = (EBB_PREFIX.as_bytes(), 0);
+    while h < EBB_HEADERS.len() {
+        let name = EBB_HEADERS[h].as_bytes();
+        assert!(name.len() >= prefix.len());
+        let mut i = 0;
+        while i < prefix.len() {
+            assert!(name[i] == prefix[i], "an ebb header outside the x-ebb- prefix would be forwarded");
+            i += 1;
+        }
+        h += 1;
+    }
+};
 
 /// A control call's method, authority, path and authentication headers.
 pub(crate) struct Call {
@@ -39,11 +55,11 @@ pub(crate) struct Call {
 impl Call {
     fn from_headers(req: &mut dyn Request, path: String) -> Self {
         Call {
-            method: req.header(":method").unwrap_or_default(),
-            authority: req.header(":authority").unwrap_or_default(),
+            method: req.header(":method").unwrap_or_default().into_owned(),
+            authority: req.header(":authority").unwrap_or_default().into_owned(),
             path,
-            timestamp: req.header(TIMESTAMP_HEADER),
-            signature: req.header(SIGNATURE_HEADER),
+            timestamp: req.header(TIMESTAMP_HEADER).map(Cow::into_owned),
+            signature: req.header(SIGNATURE_HEADER).map(Cow::into_owned),
         }
     }
 }
@@ -51,7 +67,7 @@ impl Call {
 /// Runs first on every request. Returns the reply for a control call or a look-alike of the
 /// control path (never forwarded); for any other request, removes ebb's headers and returns
 /// None. Armed or disarmed, control on or off.
-pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stream: bool) -> Option<Reply> {
+pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut Lazy, end_of_stream: bool) -> Option<Reply> {
     let found = {
         let vm = vm.borrow();
         let prefix = match vm.engine.as_ref() {
@@ -64,24 +80,26 @@ pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stre
             let path = req.header(":path")?;
             match classify(prefix, &path) {
                 PathClass::Outside => None,
-                PathClass::Control => Some((path, None)),
+                PathClass::Control => Some((path.into_owned(), None)),
                 PathClass::LookAlike => {
                     let refusal = api::lookalike_error(prefix, &path);
-                    Some((path, Some(refusal)))
+                    Some((path.into_owned(), Some(refusal)))
                 }
             }
         })
     };
     let Some((path, refusal)) = found else {
-        strip_ebb_headers();
+        strip_ebb_headers(req);
         return None;
     };
     let call = Call::from_headers(req, path);
     if let Some(e) = refusal {
         return Some(refuse(vm, &call, &e));
     }
-    let body = !end_of_stream
-        && api::has_body(false, req.header("content-length").as_deref(), req.header("transfer-encoding").as_deref());
+    let body = !end_of_stream && {
+        let length = req.header("content-length").map(Cow::into_owned);
+        api::has_body(false, length.as_deref(), req.header("transfer-encoding").as_deref())
+    };
     if body {
         return Some(refuse(vm, &call, &api::body_error()));
     }
@@ -89,11 +107,18 @@ pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut dyn Request, end_of_stre
     Some(handle(vm, &call, command.as_bytes(), now_ms()))
 }
 
-/// Removes ebb's headers from a request about to be forwarded. A removal the host refuses is
-/// logged once per VM (`hostcall`) and otherwise ignored: the request goes on.
-fn strip_ebb_headers() {
+/// Removes ebb's headers from a request about to be forwarded: each one the request may carry
+/// (all three when no header map was fetched to check). A removal the host refuses is logged
+/// once per VM (`hostcall`) and otherwise ignored: the request goes on.
+fn strip_ebb_headers(req: &mut Lazy) {
+    // With the map fetched, nearly every request has none of them: one scan of it says so.
+    if req.may_have_prefix(EBB_PREFIX) == Some(false) {
+        return;
+    }
     for name in EBB_HEADERS {
-        hostcall::remove_request_header(name);
+        if req.may_have(name) {
+            hostcall::remove_request_header(name);
+        }
     }
 }
 

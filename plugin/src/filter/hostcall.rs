@@ -41,6 +41,7 @@ extern "C" {
         return_value_size: *mut usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -88,6 +89,7 @@ pub(crate) enum Call {
     TickPeriod,
     PluginConfiguration,
     Header,
+    Headers,
     Property,
     SharedRead,
     SharedWrite,
@@ -108,6 +110,7 @@ impl Call {
             Call::TickPeriod => "proxy_set_tick_period_milliseconds",
             Call::PluginConfiguration => "proxy_get_buffer_bytes (plugin configuration)",
             Call::Header => "proxy_get_header_map_value",
+            Call::Headers => "proxy_get_header_map_pairs",
             Call::Property => "proxy_get_property",
             Call::SharedRead => "proxy_get_shared_data",
             Call::SharedWrite => "proxy_set_shared_data",
@@ -129,6 +132,7 @@ impl Call {
             Call::TickPeriod => "no tick: faults expire, commands land and gauges update only on traffic",
             Call::PluginConfiguration => "the configuration reads as empty",
             Call::Header | Call::Property => "the value reads as absent, so the request matches no pool that needs it",
+            Call::Headers => "headers are asked for one by one",
             Call::SharedRead => "faults read as none and capacity admission lets requests through uncounted",
             Call::SharedWrite => "commands and capacity slots are not recorded; requests go through uncounted",
             Call::Resume => "a held request is left to the proxy's own timeouts",
@@ -240,6 +244,21 @@ pub(crate) fn request_header(name: &str) -> Option<Vec<u8>> {
         status::NOT_FOUND => None,
         other => {
             refused(Call::Header, other);
+            None
+        }
+    }
+}
+
+/// Every request header of the current HTTP context, serialized as the ABI has it (see
+/// `ebb_engine::header_map`), in one call; None if the host refuses. No headers is an empty map.
+pub(crate) fn request_header_pairs() -> Option<Vec<u8>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-pointers are valid; on OK the host hands over `size` bytes (or none when empty).
+    let code = unsafe { proxy_get_header_map_pairs(HTTP_REQUEST_HEADERS, &mut data, &mut size) };
+    match code {
+        status::OK => Some(unsafe { take(data, size) }.unwrap_or_default()),
+        other => {
+            refused(Call::Headers, other);
             None
         }
     }

@@ -1,9 +1,11 @@
 // The HTTP context: matches a request to its pool, asks the engine for a plan, and carries it
 // out (local reply, pause for a delay, admission against capacity, queueing) with few host calls.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use ebb_engine::header_map::HeaderMap;
 use ebb_engine::metrics::{GlobalMetric, PoolMetric};
 use ebb_engine::request::Request;
 use ebb_engine::{Action as Verdict, Admission, Protocol};
@@ -63,30 +65,82 @@ enum Outcome {
     Wait,
 }
 
-/// Request properties fetched on demand. `:path` and `:authority` are kept once read (the
-/// control prefix, several pools' matches and the control call may each ask for them); other
-/// headers are asked for once at most and not kept.
+/// The request's headers as the engine and the control API ask for them.
+///
+/// Where the configuration makes every request read two headers or more (the control API's
+/// `:path`, then a pool's `:authority`), they are fetched with one host call
+/// (`proxy_get_header_map_pairs`) the first time any is needed, and ebb's own headers are looked
+/// for in that map instead of removed blindly. Otherwise each header is asked for on its own
+/// (`proxy_get_header_map_value`), `:path` and `:authority` kept once read: handing the map over
+/// (the host calls back into the VM's allocator) and indexing it costs more than one look-up and
+/// three removals. A host that refuses the map, or hands over one that does not parse, is asked
+/// header by header, as is one that leaves pseudo-headers (`:path`, ...) out of it.
+///
+/// ebb's headers are removed from the request after the map was fetched; the map still lists
+/// them, which nothing after the control check asks for.
 #[derive(Default)]
-struct Lazy {
+pub(crate) struct Lazy {
+    /// Fetch the whole map at the first look-up (see `Vm::headers_at_once`).
+    at_once: bool,
+    /// None until fetched; Some(None) when the host gave no usable map.
+    map: Option<Option<HeaderMap>>,
     path: Option<Option<String>>,
     authority: Option<Option<String>>,
 }
 
 fn fetch_header(name: &str) -> Option<String> {
-    hostcall::request_header(name).map(|b| match String::from_utf8(b) {
+    hostcall::request_header(name).map(|v| match String::from_utf8(v) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     })
 }
 
+impl Lazy {
+    pub(crate) fn new(at_once: bool) -> Self {
+        Lazy { at_once, ..Lazy::default() }
+    }
+
+    /// The request's header map, fetched the first time; None if the host gave no usable one.
+    fn map(&mut self) -> Option<&HeaderMap> {
+        self.map.get_or_insert_with(|| hostcall::request_header_pairs().and_then(HeaderMap::parse)).as_ref()
+    }
+
+    /// The map, only if it was fetched already.
+    fn fetched(&self) -> Option<&HeaderMap> {
+        self.map.as_ref().and_then(Option::as_ref)
+    }
+
+    /// Whether a header whose name starts with `prefix` may be there: false only when the
+    /// fetched map has none; None when the map was not fetched (ask the host).
+    pub(crate) fn may_have_prefix(&self, prefix: &str) -> Option<bool> {
+        self.fetched().map(|m| m.any_with_prefix(prefix))
+    }
+
+    /// False only when the fetched map lacks `name` (so there is nothing to remove).
+    pub(crate) fn may_have(&self, name: &str) -> bool {
+        self.fetched().is_none_or(|m| m.get(name).is_some())
+    }
+}
+
 impl Request for Lazy {
-    fn header(&mut self, name: &str) -> Option<String> {
-        let slot = match name {
-            ":path" => &mut self.path,
-            ":authority" => &mut self.authority,
-            _ => return fetch_header(name),
-        };
-        slot.get_or_insert_with(|| fetch_header(name)).clone()
+    fn header(&mut self, name: &str) -> Option<Cow<'_, str>> {
+        if !self.at_once {
+            let slot = match name {
+                ":path" => &mut self.path,
+                ":authority" => &mut self.authority,
+                _ => return fetch_header(name).map(Cow::Owned),
+            };
+            return slot.get_or_insert_with(|| fetch_header(name)).as_deref().map(Cow::Borrowed);
+        }
+        match self.map().map(|m| m.get(name)) {
+            // `from_utf8` first: its ASCII fast path beats the lossy decoder's chunk iterator.
+            Some(Some(value)) => {
+                Some(std::str::from_utf8(value).map_or_else(|_| String::from_utf8_lossy(value), Cow::Borrowed))
+            }
+            Some(None) if !name.starts_with(':') => None,
+            // Pseudo-headers a host keeps out of its map, or no map at all: ask for this one.
+            _ => fetch_header(name).map(Cow::Owned),
+        }
     }
 
     fn cluster(&mut self) -> Option<String> {
@@ -282,7 +336,7 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut lazy = Lazy::default();
+        let mut lazy = Lazy::new(self.vm.borrow().headers_at_once);
         // Control calls and look-alikes of the control path are answered here, never forwarded;
         // every other request leaves without ebb's signature, timestamp and command headers.
         if let Some(reply) = control::intercept(&self.vm, &mut lazy, end_of_stream) {

@@ -1,6 +1,7 @@
 // The network (TCP) context: counts connections of TCP pools, refuses those over a drained
 // pool's capacity, and closes the blackholed or reset share of new connections.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -17,7 +18,7 @@ use super::{hostcall, now_ms, Vm};
 struct Conn;
 
 impl Request for Conn {
-    fn header(&mut self, _name: &str) -> Option<String> {
+    fn header(&mut self, _name: &str) -> Option<Cow<'_, str>> {
         None
     }
 
