@@ -57,3 +57,27 @@ fn a_trap_in_the_response_phase_is_a_503_fail_closed_and_the_upstreams_answer_fa
     assert!(requests > 100 && failures > 0, "{requests} requests, {failures} traps");
     assert_eq!(errors, 0, "fail-open: the upstream's answer reaches the client");
 }
+
+/// `ebb replay --fail-open` is the policy deploy/envoy/envoy.yaml ships: the same trapping filter
+/// fails its SLO fail-closed (exit 1) and passes it fail-open (exit 0).
+#[test]
+fn the_cli_replays_with_the_failure_policy_it_is_given() {
+    let dir = std::env::temp_dir().join(format!("ebb-traps-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("traps.json");
+    std::fs::write(
+        &file,
+        r#"{"version": 1, "name": "traps", "duration": "1m", "scrape_interval": "1m", "seed": 4,
+          "pools": [{"name": "request-trap", "hosts": 10, "capacity_per_host": 10, "service_time": "10ms"}],
+          "traffic": [{"pool": "request-trap", "points": [["+0s", 5]]}],
+          "slos": [{"error_ratio": {"pool": "request-trap", "max": 0.5, "window": "1m"}}]}"#,
+    )
+    .expect("write the scenario");
+    let trap = util::filter("trap").to_string_lossy().into_owned();
+    let scenario = file.to_string_lossy().into_owned();
+    let closed = super::ebb(&["replay", &scenario, "--plugin", &trap, "--quiet"]);
+    assert_eq!(closed.status.code(), Some(1), "{}", String::from_utf8_lossy(&closed.stderr));
+    let open = super::ebb(&["replay", &scenario, "--plugin", &trap, "--quiet", "--fail-open"]);
+    assert_eq!(open.status.code(), Some(0), "{}", String::from_utf8_lossy(&open.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
