@@ -39,6 +39,12 @@ impl HeaderMap {
         HeaderMap::default()
     }
 
+    /// An empty map with room for `entries` entries of `bytes` bytes in all: building a map of
+    /// known size without regrowing its buffers.
+    pub fn with_capacity(bytes: usize, entries: usize) -> HeaderMap {
+        HeaderMap { data: Vec::with_capacity(bytes), entries: Vec::with_capacity(entries) }
+    }
+
     /// A map from pairs, keys lower-cased.
     pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> HeaderMap {
         let mut map = HeaderMap::new();
