@@ -6,6 +6,7 @@ pub mod alert;
 pub mod console;
 pub mod control;
 pub mod gameday;
+mod loopback;
 pub mod report;
 pub mod rules;
 pub mod scenario;

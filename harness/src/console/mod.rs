@@ -19,10 +19,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 /// The events the console publishes (ebb-chart's wire format).
@@ -228,34 +225,8 @@ impl Drop for Console {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, mut stopped: oneshot::Receiver<()>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
-            log::error!("console: cannot listen: {e}");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |request| handle(request, shared.clone()));
-                        if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                            log::debug!("console: connection: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    log::warn!("console: accept: {e}");
-                    tokio::task::yield_now().await;
-                }
-            },
-        }
-    }
+async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stopped: oneshot::Receiver<()>) {
+    crate::loopback::serve(listener, "console", stopped, move |request| handle(request, shared.clone())).await;
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;

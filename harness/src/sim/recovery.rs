@@ -18,10 +18,7 @@ use std::thread::JoinHandle;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
@@ -103,34 +100,11 @@ impl Drop for ControlServer {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, to_sim: mpsc::Sender<Forwarded>, mut stopped: oneshot::Receiver<()>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
-            log::error!("recovery control server: cannot listen: {e}");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let to_sim = to_sim.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |request| handle(request, to_sim.clone()));
-                        if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                            log::debug!("recovery control server: connection: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    log::warn!("recovery control server: accept: {e}");
-                    tokio::task::yield_now().await;
-                }
-            },
-        }
-    }
+async fn serve(listener: std::net::TcpListener, to_sim: mpsc::Sender<Forwarded>, stopped: oneshot::Receiver<()>) {
+    crate::loopback::serve(listener, "recovery control server", stopped, move |request| {
+        handle(request, to_sim.clone())
+    })
+    .await;
 }
 
 async fn handle(
