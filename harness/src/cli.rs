@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod args;
 mod check;
 mod gameday;
+mod output;
 mod proxy;
 mod replay;
 mod request;

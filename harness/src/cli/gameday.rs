@@ -1,7 +1,6 @@
 // `ebb gameday`: play a scenario against live proxies, judge its SLOs on what they did, write
 // the replay's reports, and exit with a status that says how it ended.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,9 +12,10 @@ use ebb_harness::console::{Console, ConsoleOptions};
 use ebb_harness::gameday::http::Url;
 use ebb_harness::gameday::target::Target;
 use ebb_harness::gameday::{self, signals, Ending, LiveSink, NoConsole, Options, StartError};
-use ebb_harness::report;
 use ebb_harness::scenario::Scenario;
 use ebb_harness::Clock;
+
+use super::output::{self, Files};
 
 pub const EXAMPLES: &str = "Examples:
   # See every call it would send, with its time, and send nothing:
@@ -179,30 +179,8 @@ fn play(args: Args) -> anyhow::Result<u8> {
     };
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
     let report = &outcome.report;
-    let mut written = Vec::new();
-    if let Some(path) = &args.json {
-        let mut text = serde_json::to_string_pretty(report)?;
-        text.push('\n');
-        write(path, &text)?;
-        written.push(("report", path));
-    }
-    if let Some(path) = &args.junit {
-        write(path, &report::junit(report, took_s))?;
-        written.push(("junit", path));
-    }
-    if let Some(path) = &args.html {
-        write(path, &report::html(report))?;
-        written.push(("html", path));
-    }
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    if args.quiet {
-        println!("{}: {}", report.scenario, report.verdict);
-    } else {
-        print!("{}", report.render(color));
-    }
-    for (what, path) in written {
-        println!("{what}: {}", path.display());
-    }
+    let files = Files { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
+    output::emit(report, took_s, &files, args.quiet, Vec::new())?;
     let code = match (&outcome.ending, outcome.clean) {
         (_, false) => TARGET,
         (Ending::Failed(_), _) => TARGET,
@@ -219,12 +197,4 @@ fn play(args: Args) -> anyhow::Result<u8> {
         eprintln!("ebb gameday: some target could not confirm that this game day's faults are gone (see above)");
     }
     Ok(code)
-}
-
-/// Writes `text` to `path`, creating its folder.
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -2,18 +2,18 @@
 // and SLO verdicts and write the JSON, JUnit and HTML reports; exit 0 when every SLO is met, 1 when one is missed.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ebb_harness::host::{FailurePolicy, Plugin};
-use ebb_harness::report;
 use ebb_harness::rules::RuleFiles;
 use ebb_harness::scenario::Scenario;
 use ebb_harness::sim::{self, Budget, Extras, HostSettings, ReplayError};
 use ebb_harness::Clock;
 
 use super::check;
+use super::output::{self, Files};
 
 pub const EXAMPLES: &str = "Examples:
   # The seed incident as it happened (its capacity SLOs fail, exit 1):
@@ -165,39 +165,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
     let mut written = Vec::new();
     if let (Some(path), Some(series)) = (&args.export_series, &series) {
-        write(path, &series.openmetrics())?;
-        written.push(("series", path));
+        output::write(path, &series.openmetrics())?;
+        written.push(("series", path.as_path()));
     }
-    if let Some(path) = &args.json {
-        let mut text = serde_json::to_string_pretty(&report)?;
-        text.push('\n');
-        write(path, &text)?;
-        written.push(("report", path));
-    }
-    if let Some(path) = &args.junit {
-        write(path, &report::junit(&report, took_s))?;
-        written.push(("junit", path));
-    }
-    if let Some(path) = &args.html {
-        write(path, &report::html(&report))?;
-        written.push(("html", path));
-    }
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    if args.quiet {
-        println!("{}: {}", report.scenario, report.verdict);
-    } else {
-        print!("{}", report.render(color));
-    }
-    for (what, path) in written {
-        println!("{what}: {}", path.display());
-    }
+    let files = Files { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
+    output::emit(&report, took_s, &files, args.quiet, written)?;
     Ok(ExitCode::from(if report.passed() { 0 } else { 1 }))
-}
-
-/// Writes `text` to `path`, creating its folder.
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
