@@ -223,3 +223,31 @@ fn deploy_tooling_that_retries_after_an_abort_still_leaves_the_failed_batch_behi
     let alert = r.alerts.iter().find(|a| a.name == "WebCapacityBelowExpected").unwrap();
     assert!(!alert.fired_s.is_empty(), "and the capacity alert sees it once no deploy is in progress");
 }
+
+/// `ebb replay` from any folder: the filter from `EBB_PLUGIN` when `--plugin` is not given, and
+/// without either, a clear error that says where it looked. `ebb check` counts in words ("1 pool").
+#[test]
+fn replay_finds_its_filter_from_any_folder_and_check_counts_in_words() {
+    let dir = std::env::temp_dir().join(format!("ebb-anywhere-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = root().join("scenarios/blackhole-drain.json");
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(util::ebb_binary());
+        cmd.current_dir(&dir).args(args).env("NO_COLOR", "1").env_remove("EBB_PLUGIN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let wasm = wasm().to_string_lossy().into_owned();
+    let s = scenario.to_string_lossy().into_owned();
+    let out = run(&[("EBB_PLUGIN", &wasm)], &["replay", &s, "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[("EBB_PLUGIN", "/nonexistent/ebb.wasm")], &["replay", &s, "--quiet"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ebb.wasm"), "names the file it tried");
+    let out = run(&[], &["check", &s]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(blackhole-drain, 1 pool, "), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

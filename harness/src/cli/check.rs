@@ -39,7 +39,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("{}: {}", file.display(), over_budget(&over, args.allow_large));
             continue;
         }
-        println!("{}: ok ({}, {} pools, {} SLOs)", file.display(), s.name, s.pools.len(), s.slos.len());
+        let (pools, slos) = (s.pools.len(), s.slos.len());
+        let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+        println!(
+            "{}: ok ({}, {pools} {}, {slos} {})",
+            file.display(),
+            s.name,
+            plural(pools, "pool", "pools"),
+            plural(slos, "SLO", "SLOs")
+        );
         println!("  estimate: {estimate}");
         let programs = programs(&s);
         if !programs.is_empty() {

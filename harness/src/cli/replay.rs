@@ -2,7 +2,7 @@
 // and SLO verdicts and write the JSON, JUnit and HTML reports; exit 0 when every SLO is met, 1 when one is missed.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -50,9 +50,10 @@ pub struct Args {
     /// The scenario file (JSON; see scenarios/ and docs/scenarios.md).
     #[arg(value_name = "SCENARIO.json")]
     scenario: PathBuf,
-    /// The filter to replay with.
-    #[arg(long, value_name = "FILTER.wasm", default_value = "dist/ebb.wasm")]
-    plugin: PathBuf,
+    /// The filter to replay with. Default: $EBB_PLUGIN, else dist/ebb.wasm in the current folder,
+    /// else ebb.wasm beside the ebb binary, else the dist/ebb.wasm of the checkout it was built in.
+    #[arg(long, value_name = "FILTER.wasm")]
+    plugin: Option<PathBuf>,
     /// Write the whole result as JSON (the report contract) to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -118,7 +119,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let rules = if rule_files.is_empty() { None } else { Some(RuleFiles::load(&rule_files)?) };
     let budget = Budget::new(args.allow_large);
-    let plugin = Plugin::load(&args.plugin).with_context(|| format!("loading {}", args.plugin.display()))?;
+    let plugin_path = find_plugin(args.plugin.as_deref())?;
+    let plugin = Plugin::load(&plugin_path).with_context(|| format!("loading {}", plugin_path.display()))?;
     let tty = std::io::stderr().is_terminal();
     let mut last = -1i64;
     let mut progress = |done: f64| {
@@ -171,4 +173,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = Files { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
     output::emit(&report, took_s, &files, args.quiet, written)?;
     Ok(ExitCode::from(if report.passed() { 0 } else { 1 }))
+}
+
+/// The filter a replay runs: `--plugin`, `$EBB_PLUGIN`, or the first ebb.wasm found where a
+/// build leaves it, so that `ebb replay` works from any folder.
+fn find_plugin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("EBB_PLUGIN").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let mut looked = vec![PathBuf::from("dist/ebb.wasm")];
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+        looked.push(dir.join("ebb.wasm"));
+        // target/release/ebb in a checkout: its dist/ is two folders up.
+        looked.push(dir.join("../../dist/ebb.wasm"));
+    }
+    match looked.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => anyhow::bail!(
+            "no filter to replay with: give --plugin FILTER.wasm or set EBB_PLUGIN (looked for {}; `make wasm` builds dist/ebb.wasm)",
+            looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
