@@ -387,24 +387,7 @@ fn traffic_axes(out: &mut String, traffic: &Traffic, strip_top: f64, strip_botto
     let p_max = p90_max(traffic);
 
     // Grid and left axis (requests per interval).
-    let mut v = 0.0;
-    while v <= y_max + 1e-9 {
-        let py = y.at(v);
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT:.1}" y1="{py:.1}" x2="{right:.1}" y2="{py:.1}" stroke="#e4e4e7"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-            LEFT - 6.0,
-            py + 4.0,
-            compact(v)
-        );
-        v += y_step;
-    }
-    let _ = writeln!(
-        out,
-        r#"<text x="14" y="{:.1}" class="axis" transform="rotate(-90 14 {:.1})" text-anchor="middle" fill="{TRAFFIC}">requests / min</text>"#,
-        TOP + PLOT_H / 2.0,
-        TOP + PLOT_H / 2.0
-    );
+    left_axis(out, &y, y_max, y_step, TRAFFIC, "requests / min");
     // Right axis (capacity).
     for (r, label) in [(0.0, "0%"), (0.5, "50%"), (1.0, "100%")] {
         let _ = writeln!(
@@ -508,13 +491,20 @@ fn traffic_series(
 
 /// The hosts axis on the left; returns its top.
 fn host_axes(out: &mut String, hosts: &[HostStep]) -> f64 {
-    let right = WIDTH - RIGHT;
     let bottom = TOP + PLOT_H;
     let max_hosts = hosts.iter().map(|s| s.expected.max(s.available)).max().unwrap_or(0) as f64;
     let (y_max, y_step) = whole_axis(max_hosts, 4);
     let y = Scale::new((0.0, y_max), (bottom, TOP));
+    left_axis(out, &y, y_max, y_step, CAPACITY, "hosts");
+    y_max
+}
+
+/// Horizontal grid lines with their tick labels every `step` up to `max`, and the left axis's
+/// rotated title in `colour`.
+fn left_axis(out: &mut String, y: &Scale, max: f64, step: f64, colour: &str, title: &str) {
+    let right = WIDTH - RIGHT;
     let mut v = 0.0;
-    while v <= y_max + 1e-9 {
+    while v <= max + 1e-9 {
         let py = y.at(v);
         let _ = writeln!(
             out,
@@ -523,15 +513,14 @@ fn host_axes(out: &mut String, hosts: &[HostStep]) -> f64 {
             py + 4.0,
             compact(v)
         );
-        v += y_step;
+        v += step;
     }
     let _ = writeln!(
         out,
-        r#"<text x="14" y="{:.1}" class="axis" transform="rotate(-90 14 {:.1})" text-anchor="middle" fill="{CAPACITY}">hosts</text>"#,
+        r#"<text x="14" y="{:.1}" class="axis" transform="rotate(-90 14 {:.1})" text-anchor="middle" fill="{colour}">{title}</text>"#,
         TOP + PLOT_H / 2.0,
         TOP + PLOT_H / 2.0
     );
-    y_max
 }
 
 /// Hosts: the expected count dashed, the available count solid over a light fill.
