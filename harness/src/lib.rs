@@ -11,6 +11,7 @@ pub mod report;
 pub mod rules;
 pub mod scenario;
 pub mod series;
+pub mod signals;
 pub mod sim;
 pub mod slo;
 

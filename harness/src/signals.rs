@@ -1,6 +1,7 @@
-// Ctrl-C and SIGTERM as a halt request: the handler only records the signal, and the runner,
-// which polls it between steps, sends the kill switch and confirms before it exits. A second
-// signal during that cleanup changes nothing (the cleanup is bounded by its call timeouts).
+// Ctrl-C and SIGTERM as a stop request for ebb's long runs (a game day, a replay with a Prometheus
+// of its own): the handler only records the signal, and the run, which polls it between steps,
+// cleans up before it exits (a game day's kill switch, the replay's Prometheus). A second signal
+// during that cleanup changes nothing (the cleanup is bounded by its own timeouts).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -12,14 +13,26 @@ extern "C" fn record(signal: libc::c_int) {
     RECEIVED.store(signal, Ordering::SeqCst);
 }
 
-/// Routes SIGINT and SIGTERM to [`received`] instead of ending the process.
+/// Routes SIGINT and SIGTERM to [`received`] instead of ending the process; forgets any signal
+/// recorded before.
 pub fn install() {
+    RECEIVED.store(0, Ordering::SeqCst);
     #[cfg(unix)]
     // SAFETY: `record` only stores to an atomic, which is async-signal-safe; signal(2) takes no
     // pointer other than the handler's address.
     unsafe {
         libc::signal(libc::SIGINT, record as extern "C" fn(libc::c_int) as libc::sighandler_t);
         libc::signal(libc::SIGTERM, record as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+}
+
+/// Gives SIGINT and SIGTERM their default dispositions back (they end the process again).
+pub fn restore() {
+    #[cfg(unix)]
+    // SAFETY: restores the default dispositions; no handler, no pointers.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
     }
 }
 

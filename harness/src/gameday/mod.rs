@@ -12,7 +12,7 @@ pub mod http;
 mod observe;
 pub mod plan;
 mod recover;
-pub mod signals;
+pub use crate::signals;
 pub mod target;
 
 pub use console::{LiveSink, NoConsole};

@@ -6,10 +6,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::Clock;
+use crate::{signals, Clock};
 
 use super::RulesError;
 
@@ -25,15 +25,9 @@ const PORT_ATTEMPTS: usize = 3;
 /// Servers started by this process, to name their folders apart.
 static STARTED: AtomicU64 = AtomicU64::new(0);
 
-/// Set by SIGINT/SIGTERM while a server runs: the replay stops at its next evaluation.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
+/// True once SIGINT/SIGTERM came while a server runs: the replay stops at its next evaluation.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    signals::received().is_some()
 }
 
 pub struct Server {
@@ -56,7 +50,7 @@ impl Server {
         for _ in 0..PORT_ATTEMPTS {
             match Server::spawn(&dir, data) {
                 Ok(server) => {
-                    install_signal_handlers();
+                    signals::install();
                     return Ok(server);
                 }
                 Err(Spawn::Fatal(e)) => {
@@ -230,31 +224,13 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-        restore_signal_handlers();
+        signals::restore();
     }
 }
 
 enum Spawn {
     Retry(String),
     Fatal(RulesError),
-}
-
-fn install_signal_handlers() {
-    INTERRUPTED.store(false, Ordering::SeqCst);
-    let handler: extern "C" fn(libc::c_int) = on_signal;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
-    }
-}
-
-fn restore_signal_handlers() {
-    // SAFETY: restores the default dispositions; no handler, no pointers.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
-    }
 }
 
 /// `application/x-www-form-urlencoded` encoding of a value.
