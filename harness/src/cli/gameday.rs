@@ -79,15 +79,8 @@ pub struct Args {
     /// Print every planned call with its time and send nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Write the report as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Write JUnit XML to FILE.
-    #[arg(long, value_name = "FILE")]
-    junit: Option<PathBuf>,
-    /// Write the HTML report to FILE.
-    #[arg(long, value_name = "FILE")]
-    html: Option<PathBuf>,
+    #[command(flatten)]
+    files: Files,
     /// Print only the verdict line at the end (progress lines still go to stderr).
     #[arg(long, short)]
     quiet: bool,
@@ -179,8 +172,7 @@ fn play(args: Args) -> anyhow::Result<u8> {
     };
     let took_s = clock.now_ns().saturating_sub(started) as f64 / 1e9;
     let report = &outcome.report;
-    let files = Files { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
-    output::emit(report, took_s, &files, args.quiet, Vec::new())?;
+    output::emit(report, took_s, &args.files, args.quiet, Vec::new())?;
     let code = match (&outcome.ending, outcome.clean) {
         (_, false) => TARGET,
         (Ending::Failed(_), _) => TARGET,

@@ -2,16 +2,24 @@
 // (--json, --junit, --html) and the terminal (the whole report, or one verdict line with --quiet).
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ebb_harness::report::{self, Report};
 
-/// The report files a command line asked for.
-pub struct Files<'a> {
-    pub json: Option<&'a Path>,
-    pub junit: Option<&'a Path>,
-    pub html: Option<&'a Path>,
+/// The report files a command line asks for: the same flags for `ebb replay` and `ebb gameday`.
+#[derive(clap::Args, Debug)]
+pub struct Files {
+    /// Write the whole result as JSON (the report contract) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write JUnit XML to FILE: one test case per SLO, failed when the SLO is missed.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a self-contained HTML report to FILE: verdict, SLO table, a timeline chart per pool
+    /// (traffic, errors, capacity, latency, alerts, impact, deploys and recovery), pools, events.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Writes `report` to `files`, prints it (or its verdict line when `quiet`), then one line per
@@ -19,21 +27,21 @@ pub struct Files<'a> {
 pub fn emit<'a>(
     report: &Report,
     took_s: f64,
-    files: &Files<'a>,
+    files: &'a Files,
     quiet: bool,
     mut written: Vec<(&'static str, &'a Path)>,
 ) -> anyhow::Result<()> {
-    if let Some(path) = files.json {
+    if let Some(path) = files.json.as_deref() {
         let mut text = serde_json::to_string_pretty(report)?;
         text.push('\n');
         write(path, &text)?;
         written.push(("report", path));
     }
-    if let Some(path) = files.junit {
+    if let Some(path) = files.junit.as_deref() {
         write(path, &report::junit(report, took_s))?;
         written.push(("junit", path));
     }
-    if let Some(path) = files.html {
+    if let Some(path) = files.html.as_deref() {
         write(path, &report::html(report))?;
         written.push(("html", path));
     }

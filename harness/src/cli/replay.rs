@@ -54,16 +54,8 @@ pub struct Args {
     /// else ebb.wasm beside the ebb binary, else the dist/ebb.wasm of the checkout it was built in.
     #[arg(long, value_name = "FILTER.wasm")]
     plugin: Option<PathBuf>,
-    /// Write the whole result as JSON (the report contract) to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Write JUnit XML to FILE: one test case per SLO, failed when the SLO is missed.
-    #[arg(long, value_name = "FILE")]
-    junit: Option<PathBuf>,
-    /// Write a self-contained HTML report to FILE: verdict, SLO table, a timeline chart per pool
-    /// (traffic, errors, capacity, latency, alerts, impact, deploys and recovery), pools, events.
-    #[arg(long, value_name = "FILE")]
-    html: Option<PathBuf>,
+    #[command(flatten)]
+    files: Files,
     /// Replace the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -170,8 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         output::write(path, &series.openmetrics())?;
         written.push(("series", path.as_path()));
     }
-    let files = Files { json: args.json.as_deref(), junit: args.junit.as_deref(), html: args.html.as_deref() };
-    output::emit(&report, took_s, &files, args.quiet, written)?;
+    output::emit(&report, took_s, &args.files, args.quiet, written)?;
     Ok(ExitCode::from(if report.passed() { 0 } else { 1 }))
 }
 
