@@ -58,12 +58,12 @@ pub fn run(shared: Arc<Shared>, main: Vec<Proxy>, socket: Option<std::net::TcpLi
                     let Some((socket, _)) = accepted else { continue };
                     let (shared, main) = (shared.clone(), main.clone());
                     tokio::task::spawn_local(async move {
-                        // Each request renders its page at the moment of the call: Prometheus keeps
-                        // its scrapes on one connection, and each must see the numbers of its time.
+                        // Each stats request renders its page at the moment of the call: Prometheus
+                        // keeps its scrapes on one connection, and each must see the numbers of its
+                        // time. Answered before any await, so the main VMs are never borrowed across one.
                         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                            let page = render_pages(&shared, &main.borrow());
-                            let shared = shared.clone();
-                            async move { Ok::<_, Infallible>(answer(&shared, &page, &req)) }
+                            let response = answer(&shared, || render_pages(&shared, &main.borrow()), &req);
+                            async move { Ok::<_, Infallible>(response) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(socket), service)
@@ -172,10 +172,11 @@ fn text(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>> 
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-fn answer(shared: &Shared, pages: &Pages, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The answer to one admin request; `pages` renders the stats pages, only for the paths that show them.
+fn answer(shared: &Shared, pages: impl FnOnce() -> Pages, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/stats/prometheus") => text(200, "text/plain; version=0.0.4", pages.prometheus.clone()),
-        ("GET", "/stats") => text(200, "text/plain", pages.stats.clone()),
+        ("GET", "/stats/prometheus") => text(200, "text/plain; version=0.0.4", pages().prometheus),
+        ("GET", "/stats") => text(200, "text/plain", pages().stats),
         ("GET", "/ready") => text(200, "text/plain", "LIVE\n".into()),
         ("GET", "/config_dump") => text(200, "application/json", config_dump(shared)),
         ("POST", "/quitquitquit") => {
