@@ -173,17 +173,33 @@ impl ConnectionManager {
     /// than the global one, else the global one, and absent when that is 0 (no timeout).
     pub fn route_request(&self, headers: &HeaderMap) -> HeaderMap {
         let mut out = headers.clone();
-        let millis = |name: &[u8]| -> Option<u64> { std::str::from_utf8(headers.get(name)?).ok()?.trim().parse().ok() };
-        let mut global = u64::try_from(self.route_timeout.as_millis()).unwrap_or(u64::MAX);
-        if headers.get(b"x-envoy-upstream-rq-timeout-ms").is_some() {
-            global = millis(b"x-envoy-upstream-rq-timeout-ms").unwrap_or(global);
-            out.remove(b"x-envoy-upstream-rq-timeout-ms");
-        }
-        let mut per_try = 0;
-        if headers.get(b"x-envoy-upstream-rq-per-try-timeout-ms").is_some() {
-            per_try = millis(b"x-envoy-upstream-rq-per-try-timeout-ms").unwrap_or(0);
-            out.remove(b"x-envoy-upstream-rq-per-try-timeout-ms");
-        }
+        self.route_in_place(&mut out);
+        out
+    }
+
+    /// `route_request` on the request's own map (a proxy that sends it on needs no copy).
+    pub fn route_in_place(&self, out: &mut HeaderMap) {
+        let millis = |name: &[u8]| -> Option<Option<u64>> {
+            let v = out.get(name)?;
+            Some(std::str::from_utf8(v).ok().and_then(|t| t.trim().parse().ok()))
+        };
+        let route = u64::try_from(self.route_timeout.as_millis()).unwrap_or(u64::MAX);
+        let (global_header, per_try_header) =
+            (millis(b"x-envoy-upstream-rq-timeout-ms"), millis(b"x-envoy-upstream-rq-per-try-timeout-ms"));
+        let global = match global_header {
+            Some(given) => {
+                out.remove(b"x-envoy-upstream-rq-timeout-ms");
+                given.unwrap_or(route)
+            }
+            None => route,
+        };
+        let mut per_try = match per_try_header {
+            Some(given) => {
+                out.remove(b"x-envoy-upstream-rq-per-try-timeout-ms");
+                given.unwrap_or(0)
+            }
+            None => 0,
+        };
         if per_try >= global && global != 0 {
             per_try = 0;
         }
@@ -191,7 +207,6 @@ impl ConnectionManager {
         if expected > 0 {
             out.replace(b"x-envoy-expected-rq-timeout-ms", expected.to_string().as_bytes());
         }
-        out
     }
 }
 

@@ -386,7 +386,7 @@ async fn exchange(
         Some(r) => r,
         None => match action {
             RouteAction::DirectResponse { status, body } => local_parts(status, body.as_deref().unwrap_or(""), &[]),
-            RouteAction::Cluster { name, timeout } => forward(worker, &name, timeout, &ex).await,
+            RouteAction::Cluster { name, timeout } => forward(worker, &name, timeout, &mut ex).await,
         },
     };
     respond_through(worker, &mut open, (resp_headers, resp_body)).await
@@ -498,7 +498,12 @@ fn finish(worker: &Rc<Worker>, filter: usize, id: StreamId) {
 }
 
 /// The router: the request to one endpoint of the cluster, with Envoy's errors.
-async fn forward(worker: &Rc<Worker>, cluster: &str, timeout: Option<Duration>, ex: &Exchange) -> (HeaderMap, Bytes) {
+async fn forward(
+    worker: &Rc<Worker>,
+    cluster: &str,
+    timeout: Option<Duration>,
+    ex: &mut Exchange,
+) -> (HeaderMap, Bytes) {
     let shared = worker.shared.clone();
     let Some(upstream) = shared.upstreams.iter().find(|u| u.name == cluster) else {
         return local_parts(503, "no healthy upstream", &[]);
@@ -523,14 +528,14 @@ async fn forward(worker: &Rc<Worker>, cluster: &str, timeout: Option<Duration>, 
         None => route,
     };
     let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
-    let sent = router.route_request(&ex.headers);
+    router.route_in_place(&mut ex.headers);
     let path = ex.header(":path").unwrap_or_else(|| "/".into());
     let uri = format!("http://{}{}", claim.address(), path);
     let mut builder = Request::builder().method(ex.header(":method").unwrap_or_else(|| "GET".into()).as_str()).uri(uri);
     if let Some(authority) = ex.header(":authority") {
         builder = builder.header("host", authority);
     }
-    for (k, v) in sent.iter() {
+    for (k, v) in ex.headers.iter() {
         if k.starts_with(b":") || matches!(k, b"host" | b"content-length" | b"transfer-encoding" | b"connection") {
             continue;
         }
