@@ -5,8 +5,9 @@
 #   - in a replay, as a scenario's recovery program ("run": ["../scripts/recover-pool.sh"]): ebb
 #     sets EBB_CONTROL_URL to its loopback control server, EBB_KEY to the replay's key and
 #     EBB_TIMESTAMP to the simulated clock;
-#   - behind an Alertmanager webhook receiver (anything that pipes the notification to stdin),
-#     against staging Envoy: EBB_CONTROL_URL=http://127.0.0.1:9902 EBB_KEY_FILE=/etc/ebb/key;
+#   - behind an Alertmanager webhook receiver, `ebb webhook` (or anything that pipes the
+#     notification to stdin), against staging Envoy: EBB_CONTROL_URL=http://127.0.0.1:9902
+#     EBB_KEY_FILE=/etc/ebb/control.key (deploy/alertmanager/ebb-gameday.yml);
 #   - by hand: recover-pool.sh < notification.json
 #
 #   recover-pool.sh [--verbose] [--dry-run] < webhook.json

@@ -67,8 +67,13 @@ impl Alert {
 
     /// Evaluates the rule at scrape `k` of its pool's samples (taken every `scrape_s` seconds).
     pub fn evaluate(&mut self, samples: &[Sample], k: usize, scrape_s: f64) -> Option<Transition> {
-        let t = samples[k].t_s;
         let holds = self.condition(samples, k, scrape_s);
+        self.step(samples[k].t_s, holds)
+    }
+
+    /// Moves the alert to time `t` (seconds), its condition holding or not, through `for` and
+    /// `keep_firing_for`: for a condition computed elsewhere (a game day's observed latency).
+    pub fn step(&mut self, t: f64, holds: bool) -> Option<Transition> {
         if holds {
             self.last_true = t;
         } else {

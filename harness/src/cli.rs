@@ -13,6 +13,7 @@ mod proxy;
 mod replay;
 mod request;
 mod schema;
+mod webhook;
 
 /// Chaos-testing harness for proxies: runs proxy-wasm filters the way Envoy does.
 #[derive(Parser)]
@@ -36,6 +37,9 @@ enum Command {
     /// Play a scenario against live proxies (a game day) and judge it against its SLOs.
     #[command(after_long_help = gameday::EXAMPLES)]
     Gameday(Box<gameday::Args>),
+    /// Serve Alertmanager's webhook: run a recovery command for each notification.
+    #[command(after_long_help = webhook::EXAMPLES)]
+    Webhook(webhook::Args),
     /// Check scenario files without running them.
     Check(check::Args),
     /// Print the JSON Schema of the scenario format (for editors; see docs/scenario.schema.json).
@@ -58,6 +62,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Gameday(args) => gameday::run(*args),
+        Command::Webhook(args) => webhook::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
     }

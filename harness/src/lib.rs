@@ -14,6 +14,7 @@ pub mod series;
 pub mod signals;
 pub mod sim;
 pub mod slo;
+pub mod webhook;
 
 pub use ebb_host as host;
 pub use ebb_host::clock;

@@ -17,6 +17,7 @@ mod util;
 mod support;
 
 mod stack;
+mod webhook;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use ebb_chart::live::{self, LiveEvent};
 use ebb_harness::gameday::target::Target;
 use ebb_harness::gameday::{self, Ending, LiveSink, Options};
 use ebb_harness::scenario::Scenario;
-use stack::{alertmanager, gameday, key_file, path, prometheus, scenario, Gameday, Hook, TempDir};
+use stack::{alertmanager, gameday, key_file, path, prometheus, scenario, token_file, Gameday, TempDir, Webhook};
 use support::{ctl, free_port, Proxy, Upstream};
 
 /// The staging bootstrap as a deployment renders it: the placeholder key replaced.
@@ -55,6 +56,12 @@ fn faults(proxy: &Proxy) -> Vec<String> {
     state["faults"].as_array().expect("faults").iter().map(|f| f["id"].as_str().unwrap_or("").to_string()).collect()
 }
 
+/// The run id a game day printed at its start (`run gd1a2b3c: …`).
+fn run_id(stderr: &str) -> String {
+    let at = stderr.find(": run gd").unwrap_or_else(|| panic!("no run id printed:\n{stderr}"));
+    stderr[at + 6..at + 14].to_string()
+}
+
 fn report(file: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(file).expect("report written")).expect("report JSON")
 }
@@ -76,10 +83,10 @@ fn text(out: &std::process::Output) -> String {
 #[test]
 fn the_staging_loop_detects_and_restores_the_drained_pools_and_the_game_day_passes() {
     let (proxy, _upstreams) = staging();
-    let hook = Hook::start(proxy.control());
-    let am = alertmanager(Some(hook.addr));
-    let prometheus = prometheus(proxy.admin(), am.addr);
     let dir = TempDir::new("pass");
+    let hook = Webhook::recover_pool(proxy.control(), &dir);
+    let am = alertmanager(Some((hook.addr, &token_file(&dir))));
+    let prometheus = prometheus(proxy.admin(), am.addr);
     let (key, json) = (key_file(&dir), dir.0.join("report.json"));
     let (junit, html) = (dir.0.join("report.junit.xml"), dir.0.join("report.html"));
     let out = gameday(
@@ -99,9 +106,9 @@ fn the_staging_loop_detects_and_restores_the_drained_pools_and_the_game_day_pass
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}\nhook runs: {:?}\nPrometheus' alerts: {}\nAlertmanager's: {}\n{}",
+        "{}\nebb webhook: {}\nPrometheus' alerts: {}\nAlertmanager's: {}\n{}",
         text(&out),
-        hook.runs(),
+        hook.log(),
         support::get(prometheus.addr, "/api/v1/alerts"),
         support::get(am.addr, "/api/v2/alerts"),
         am.log()
@@ -123,8 +130,16 @@ fn the_staging_loop_detects_and_restores_the_drained_pools_and_the_game_day_pass
     }
     let alerts = r["alerts"].as_array().expect("alerts");
     assert!(alerts.iter().any(|a| a["name"] == "EbbPoolBelowExpectedCapacity" && a["pool"] == "web"), "{alerts:?}");
-    let runs = hook.runs();
-    assert!(runs.iter().any(|r| r.contains("pool web restored")), "the receiver ran recover-pool.sh: {runs:?}");
+    // Alertmanager reached `ebb webhook` with its bearer token; each pool's notification ran
+    // recover-pool.sh once, which restored it.
+    let log = hook.log();
+    for pool in ["web", "api", "ssh"] {
+        let restored = format!("stderr: recover-pool: pool {pool} restored");
+        let line = log.lines().find(|l| l.ends_with(&restored)).unwrap_or_else(|| panic!("{restored}:\n{log}"));
+        assert!(line.starts_with("ebb webhook: alertname=EbbPoolBelowExpectedCapacity, ebb_pool="), "{line}");
+    }
+    assert!(log.contains("scripts/recover-pool.sh --verbose: exit 0 after"), "{log}");
+    assert!(!log.contains("refused a request"), "{log}");
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
     // EBB_SHOW=1 prints the game day's output (docs/staging.md quotes a run).
     if std::env::var_os("EBB_SHOW").is_some() {
@@ -166,7 +181,8 @@ fn without_the_recovery_receiver_the_capacity_slo_fails() {
         r["slos"].as_array().expect("slos").iter().find(|s| s["name"] == "web: time to restore capacity").cloned();
     assert_eq!(slo.map(|s| (s["pass"].clone(), s["measured"].clone())), Some((false.into(), "never".into())));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cleared this game day's faults still there: deploy1-web"), "{stderr}");
+    let run = run_id(&stderr);
+    assert!(stderr.contains(&format!("cleared this game day's faults still there: {run}-deploy1-web")), "{stderr}");
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
 }
 
@@ -176,14 +192,19 @@ fn sigint_or_sigterm_in_the_middle_of_a_drain_sends_the_kill_switch_and_exits_3(
     let (proxy, _upstreams) = staging();
     for (signal, why) in [("INT", "interrupted (SIGINT, Ctrl-C)"), ("TERM", "terminated (SIGTERM)")] {
         let mut run = Gameday::start(&[&scenario(GAMEDAY), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
-        run.wait_for("added deploy1-ssh");
+        run.wait_for("-deploy1-ssh (ttl");
         proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 6");
-        assert_eq!(faults(&proxy), ["deploy1-web", "deploy1-api", "deploy1-ssh"]);
+        let run_id = run_id(&run.stderr());
+        let own = ["deploy1-web", "deploy1-api", "deploy1-ssh"].map(|id| format!("{run_id}-{id}"));
+        assert_eq!(faults(&proxy), own);
         run.signal(signal);
         assert_eq!(run.wait(Duration::from_secs(15)), Some(3), "{}", run.stderr());
         let stderr = run.stderr();
-        assert!(stderr.contains(&format!("halted: {why}; sending the kill switch")), "{stderr}");
-        assert!(stderr.contains("kill switch sent to edge: cleared deploy1-"), "{stderr}");
+        assert!(stderr.contains(&format!("halted: {why}; clearing this game day's faults (run {run_id})")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("edge: cleared this game day's faults still there: {}", own.join(", "))),
+            "{stderr}"
+        );
         assert!(stderr.contains("edge: /.ebb/v1/state confirms no fault of this game day is left"), "{stderr}");
         assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
         proxy.wait_for_metric("ebb_pool_available_hosts{ebb_pool=\"web\"} 10");
@@ -213,7 +234,8 @@ fn a_command_the_filter_refuses_stops_the_game_day_with_the_kill_switch() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("added api-drain"), "{stderr}");
     assert!(stderr.contains("target edge refused POST /.ebb/v1/faults (HTTP 422)"), "{stderr}");
-    assert!(stderr.contains("kill switch sent to edge: cleared api-drain"), "{stderr}");
+    let run = run_id(&stderr);
+    assert!(stderr.contains(&format!("edge: cleared this game day's faults still there: {run}-api-drain")), "{stderr}");
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
 }
 
@@ -224,7 +246,7 @@ fn after_sigkill_the_faults_expire_by_their_ttl() {
     let (proxy, _upstreams) = staging();
     // 240x: the 20m scenario lasts 5s; the deploy starts at 0.25s real.
     let mut run = Gameday::start(&[&scenario(GAMEDAY), &target(&proxy), "--time-scale=240"], &[("EBB_KEY", KEY)]);
-    run.wait_for("added deploy1-ssh");
+    run.wait_for("-deploy1-ssh (ttl");
     let killed = Instant::now();
     run.signal("KILL");
     assert_eq!(run.wait(Duration::from_secs(5)), None, "killed by the signal");
@@ -278,7 +300,7 @@ fn an_unreachable_target_a_wrong_key_and_a_down_alertmanager_stop_it_before_anyt
 fn a_target_lost_in_the_middle_is_named_and_the_exit_is_4() {
     let (mut proxy, _upstreams) = staging();
     let mut run = Gameday::start(&[&scenario(GAMEDAY), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
-    run.wait_for("added deploy1-ssh");
+    run.wait_for("-deploy1-ssh (ttl");
     proxy.terminate();
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0), "the proxy stopped");
     assert_eq!(run.wait(Duration::from_secs(30)), Some(4), "{}", run.stderr());
@@ -324,7 +346,142 @@ fn a_stop_condition_halts_the_game_day_and_clears_its_faults() {
     assert_eq!(code, Some(3), "{}", run.stderr());
     let stderr = run.stderr();
     assert!(stderr.contains("stop condition stop_conditions[0] met: error_ratio of web > 0.2"), "{stderr}");
-    assert!(stderr.contains("kill switch sent to edge: cleared dead-hosts"), "{stderr}");
+    // A stop condition is an emergency: the kill switch, not this run's faults by id.
+    let run = run_id(&stderr);
+    assert!(stderr.contains(&format!("kill switch sent to edge: cleared {run}-dead-hosts")), "{stderr}");
+    assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
+}
+
+/// Two game days on one proxy. Each names its faults behind its own run id, so both may use the
+/// same scenario ids. A second one is refused while the first's faults are there (exit 4, nothing
+/// sent); with --force it plays alongside, and its end clears and confirms only its own faults:
+/// the first's stay until the first ends and clears them itself.
+#[test]
+fn two_game_days_on_one_proxy_clear_only_their_own_faults() {
+    let (proxy, _upstreams) = staging();
+    let dir = TempDir::new("two");
+    // The first game day's own id for its api deploy, on purpose: run ids keep them apart.
+    let second = dir.file(
+        "second.json",
+        r#"{"version": 1, "name": "second", "duration": "2m",
+  "pools": [{"name": "api", "hosts": 6, "capacity_per_host": 40, "service_time": "50ms"}],
+  "traffic": [],
+  "timeline": [{"at": "+10s", "command": {"id": "deploy1-api", "ttl": "1h", "drain": {"pool": "api", "hosts": 1}}},
+               {"at": "+1m", "clear": "deploy1-api"}],
+  "slos": [{"time_to_restore": {"pool": "api", "max": "1h"}}]}"#,
+    );
+    // 40x: the first's deploy starts at 1.5s real and its runbooks restore the pools after 12s.
+    let mut first = Gameday::start(&[&scenario(GAMEDAY), &target(&proxy), "--time-scale=40"], &[("EBB_KEY", KEY)]);
+    first.wait_for("-deploy1-ssh (ttl");
+    let a = run_id(&first.stderr());
+    let theirs = ["deploy1-web", "deploy1-api", "deploy1-ssh"].map(|id| format!("{a}-{id}"));
+    assert_eq!(faults(&proxy), theirs);
+
+    let out = gameday(&[&path(&second), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "target edge carries faults of another game day (run {a}): {a}-deploy1-web (expires in"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass --force to play alongside it") && stderr.contains("nothing was sent"), "{stderr}");
+    assert_eq!(faults(&proxy), theirs, "the refused run sent nothing");
+
+    let out = gameday(&[&path(&second), &target(&proxy), "--time-scale=60", "--force"], &[("EBB_KEY", KEY)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+    let b = run_id(&stderr);
+    assert_ne!(a, b);
+    assert!(stderr.contains("--force: playing alongside it, its faults are left alone"), "{stderr}");
+    assert!(stderr.contains(&format!("added {b}-deploy1-api")), "{stderr}");
+    assert!(stderr.contains(&format!("cleared {b}-deploy1-api")), "its own clear: {stderr}");
+    assert!(stderr.contains("edge: /.ebb/v1/state confirms no fault of this game day is left"), "{stderr}");
+    assert!(!stderr.contains("kill switch"), "{stderr}");
+    assert_eq!(faults(&proxy), theirs, "the second game day left the first's faults alone");
+
+    assert!(matches!(first.wait(Duration::from_secs(60)), Some(0 | 1)), "{}", first.stderr());
+    let stderr = first.stderr();
+    assert!(stderr.contains("edge: /.ebb/v1/state confirms no fault of this game day is left"), "{stderr}");
+    assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
+}
+
+/// Latency observed: a 300ms delay on web through ebb proxy, real requests timed by the proxy's
+/// histograms. Judged on the ingress listener's envoy_http_downstream_rq_time (the filter's delay
+/// is in it), the p99 SLO of 1s passes and the one of 200ms fails, each with the bucket it read;
+/// the scenario's latency rule, evaluated here without Alertmanager, fires. On the cluster's
+/// envoy_cluster_upstream_rq_time, which starts once the filter lets a request go, the delay is
+/// not seen and the 200ms SLO passes.
+#[test]
+fn latency_slos_and_rules_are_judged_on_the_proxys_histograms() {
+    let (proxy, _upstreams) = staging();
+    let dir = TempDir::new("latency");
+    let file = dir.file(
+        "latency.json",
+        r#"{"version": 1, "name": "slow-web", "duration": "2m", "scrape_interval": "15s",
+  "pools": [{"name": "web", "hosts": 10, "capacity_per_host": 50, "service_time": "50ms"}],
+  "traffic": [{"pool": "web", "points": [["+0s", 5]]}],
+  "timeline": [{"at": "+10s", "command": {"id": "slow", "ttl": "1h", "delay": {"pool": "web", "delay": "300ms"}}}],
+  "alerts": [{"name": "WebSlow", "pool": "web", "signal": "latency_p99", "above": 0.2, "window": "30s", "for": "15s"}],
+  "slos": [{"name": "web p99 within 1s", "latency_p99": {"pool": "web", "max": 1.0, "window": "30s"}},
+           {"name": "web p99 within 200ms", "latency_p99": {"pool": "web", "max": 0.2, "window": "30s"}}]}"#,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ingress) = (stop.clone(), proxy.ingress());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = support::http1(ingress, "GET", "/", &[], b"");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    let play = |extra: &[&str], name: &str| {
+        let json = dir.0.join(name);
+        let mut args = vec![path(&file), target(&proxy), metrics(&proxy), "--time-scale=20".into()];
+        args.push(format!("--json={}", path(&json)));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = gameday(&args, &[("EBB_KEY", KEY)]);
+        (out, report(&json))
+    };
+    let slo = |r: &serde_json::Value, name: &str| {
+        r["slos"].as_array().expect("slos").iter().find(|s| s["name"] == name).cloned().expect("the SLO")
+    };
+    let (out, r) = play(&["--latency-listener=web=ingress_http"], "listener.json");
+    assert_eq!(out.status.code(), Some(1), "one SLO missed:\n{}", text(&out));
+    let (within_1s, within_200ms) = (slo(&r, "web p99 within 1s"), slo(&r, "web p99 within 200ms"));
+    assert_eq!(within_1s["pass"], true, "{within_1s}\n{}", text(&out));
+    assert_eq!(within_200ms["pass"], false, "{within_200ms}\n{}", text(&out));
+    let measured = within_200ms["measured"].as_str().expect("measured");
+    assert!(
+        measured.contains("(in the 250–500 ms bucket) of envoy_http_downstream_rq_time{envoy_http_conn_manager_prefix=\"ingress_http\"}"),
+        "{measured}"
+    );
+    let alerts = r["alerts"].as_array().expect("alerts");
+    assert!(
+        alerts.iter().any(|a| a["name"] == "WebSlow" && a["fired_s"].as_array().is_some_and(|f| !f.is_empty())),
+        "{alerts:?}\n{}",
+        text(&out)
+    );
+
+    let (out, r) = play(&[], "cluster.json");
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.join().expect("load");
+    }
+    assert_eq!(out.status.code(), Some(0), "upstream latency is fast:\n{}", text(&out));
+    let within_200ms = slo(&r, "web p99 within 200ms");
+    assert_eq!(within_200ms["pass"], true, "{within_200ms}");
+    assert!(
+        within_200ms["measured"]
+            .as_str()
+            .is_some_and(|m| m.contains("envoy_cluster_upstream_rq_time{envoy_cluster_name=\"web\"}")),
+        "{within_200ms}"
+    );
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
 }
 
@@ -416,6 +573,8 @@ fn a_console_sees_every_event_and_its_halt_request_clears_the_faults() {
         alertmanager: None,
         time_scale: 60.0,
         halt,
+        force: false,
+        latency_listeners: Vec::new(),
     };
     let mut lines = Vec::new();
     let outcome =
@@ -454,7 +613,7 @@ fn the_console_url_it_prints_shows_the_game_day_and_its_halt_stops_it() {
         &[&scenario(GAMEDAY), &target(&proxy), "--time-scale=60", "--console=127.0.0.1:0"],
         &[("EBB_KEY", KEY)],
     );
-    run.wait_for("added deploy1-ssh");
+    run.wait_for("-deploy1-ssh (ttl");
     let stderr = run.stderr();
     let url = stderr
         .lines()

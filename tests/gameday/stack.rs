@@ -1,10 +1,10 @@
 // The staging loop around `ebb gameday`, started by the tests on loopback and stopped when
 // dropped: Prometheus scraping ebb proxy's admin endpoint every second with the shipped alert
-// rules (their `for:` shortened), Alertmanager routing the capacity alert to a webhook, the
-// webhook receiver that runs scripts/recover-pool.sh, and `ebb gameday` itself as a process.
+// rules (their `for:` shortened), Alertmanager routing the capacity alert to `ebb webhook`, which
+// runs scripts/recover-pool.sh, and `ebb gameday` itself as a process.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -140,8 +140,9 @@ pub fn prometheus(admin: SocketAddr, alertmanager: SocketAddr) -> Server {
 }
 
 /// Alertmanager with deploy/alertmanager/ebb-gameday.yml: EbbPoolBelowExpectedCapacity to the
-/// webhook at `hook` (none configured when `hook` is None), its waits cut for --time-scale 60.
-pub fn alertmanager(hook: Option<SocketAddr>) -> Server {
+/// webhook at `hook` with the bearer token in the file given (none configured when `hook` is
+/// None), its waits cut for --time-scale 60.
+pub fn alertmanager(hook: Option<(SocketAddr, &Path)>) -> Server {
     let dir = TempDir::new("alertmanager");
     let shipped =
         std::fs::read_to_string(util::workspace().join("deploy/alertmanager/ebb-gameday.yml")).expect("config");
@@ -152,8 +153,12 @@ pub fn alertmanager(hook: Option<SocketAddr>) -> Server {
     }
     let url = "url: http://127.0.0.1:9095/recover-pool";
     assert!(text.contains(url), "the shipped webhook");
+    let credentials = "credentials_file: /etc/ebb/webhook.token";
+    assert!(text.contains(credentials), "the shipped bearer token");
     text = match hook {
-        Some(addr) => text.replace(url, &format!("url: http://{addr}/recover-pool")),
+        Some((addr, token)) => text
+            .replace(url, &format!("url: http://{addr}/recover-pool"))
+            .replace(credentials, &format!("credentials_file: {}", token.display())),
         // The receiver with nothing behind it: the alert fires and nobody recovers.
         None => text.split("  webhook_configs:").next().expect("receivers").to_string(),
     };
@@ -168,71 +173,59 @@ pub fn alertmanager(hook: Option<SocketAddr>) -> Server {
     Server::start(cmd, addr, dir)
 }
 
-/// An Alertmanager webhook receiver that pipes each notification into scripts/recover-pool.sh
-/// against `control` (as a team's receiver would), and keeps what the script printed.
-pub struct Hook {
+/// `ebb webhook` as docs/staging.md runs it: Alertmanager's webhook, with the bearer token of
+/// `token_file`, each notification piped into scripts/recover-pool.sh against `control`.
+pub struct Webhook {
     pub addr: SocketAddr,
-    runs: Arc<Mutex<Vec<String>>>,
+    pub process: Gameday,
 }
 
-impl Hook {
-    pub fn start(control: SocketAddr) -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let runs = Arc::new(Mutex::new(Vec::new()));
-        let log = runs.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut length = 0usize;
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    line.clear();
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
-                let out = run_script(control, &body);
-                log.lock().expect("runs").push(out);
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            }
-        });
-        Hook { addr, runs }
+impl Webhook {
+    /// `ebb webhook --listen 127.0.0.1:0 ARGS -- COMMAND`, once it says where it listens.
+    pub fn start(args: &[&str], command: &[&str], env: &[(&str, &str)]) -> Webhook {
+        let mut cmd = Command::new(util::ebb_binary());
+        cmd.arg("webhook").arg("--listen=127.0.0.1:0").args(args).arg("--").args(command).envs(env.iter().copied());
+        let process = Gameday::spawn(cmd);
+        process.wait_for("ebb webhook: listening on http://");
+        let stderr = process.stderr();
+        let addr = stderr
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {stderr}"));
+        Webhook { addr, process }
     }
 
-    pub fn runs(&self) -> Vec<String> {
-        self.runs.lock().expect("runs").clone()
+    /// The receiver of the staging loop: scripts/recover-pool.sh against `control`, with the
+    /// control key from a file, as docs/staging.md shows it.
+    pub fn recover_pool(control: SocketAddr, dir: &TempDir) -> Webhook {
+        let token = token_file(dir);
+        let key = key_file(dir);
+        let url = format!("EBB_CONTROL_URL=http://{control}");
+        let key = format!("EBB_KEY_FILE={}", key.display());
+        Webhook::start(
+            &[&format!("--token-file={}", token.display())],
+            &["env", &url, &key, "scripts/recover-pool.sh", "--verbose"],
+            &[],
+        )
+    }
+
+    /// What it logged: each run, its output and exit status.
+    pub fn log(&self) -> String {
+        self.process.stderr()
     }
 }
 
-fn run_script(control: SocketAddr, body: &[u8]) -> String {
-    let mut child = Command::new("bash")
-        .arg(util::workspace().join("scripts/recover-pool.sh"))
-        .arg("--verbose")
-        .env("EBB_CONTROL_URL", format!("http://{control}"))
-        .env("EBB_KEY", KEY)
-        .env_remove("EBB_KEY_FILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/recover-pool.sh");
-    child.stdin.take().expect("stdin").write_all(body).expect("notification");
-    let out = child.wait_with_output().expect("recover-pool.sh");
-    format!("{}: {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+/// The bearer token Alertmanager sends the webhook.
+pub fn token_file(dir: &TempDir) -> PathBuf {
+    dir.file("webhook.token", "gameday-webhook-token-8d1e\n")
 }
 
 /// A child's output stream, read on a thread of its own.
 type Pipe = Box<dyn Read + Send>;
 
-/// `ebb gameday` as a child process, its stdout and stderr read on threads.
+/// `ebb gameday` (or another `ebb` command) as a child process, its stdout and stderr read on threads.
 pub struct Gameday {
     child: Child,
     stderr: Arc<Mutex<String>>,
@@ -247,15 +240,18 @@ pub fn key_file(dir: &TempDir) -> PathBuf {
 impl Gameday {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Gameday {
         let mut cmd = Command::new(util::ebb_binary());
-        cmd.arg("gameday")
-            .args(args)
-            .env_remove("EBB_KEY")
-            .env_remove("EBB_KEY_FILE")
-            .envs(env.iter().copied())
-            .current_dir(util::workspace())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg("gameday").args(args).envs(env.iter().copied());
+        Gameday::spawn(cmd)
+    }
+
+    /// Any `ebb` command, run from the workspace without the caller's key in its environment.
+    pub fn spawn(mut cmd: Command) -> Gameday {
+        for var in ["EBB_KEY", "EBB_KEY_FILE"] {
+            if !cmd.get_envs().any(|(k, _)| k == var) {
+                cmd.env_remove(var);
+            }
+        }
+        cmd.current_dir(util::workspace()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let stderr = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -289,7 +285,7 @@ impl Gameday {
     pub fn wait_for(&self, text: &str) {
         let start = Instant::now();
         while !self.stderr().contains(text) {
-            assert!(start.elapsed() < WAIT, "ebb gameday never said {text:?}:\n{}", self.stderr());
+            assert!(start.elapsed() < WAIT, "ebb never said {text:?}:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -27,8 +27,11 @@ pub const EXAMPLES: &str = "Examples:
     --alertmanager http://127.0.0.1:9093 --time-scale 60 --html out/gameday.html
 
 The key comes from --key-file, EBB_KEY_FILE or EBB_KEY, never from the command line. Every fault
-carries a TTL of at most the game day's remaining time plus 15s; on Ctrl-C, SIGTERM, a stop
-condition or an error the kill switch goes to every target and /.ebb/v1/state must confirm it.
+carries a TTL of at most the game day's remaining time plus 15s and an id behind the run's id
+(gd1a2b3c-deploy1-web). At any end the run clears its own faults by id; after the console's Halt
+or a stop condition it sends the kill switch to every target instead; /.ebb/v1/state must confirm
+that none of its faults is left. A target carrying another game day's faults is refused (exit 4)
+unless --force.
 
 Exit status:
   0  the scenario ran to its end and every SLO was met
@@ -36,7 +39,8 @@ Exit status:
   2  usage or input error: bad arguments, invalid scenario, no key (nothing was sent)
   3  halted: Ctrl-C, SIGTERM, the console's Halt or a stop condition (faults cleared)
   4  target error: a target, metrics page or Alertmanager unreachable, the key refused, a
-     command refused, or a target where no confirmation that the faults are gone could be had";
+     command refused, a target carrying another game day's faults (without --force), or a
+     target where no confirmation that the faults are gone could be had";
 
 /// Exit statuses (see EXAMPLES).
 const PASS: u8 = 0;
@@ -61,6 +65,12 @@ pub struct Args {
     /// (repeat per proxy; a URL without a path gets /stats/prometheus).
     #[arg(long = "metrics", value_name = "URL", value_parser = metrics_url)]
     metrics: Vec<Url>,
+    /// Judge POOL's latency on the HTTP listener STAT_PREFIX's envoy_http_downstream_rq_time (from
+    /// arrival to answer, the filter's delays included, every pool behind that listener counted)
+    /// instead of its cluster's envoy_cluster_upstream_rq_time (upstream only, without the
+    /// filter's delays). deploy/envoy: ingress_http. Repeat per pool.
+    #[arg(long = "latency-listener", value_name = "POOL=STAT_PREFIX", value_parser = pool_prefix)]
+    latency_listeners: Vec<(String, String)>,
     /// The team's Alertmanager: alert states from GET /api/v2/alerts, recovery by its receivers.
     /// Without it, the scenario's own alert rules run on what is scraped and its runbooks recover.
     #[arg(long, value_name = "URL", value_parser = url)]
@@ -76,6 +86,10 @@ pub struct Args {
     /// the URL can halt the game day).
     #[arg(long, requires = "console")]
     console_allow_remote: bool,
+    /// Play even when a target carries faults of another game day (its faults are left alone,
+    /// but both verdicts then include what the other did).
+    #[arg(long)]
+    force: bool,
     /// Print every planned call with its time and send nothing.
     #[arg(long)]
     dry_run: bool,
@@ -88,6 +102,13 @@ pub struct Args {
 
 fn url(text: &str) -> Result<Url, String> {
     Url::parse(text).map_err(|e| e.to_string())
+}
+
+fn pool_prefix(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((pool, prefix)) if !pool.is_empty() && !prefix.is_empty() => Ok((pool.into(), prefix.into())),
+        _ => Err(format!("expected POOL=STAT_PREFIX (web=ingress_http), got {text:?}")),
+    }
 }
 
 fn metrics_url(text: &str) -> Result<Url, String> {
@@ -143,6 +164,8 @@ fn play(args: Args) -> anyhow::Result<u8> {
         alertmanager: args.alertmanager.clone(),
         time_scale: args.time_scale,
         halt,
+        force: args.force,
+        latency_listeners: args.latency_listeners.clone(),
     };
     if args.dry_run {
         // A dry run needs no key: it signs nothing.

@@ -21,9 +21,15 @@ impl Runner<'_> {
     pub(super) fn evaluate_rules(&mut self) {
         let scrape_s = self.scenario.scrape_interval.as_millis() as f64 / 1000.0;
         let mut changes = Vec::new();
+        let latency: Vec<Option<bool>> = self.rules.iter().map(|a| self.latency_condition(&a.rule, a.pool)).collect();
         for (i, alert) in self.rules.iter_mut().enumerate() {
             let samples = &self.samples[alert.pool];
-            if let Some(t) = alert.evaluate(samples, samples.len() - 1, scrape_s) {
+            let k = samples.len() - 1;
+            let change = match latency[i] {
+                Some(holds) => alert.step(samples[k].t_s, holds),
+                None => alert.evaluate(samples, k, scrape_s),
+            };
+            if let Some(t) = change {
                 changes.push((i, t));
             }
         }

@@ -1,5 +1,6 @@
-// The end of every game day: its own faults cleared by id after a normal end, the kill switch to
-// every target after any other, then each target's `/state` read until none of its faults is left.
+// The end of every game day: its own faults cleared by id (another game day's are left alone),
+// the kill switch to every target after an emergency (the console's Halt, a stop condition) or
+// when clearing by id fails, then each target's `/state` read until none of its faults is left.
 
 use ebb_engine::Duration;
 
@@ -7,16 +8,19 @@ use super::target::{TargetError, PREFIX};
 use super::{plan, Ending, Runner, CONFIRM_GAP_MS, CONFIRM_TRIES};
 
 impl Runner<'_> {
-    /// At the end: this game day's faults cleared by id; at any other end, the kill switch to
-    /// every target. Then `/state` must show none of this game day's faults on any target.
+    /// This game day's faults cleared by id; after an emergency, the kill switch to every
+    /// target. Then `/state` must show none of this game day's faults on any target.
     pub(super) fn clean_up(&mut self, ending: &Ending) -> bool {
-        let kill_switch = *ending != Ending::Completed;
+        let kill_switch = self.emergency;
+        let how = if kill_switch {
+            "sending the kill switch to every target".to_string()
+        } else {
+            format!("clearing this game day's faults (run {}) on every target", self.run_id)
+        };
         match ending {
             Ending::Completed => {}
-            Ending::Halted(why) => self.note("halt", format!("halted: {why}; sending the kill switch to every target")),
-            Ending::Failed(why) => {
-                self.note("refused", format!("error: {why}; sending the kill switch to every target"))
-            }
+            Ending::Halted(why) => self.note("halt", format!("halted: {why}; {how}")),
+            Ending::Failed(why) => self.note("refused", format!("error: {why}; {how}")),
         }
         self.phase = "cleanup".into();
         let mut clean = true;
@@ -36,9 +40,20 @@ impl Runner<'_> {
                         Err(e) => result = Err(e),
                     }
                 }
-                result.map(|()| {
-                    format!("{}: cleared this game day's faults still there: {}", target.name, list(Some(&cleared)))
-                })
+                match result {
+                    Ok(()) => Ok(format!(
+                        "{}: cleared this game day's faults still there: {}",
+                        target.name,
+                        list(Some(&cleared))
+                    )),
+                    // Safety first: what cannot be cleared by id goes with the kill switch.
+                    Err(e) => {
+                        self.note("refused", format!("cleanup: {e}; sending the kill switch to {}", target.name));
+                        self.signer.call(&target, "DELETE", "faults", None, self.now_s()).map(|r| {
+                            format!("kill switch sent to {}: cleared {}", target.name, list(r.cleared.as_deref()))
+                        })
+                    }
+                }
             };
             match sent {
                 Ok(line) => self.note("cleanup", line),

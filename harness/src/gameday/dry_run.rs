@@ -25,8 +25,8 @@ pub fn dry_run(scenario: &Scenario, options: &Options) -> String {
         Duration::from_millis(duration_real),
         targets.join(", ")
     );
-    let _ =
-        writeln!(out, "planned calls (each signed and sent to every target, then confirmed through {PREFIX}state):");
+    let _ = writeln!(out, "planned calls (each signed and sent to every target, then confirmed through {PREFIX}state;");
+    let _ = writeln!(out, "each fault id gets the run's id in front when played, gd1a2b3c-deploy1-web):");
     let _ = writeln!(out, "  {:<10} {:<10} call", "scenario", "real");
     for step in plan::plan(scenario) {
         let real = real_ms(step.at_ms, scale);
@@ -74,7 +74,7 @@ pub fn dry_run(scenario: &Scenario, options: &Options) -> String {
     }
     let _ = writeln!(
         out,
-        "  +{:<9} +{:<9} DELETE {PREFIX}faults/ID for each fault this game day added; any other end: DELETE {PREFIX}faults (kill switch)",
+        "  +{:<9} +{:<9} DELETE {PREFIX}faults/ID for each fault this game day added (also on Ctrl-C, SIGTERM or an error); after the console's Halt or a stop condition: DELETE {PREFIX}faults (kill switch)",
         scenario.duration.to_string(),
         Duration::from_millis(duration_real).to_string()
     );

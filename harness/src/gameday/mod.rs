@@ -1,17 +1,20 @@
 // `ebb gameday`: plays a scenario's deploy tooling and timeline against live proxies through
 // their signed control API, observes what the real system does (the filter's state and metrics,
 // the team's Alertmanager or the scenario's own rules), and judges the replay's SLOs on it.
-// Safety first: every fault carries a TTL capped to the game day's remaining time, and any end
-// but a normal one sends the kill switch to every target and confirms it through `/state`.
+// Safety first: every fault carries a TTL capped to the game day's remaining time and an id behind
+// the run's own id; every end clears (and confirms through `/state`) this run's faults, and the
+// console's Halt or a stop condition sends the kill switch to every target.
 
 mod alerts;
 mod cleanup;
 mod console;
 mod dry_run;
 pub mod http;
+pub mod latency;
 mod observe;
 pub mod plan;
 mod recover;
+pub mod run_id;
 pub use crate::signals;
 pub mod target;
 
@@ -35,6 +38,7 @@ use crate::sim::stats::{self, Bucket, Sample};
 use alerts::{fetch_alerts, Tracked};
 use http::Url;
 use plan::{Act, Step};
+use run_id::RunId;
 use target::{Signer, Target, TargetError, PREFIX};
 
 /// Fastest the runner scrapes and evaluates, in real time, whatever the time scale.
@@ -58,8 +62,13 @@ pub struct Options {
     pub alertmanager: Option<Url>,
     /// Scenario seconds per real second.
     pub time_scale: f64,
-    /// A halt request from outside (the console's Halt button), treated exactly as Ctrl-C.
+    /// A halt request from outside (the console's Halt button): the kill switch to every target.
     pub halt: Arc<AtomicBool>,
+    /// Play even on a target that carries another game day's faults.
+    pub force: bool,
+    /// `(pool, listener stat prefix)`: judge the pool's latency on that HTTP listener's
+    /// `envoy_http_downstream_rq_time` instead of its cluster's `envoy_cluster_upstream_rq_time`.
+    pub latency_listeners: Vec<(String, String)>,
 }
 
 /// Why a game day could not start: nothing was sent.
@@ -68,7 +77,8 @@ pub enum StartError {
     /// The scenario or the options cannot make a game day (exit 2).
     #[error("{0}")]
     Input(String),
-    /// A target, metrics page or Alertmanager did not answer as it must (exit 4).
+    /// A target, metrics page or Alertmanager did not answer as it must, or a target carries
+    /// another game day's faults (exit 4).
     #[error("{0}")]
     Target(String),
 }
@@ -108,30 +118,29 @@ pub fn check(scenario: &Scenario, options: &Options) -> Result<(), StartError> {
             return bad(format!("target {} is given twice", t.name));
         }
     }
+    if let Some((origin, id, room)) = plan::id_too_long(&plan::plan(scenario)) {
+        return bad(format!(
+            "{origin}: fault id {id:?} is {} characters; a game day puts its run id in front (gd1a2b3c-), which leaves {room}",
+            id.len()
+        ));
+    }
     if options.key.trim().is_empty() {
         return bad("no key: give --key-file FILE, or set EBB_KEY_FILE or EBB_KEY (the proxies' control.key)".into());
+    }
+    for (pool, _) in &options.latency_listeners {
+        if !scenario.pools.iter().any(|p| &p.name == pool) {
+            return bad(format!("--latency-listener {pool}=…: the scenario has no pool {pool}"));
+        }
     }
     let counted = |s: Signal| !matches!(s, Signal::AvailableRatio);
     let mut needs_metrics = Vec::new();
     for (i, slo) in scenario.slos.iter().enumerate() {
-        if slo.latency_p99.is_some() {
-            return bad(format!(
-                "slos[{i}] ({}): a game day observes the filter's counts, not latency; drop it or replay the scenario",
-                slo.label()
-            ));
-        }
-        if slo.error_ratio.is_some() || slo.error_budget.is_some() {
+        if slo.error_ratio.is_some() || slo.error_budget.is_some() || slo.latency_p99.is_some() {
             needs_metrics.push(format!("slos[{i}]"));
         }
     }
     if options.alertmanager.is_none() {
         for (i, a) in scenario.alerts.iter().enumerate() {
-            if matches!(a.signal, Signal::LatencyP50 | Signal::LatencyP90 | Signal::LatencyP99) {
-                return bad(format!(
-                    "alerts[{i}] ({}): a game day cannot evaluate latency rules itself; give --alertmanager",
-                    a.name
-                ));
-            }
             if counted(a.signal) {
                 needs_metrics.push(format!("alerts[{i}]"));
             }
@@ -144,7 +153,7 @@ pub fn check(scenario: &Scenario, options: &Options) -> Result<(), StartError> {
     }
     if options.metrics.is_empty() && !needs_metrics.is_empty() {
         return bad(format!(
-            "{} count requests: give --metrics with each target's admin /stats/prometheus URL",
+            "{} count or time requests: give --metrics with each target's admin /stats/prometheus URL",
             needs_metrics.join(", ")
         ));
     }
@@ -163,6 +172,11 @@ struct Runner<'a> {
     sink: &'a dyn LiveSink,
     progress: &'a mut dyn FnMut(&str),
     signer: Signer,
+    /// The prefix of every fault id this run adds.
+    run_id: RunId,
+    /// The end is an emergency (the console's Halt, a stop condition): the kill switch, not
+    /// this run's faults by id.
+    emergency: bool,
     clock: Clock,
     start_ns: u64,
     duration_real_ms: u64,
@@ -171,6 +185,12 @@ struct Runner<'a> {
     samples: Vec<Vec<Sample>>,
     /// The counters at the previous scrape, per pool.
     counters: HashMap<String, observe::Counters>,
+    /// Where each pool's latency is read, when a latency SLO or rule evaluated here needs it.
+    latency_of: Vec<Option<latency::Source>>,
+    /// Each pool's request-time histogram (cumulative) at the start, and at every look since
+    /// (one per sample).
+    latency_start: Vec<latency::Histogram>,
+    latency: Vec<Vec<latency::Histogram>>,
     rules: Vec<Alert>,
     stops: Vec<Alert>,
     /// Alertmanager's alerts, by (name, pool).
@@ -197,18 +217,24 @@ pub fn run(
     let pool_index: HashMap<&str, usize> =
         scenario.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
     let at = |name: &str| pool_index.get(name).copied().unwrap_or(0);
+    let run_id = RunId::new().map_err(|e| StartError::Input(format!("no random run id from the system: {e}")))?;
     let mut runner = Runner {
         scenario,
         options,
         sink,
         progress,
         signer: Signer::new(options.key.clone(), start_ns),
+        run_id,
+        emergency: false,
         clock,
         start_ns,
         duration_real_ms: real_ms(scenario.duration.as_millis(), options.time_scale),
         own: vec![Vec::new(); options.targets.len()],
         samples: vec![Vec::new(); scenario.pools.len()],
         counters: HashMap::new(),
+        latency_of: latency_sources(scenario, options),
+        latency_start: vec![latency::Histogram::default(); scenario.pools.len()],
+        latency: vec![Vec::new(); scenario.pools.len()],
         rules: scenario.alerts.iter().map(|r| Alert::new(r.clone(), at(&r.pool))).collect(),
         stops: scenario
             .stop_conditions
@@ -289,16 +315,54 @@ impl Runner<'_> {
                     pools.join(", ")
                 )));
             }
-            let faults: Vec<String> = state.faults.iter().flatten().map(|f| f.id.clone()).collect();
-            if !faults.is_empty() {
-                (self.progress)(&format!(
-                    "gameday: target {} already has faults ({}); they are not this game day's",
+            let live = || state.faults.iter().flatten().filter(|f| f.state != "expired");
+            let (theirs, others): (Vec<_>, Vec<_>) = live().partition(|f| run_id::of(&f.id).is_some());
+            if !theirs.is_empty() {
+                let mut runs: Vec<&str> = theirs.iter().filter_map(|f| run_id::of(&f.id)).collect();
+                runs.dedup();
+                let faults: Vec<String> =
+                    theirs.iter().map(|f| format!("{} (expires in {})", f.id, f.expires_in)).collect();
+                let what = format!(
+                    "target {} carries faults of another game day (run {}): {}",
                     target.name,
+                    runs.join(", "),
                     faults.join(", ")
+                );
+                if !self.options.force {
+                    return Err(StartError::Target(format!(
+                        "{what}. Two game days on one proxy drain the same pools and page the same alerts: \
+                         neither verdict would say what its own faults did. Wait for it to end (its faults \
+                         expire by their TTL), or pass --force to play alongside it"
+                    )));
+                }
+                (self.progress)(&format!("gameday: {what}; --force: playing alongside it, its faults are left alone"));
+            }
+            if !others.is_empty() {
+                let ids: Vec<&str> = others.iter().map(|f| f.id.as_str()).collect();
+                (self.progress)(&format!(
+                    "gameday: target {} already has faults ({}); they are not this game day's and are left alone",
+                    target.name,
+                    ids.join(", ")
                 ));
             }
         }
-        self.counters = self.scrape_metrics().map_err(StartError::Target)?;
+        let scrape = self.scrape_metrics().map_err(StartError::Target)?;
+        for (i, source) in self.latency_of.iter().enumerate() {
+            if let (Some(source), false) = (source, scrape.timed[i]) {
+                let pool = &self.scenario.pools[i].name;
+                let hint = match source {
+                    latency::Source::Cluster(_) => {
+                        format!(" (a pool's cluster must have its name; or give --latency-listener {pool}=STAT_PREFIX)")
+                    }
+                    latency::Source::Listener(_) => String::new(),
+                };
+                return Err(StartError::Target(format!(
+                    "no --metrics page has {source}, which times pool {pool}'s requests{hint}"
+                )));
+            }
+        }
+        self.counters = scrape.counters;
+        self.latency_start = scrape.latency;
         if let Some(am) = &self.options.alertmanager {
             fetch_alerts(am).map_err(StartError::Target)?;
         }
@@ -312,6 +376,13 @@ impl Runner<'_> {
             targets,
             slos,
         });
+        self.note(
+            "start",
+            format!(
+                "run {}: every fault this game day adds is named {}-…; only those are cleared at its end",
+                self.run_id, self.run_id
+            ),
+        );
         (self.progress)(&format!(
             "gameday: {} starts: {} at {}x ({} real) against {}",
             self.scenario.name,
@@ -323,17 +394,19 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// A halt request, in words.
-    fn halted(&self) -> Option<String> {
+    /// A halt request, in words. The console's Halt is an emergency: the kill switch.
+    fn halted(&mut self) -> Option<String> {
         if let Some(why) = signals::received() {
             return Some(why.to_string());
         }
-        self.options.halt.load(Ordering::SeqCst).then(|| "halted by request (the console's Halt)".to_string())
+        let halt = self.options.halt.load(Ordering::SeqCst);
+        self.emergency |= halt;
+        halt.then(|| "halted by request (the console's Halt)".to_string())
     }
 
     /// The timeline, scrapes and recovery, to the end or until something stops it.
     fn play(&mut self) -> Ending {
-        let steps = plan::plan(self.scenario);
+        let steps = plan::for_run(plan::plan(self.scenario), &self.run_id);
         let scale = self.options.time_scale;
         let scrape_ms = real_ms(self.scenario.scrape_interval.as_millis(), scale).max(MIN_SCRAPE_MS);
         let mut next_step = 0;
@@ -347,7 +420,10 @@ impl Runner<'_> {
                 // The last look: what the end of the scenario shows.
                 return match self.observe() {
                     Ok(None) => Ending::Completed,
-                    Ok(Some(stop)) => Ending::Halted(stop),
+                    Ok(Some(stop)) => {
+                        self.emergency = true;
+                        Ending::Halted(stop)
+                    }
                     Err(e) => Ending::Failed(e),
                 };
             }
@@ -368,7 +444,10 @@ impl Runner<'_> {
                 next_scrape = next_scrape.saturating_add(scrape_ms).max(now.saturating_add(1));
                 match self.observe() {
                     Ok(None) => {}
-                    Ok(Some(stop)) => return Ending::Halted(stop),
+                    Ok(Some(stop)) => {
+                        self.emergency = true;
+                        return Ending::Halted(stop);
+                    }
                     Err(e) => return Ending::Failed(e),
                 }
             }
@@ -470,18 +549,38 @@ impl Runner<'_> {
         }
     }
 
-    /// The counters of every metrics page, summed by pool.
-    fn scrape_metrics(&self) -> Result<HashMap<String, observe::Counters>, String> {
-        let mut counters = HashMap::new();
+    /// The counters of every metrics page summed by pool, and the request-time histograms of
+    /// the pools whose latency is watched.
+    fn scrape_metrics(&self) -> Result<Scrape, String> {
+        let n = self.scenario.pools.len();
+        let mut scrape =
+            Scrape { counters: HashMap::new(), latency: vec![latency::Histogram::default(); n], timed: vec![false; n] };
         for url in &self.options.metrics {
             let answer =
                 http::call(url, "GET", "", &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("metrics: {e}"))?;
             if answer.status != 200 {
                 return Err(format!("metrics: {} answered HTTP {}", url.show(), answer.status));
             }
-            observe::add_counters(&answer.text(), &mut counters);
+            let page = answer.text();
+            observe::add_counters(&page, &mut scrape.counters);
+            for (i, source) in self.latency_of.iter().enumerate() {
+                if let Some(source) = source {
+                    scrape.timed[i] |= latency::add(&page, source, &mut scrape.latency[i]);
+                }
+            }
         }
-        Ok(counters)
+        Ok(scrape)
+    }
+
+    /// Pool `i`'s latency over the `n` looks up to look `k`: what its histogram gained.
+    fn latency_window(&self, i: usize, k: usize, n: usize) -> Option<latency::Histogram> {
+        let looks = self.latency.get(i)?;
+        let end = looks.get(k)?;
+        let start = match (k + 1).checked_sub(n).and_then(|first| first.checked_sub(1)) {
+            Some(before) => looks.get(before)?,
+            None => self.latency_start.get(i)?,
+        };
+        Some(end.since(start))
     }
 
     /// One scrape: every target's state, the metrics, the alerts; then rules and stop conditions.
@@ -500,7 +599,7 @@ impl Runner<'_> {
                 }
             }
         }
-        let counters = self.scrape_metrics()?;
+        let Scrape { counters, latency: timed, .. } = self.scrape_metrics()?;
         for (i, pool) in self.scenario.pools.iter().enumerate() {
             let now = counters.get(&pool.name).copied().unwrap_or_default();
             let before = self.counters.get(&pool.name).copied().unwrap_or_default();
@@ -521,6 +620,7 @@ impl Runner<'_> {
             let sample =
                 Sample { t_s, available, expected: expected[i], deploying: deploying[i], bucket, ..Sample::default() };
             stats::push(&mut self.samples[i], sample);
+            self.latency[i].push(timed[i].clone());
         }
         self.counters = counters;
         match self.options.alertmanager.clone() {
@@ -569,6 +669,7 @@ impl Runner<'_> {
             duration_s: t_s,
         };
         let mut report = report::build(self.scenario, observed);
+        self.judge_latency(&mut report);
         let ended = match ending {
             Ending::Completed => "completed".to_string(),
             Ending::Halted(why) => format!("halted: {why}"),
@@ -587,4 +688,31 @@ impl Runner<'_> {
         });
         report
     }
+}
+
+/// One look at every metrics page.
+struct Scrape {
+    counters: HashMap<String, observe::Counters>,
+    /// Per pool: its request-time histogram (cumulative), and whether any page had it.
+    latency: Vec<latency::Histogram>,
+    timed: Vec<bool>,
+}
+
+/// Where each pool's latency is read, for the pools a latency SLO or a latency rule evaluated
+/// here watches: its listener's histogram when `--latency-listener` names one, else its cluster's.
+fn latency_sources(scenario: &Scenario, options: &Options) -> Vec<Option<latency::Source>> {
+    let latency_signal = |s: Signal| matches!(s, Signal::LatencyP50 | Signal::LatencyP90 | Signal::LatencyP99);
+    scenario
+        .pools
+        .iter()
+        .map(|pool| {
+            let by_slo = scenario.slos.iter().any(|s| s.latency_p99.as_ref().is_some_and(|r| r.pool == pool.name));
+            let by_rule = options.alertmanager.is_none()
+                && scenario.alerts.iter().any(|a| a.pool == pool.name && latency_signal(a.signal));
+            (by_slo || by_rule).then(|| match options.latency_listeners.iter().find(|(p, _)| p == &pool.name) {
+                Some((_, prefix)) => latency::Source::Listener(prefix.clone()),
+                None => latency::Source::Cluster(pool.name.clone()),
+            })
+        })
+        .collect()
 }

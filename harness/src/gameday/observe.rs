@@ -46,7 +46,7 @@ pub fn add_counters(page: &str, into: &mut HashMap<String, Counters>) {
 }
 
 /// The value of `name` in a `{a="x",b="y"}` label set (without its closing brace or with it).
-fn label(labels: &str, name: &str) -> Option<String> {
+pub(super) fn label(labels: &str, name: &str) -> Option<String> {
     let labels = labels.trim_end_matches('}');
     for pair in labels.split(',') {
         let (k, v) = pair.split_once('=')?;

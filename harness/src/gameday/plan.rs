@@ -5,6 +5,7 @@
 
 use ebb_engine::{Duration, FaultRequest};
 
+use super::run_id::{RunId, MAX_FAULT_ID};
 use crate::scenario::Scenario;
 
 /// Real time a fault may outlive the game day's end (its remaining time is the rest of the cap).
@@ -99,6 +100,41 @@ pub fn plan(scenario: &Scenario) -> Vec<Step> {
     steps
 }
 
+/// The plan as run `run` sends it: every fault id it adds or clears by name behind the run id
+/// (`gd1a2b3c-deploy1-web`), a fault the scenario leaves unnamed named `t1`, `t2`… first, so
+/// that the cleanup can name it and leave another game day's faults alone.
+pub fn for_run(mut steps: Vec<Step>, run: &RunId) -> Vec<Step> {
+    let mut unnamed = 0u32;
+    for step in &mut steps {
+        match &mut step.act {
+            Act::Add(fault) => {
+                let id = fault.id.clone().unwrap_or_else(|| {
+                    unnamed = unnamed.saturating_add(1);
+                    format!("t{unnamed}")
+                });
+                fault.id = Some(run.fault_id(&id));
+            }
+            Act::Clear(id) => *id = run.fault_id(id),
+            Act::Restore(_) | Act::ClearAll => {}
+        }
+    }
+    steps
+}
+
+/// The first fault id of the scenario too long to carry a run id (`origin`, id, longest allowed).
+pub fn id_too_long(steps: &[Step]) -> Option<(String, String, usize)> {
+    // `gd1a2b3c-`: what a run id adds.
+    let room = MAX_FAULT_ID - 9;
+    steps.iter().find_map(|s| {
+        let id = match &s.act {
+            Act::Add(fault) => fault.id.as_deref()?,
+            Act::Clear(id) => id.as_str(),
+            _ => return None,
+        };
+        (id.len() > room).then(|| (s.origin.clone(), id.to_string(), room))
+    })
+}
+
 /// `leave_drained`, as the scenario spells it.
 fn serde_plain<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
@@ -163,6 +199,32 @@ mod tests {
             ]
         );
         assert_eq!(steps[3].act.call(), ("POST", "pools/web/restore".to_string()));
+    }
+
+    #[test]
+    fn a_run_names_every_fault_it_adds_or_clears_behind_its_run_id() {
+        let mut s = scenario();
+        s.timeline.push(crate::scenario::Action { restore: None, clear: Some("d".into()), ..s.timeline[1].clone() });
+        let mut unnamed = s.timeline[0].clone();
+        unnamed.command.as_mut().expect("a command").id = None;
+        s.timeline.push(unnamed);
+        let run = RunId::new().expect("run id");
+        let steps = for_run(plan(&s), &run);
+        let ids: Vec<String> = steps
+            .iter()
+            .filter_map(|st| match &st.act {
+                Act::Add(f) => f.id.clone(),
+                Act::Clear(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<String> =
+            ["d", "t1", "deploy1-web", "deploy1-web-retry", "d"].iter().map(|id| run.fault_id(id)).collect();
+        assert_eq!(ids, want);
+        assert_eq!(id_too_long(&steps), None);
+        let mut long = scenario();
+        long.timeline[0].command.as_mut().expect("a command").id = Some("x".repeat(55));
+        assert_eq!(id_too_long(&plan(&long)), Some(("timeline[0]".into(), "x".repeat(55), 54)));
     }
 
     #[test]
