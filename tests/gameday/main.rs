@@ -513,6 +513,10 @@ fn dry_run_prints_every_planned_call_with_its_time_and_sends_nothing() {
         "{stdout}"
     );
     assert!(stdout.contains("halt (kill switch) if available_ratio of web < 0.5 for 1m"), "{stdout}");
+    assert!(
+        stdout.contains("DELETE /.ebb/v1/faults/ID for each fault this game day added (also on Ctrl-C, SIGTERM or an error); after the console's Halt or a stop condition: DELETE /.ebb/v1/faults (kill switch)"),
+        "{stdout}"
+    );
     assert!(stdout.trim_end().ends_with("dry run: nothing was sent"), "{stdout}");
 }
 
