@@ -174,7 +174,7 @@ fn an_error_budget_over_thirty_days_is_spent_in_part_by_the_replayed_window() {
     // 30 days at the window's rate: 720 times its requests.
     let share = web.errors as f64 / (web.requests as f64 * 720.0 * (1.0 - 0.999));
     let period = &r.slos[0];
-    assert_eq!(period.target, "<= 50% of the 30d budget");
+    assert_eq!(period.target, "<= 50.0% of the 30d budget");
     assert_eq!(period.measured, format!("{} of the 30d budget", ebb_harness::slo::percent(share)));
     assert!(period.pass, "{period:?}");
     // The window's own budget is spent many times over.
