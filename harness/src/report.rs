@@ -3,7 +3,9 @@
 
 mod build;
 mod chart;
+pub mod episodes;
 mod html;
+pub mod impact;
 mod junit;
 
 use std::fmt::Write as _;
@@ -14,6 +16,7 @@ use crate::scenario::time::clock_label;
 use crate::scenario::ClockTime;
 
 pub use build::{build, Observed};
+pub use episodes::Episode;
 pub use html::html;
 pub use junit::junit;
 
@@ -95,18 +98,24 @@ pub struct AlertResult {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PoolResult {
     pub name: String,
-    /// First scrape showing fewer hosts than expected with no deployment in progress.
+    /// When the first capacity loss began (see [`Episode::lost_s`]).
     pub capacity_lost_s: Option<f64>,
-    /// First alert on the pool firing at or after the loss.
+    /// The first loss's detection: the first alert on the pool since its drop began.
     pub detected_s: Option<f64>,
-    /// First scrape after the loss showing the expected hosts again.
+    /// First scrape after the first loss showing the expected hosts again.
     pub restored_s: Option<f64>,
-    /// First and last scrape interval in which customers were impaired.
+    /// The first impact: its first and last impaired scrape.
     pub impact_start_s: Option<f64>,
     pub impact_end_s: Option<f64>,
     pub min_capacity_ratio: f64,
     pub requests: u64,
     pub errors: u64,
+    /// Every capacity loss, in order: each is judged by the time SLOs.
+    #[serde(default)]
+    pub episodes: Vec<Episode>,
+    /// Every impact, in order.
+    #[serde(default)]
+    pub impacts: Vec<impact::Span>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,8 +135,13 @@ pub struct PoolSeries {
     pub requests: Vec<u64>,
     pub errors: Vec<u64>,
     pub available_ratio: Vec<f64>,
-    /// p90 latency in seconds (0 when no requests finished).
+    /// p90 latency in seconds (0 when no requests finished), interpolated within the histogram's
+    /// bucket as Prometheus' `histogram_quantile` does.
     pub p90_s: Vec<f64>,
+    /// The capacity ratio at each scrape where it changed: `[t_s, available / expected]`, so that
+    /// a chart draws each step when it was seen rather than at the start of its minute.
+    #[serde(default)]
+    pub capacity_steps: Vec<(f64, f64)>,
 }
 
 impl Report {
@@ -193,21 +207,43 @@ impl Report {
             "pool", "lost", "detected", "restored", "impact", "min cap", "errors"
         );
         for p in &self.pools {
-            let impact = match (p.impact_start_s, p.impact_end_s) {
-                (Some(a), Some(b)) => format!("{}-{}", &self.clock(a)[..5], &self.clock(b)[..5]),
-                _ => "-".into(),
-            };
-            let _ = writeln!(
-                out,
-                "  {:<8} {:>9} {:>9} {:>9} {:>15} {:>8.0}% {:>9}",
-                p.name,
-                at(p.capacity_lost_s),
-                at(p.detected_s),
-                at(p.restored_s),
-                impact,
-                p.min_capacity_ratio * 100.0,
-                p.errors
-            );
+            let impacts: Vec<String> = p
+                .impacts
+                .iter()
+                .map(|x| format!("{}-{}", &self.clock(x.start_s)[..5], &self.clock(x.end_s)[..5]))
+                .collect();
+            // One row per capacity loss (each is judged), the pool's figures on the first.
+            let rows = p.episodes.len().max(1);
+            for row in 0..rows {
+                let e = p.episodes.get(row);
+                let impact = match (row, impacts.first()) {
+                    (0, Some(first)) if impacts.len() > 1 => format!("{first} +{}", impacts.len() - 1),
+                    (0, Some(first)) => first.clone(),
+                    _ => "-".into(),
+                };
+                let (name, min_cap, errors) = if row == 0 {
+                    (p.name.clone(), format!("{:.0}%", p.min_capacity_ratio * 100.0), p.errors.to_string())
+                } else {
+                    (String::new(), String::new(), String::new())
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<8} {:>9} {:>9} {:>9} {:>15} {:>9} {:>9}",
+                    name,
+                    at(e.map(|e| e.lost_s)),
+                    at(e.and_then(|e| e.detected_s)),
+                    at(e.and_then(|e| e.restored_s)),
+                    impact,
+                    min_cap,
+                    errors
+                );
+                if let Some(e) = e.filter(|e| e.paged_early()) {
+                    let _ = writeln!(out, "  {:<8} {}", "", e.detect_words());
+                }
+            }
+            if impacts.len() > 1 {
+                let _ = writeln!(out, "  {:<8} impacts: {}", "", impacts.join(", "));
+            }
         }
         let _ = writeln!(out, "\nSLOs:");
         let width = self.slos.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);

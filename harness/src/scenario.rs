@@ -386,12 +386,14 @@ fn default_window() -> Duration {
     Duration::from_secs(60)
 }
 
-/// What the on-call or the tooling does when an alert fires: a built-in runbook action or the
-/// team's own recovery program. Exactly one of `restore`, `clear_all`, `run`.
+/// What the on-call or the tooling does when an alert fires (or a pool condition holds): a
+/// built-in runbook action or the team's own recovery program. Exactly one of `on` and `when`,
+/// and exactly one of `restore`, `clear_all`, `run`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recovery {
-    /// The alert that triggers it.
+    /// The alert that triggers it (or give `when`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub on: String,
     /// Time from the alert firing to the action (diagnosis, approvals). Default `0s`.
     #[serde(default)]
@@ -413,6 +415,92 @@ pub struct Recovery {
     /// Default `1m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// A pool condition that triggers it instead of an alert: the pool's available hosts below
+    /// a share of the expected ones for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<PoolTrigger>,
+    /// What must still be true when the step acts, `after` the trigger: `trigger` (default: the
+    /// alert still firing, or the `when` condition still holding), `below_expected` (the pool
+    /// still has fewer available hosts than expected) or `always`. Otherwise it is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_if: Option<StillTrue>,
+    /// Attempts that fail before one succeeds (failed manual attempts). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = MAX_FAILED_ATTEMPTS))]
+    pub fails: u32,
+    /// Time between a failed attempt and the next. Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_every: Option<Duration>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Most failed attempts a runbook step may have.
+pub const MAX_FAILED_ATTEMPTS: u32 = 100;
+/// Default time between a failed runbook attempt and the next.
+pub const DEFAULT_RETRY_EVERY: Duration = Duration::from_secs(300);
+
+/// A pool condition that triggers a runbook: `available_hosts / expected_hosts` below `below`
+/// for `for`, evaluated at every scrape like an alert rule (but never a page).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolTrigger {
+    pub pool: String,
+    /// Share of expected hosts, 0 to 1. Default 1 (any host missing).
+    #[serde(default = "one_f64")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub below: f64,
+    /// How long the condition must hold. Default `0s`.
+    #[serde(default, rename = "for")]
+    pub hold: Duration,
+    /// Not while a deployment is in progress on the pool (its planned drain). Default true.
+    #[serde(default = "yes")]
+    pub unless_deploying: bool,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+
+/// The condition a runbook step checks when it acts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StillTrue {
+    /// Its alert still firing (or its `when` condition still holding).
+    #[default]
+    Trigger,
+    /// Its pool still below expected hosts.
+    BelowExpected,
+    /// Nothing: it acts whatever happened meanwhile.
+    Always,
+}
+
+impl PoolTrigger {
+    /// The condition as an alert rule, so that it is evaluated exactly as alerts are.
+    pub fn as_rule(&self, index: usize) -> AlertRule {
+        AlertRule {
+            name: format!("recovery[{index}].when"),
+            pool: self.pool.clone(),
+            signal: Signal::AvailableRatio,
+            window: default_window(),
+            above: None,
+            below: Some(self.below),
+            hold: self.hold,
+            keep_firing_for: Duration::ZERO,
+            unless_deploying: self.unless_deploying,
+            min_requests: 1,
+        }
+    }
+
+    /// In words: `web below 100% of expected hosts for 5m`.
+    pub fn describe(&self) -> String {
+        format!("{} below {}% of expected hosts for {}", self.pool, (self.below * 100.0).round(), self.hold)
+    }
 }
 
 /// "Halt the game day if the error ratio of pool P exceeds X for Y": a pool's signal past a
@@ -485,6 +573,18 @@ impl Recovery {
     pub fn run_timeout(&self) -> Duration {
         self.timeout.unwrap_or(DEFAULT_RUN_TIMEOUT)
     }
+
+    /// What triggers it, in words: the alert's name, or the pool condition.
+    pub fn trigger(&self) -> String {
+        match &self.when {
+            Some(w) => w.describe(),
+            None => self.on.clone(),
+        }
+    }
+
+    pub fn retry_every(&self) -> Duration {
+        self.retry_every.unwrap_or(DEFAULT_RETRY_EVERY)
+    }
 }
 
 /// When customers are impaired: error ratio or p90 latency over `window` above these.
@@ -501,11 +601,18 @@ pub struct Impact {
     /// At least `scrape_interval`. Default `5m`: long enough that a handful of unlucky requests
     /// is not an impact.
     pub window: Duration,
+    /// How long impairment must last to be an impact (gaps shorter than `window` bridged):
+    /// shorter runs are noise. Default `2m`.
+    #[serde(rename = "for")]
+    pub sustained: Duration,
 }
+
+/// Default `impact.for`.
+pub const DEFAULT_IMPACT_FOR: Duration = Duration::from_secs(120);
 
 impl Default for Impact {
     fn default() -> Self {
-        Impact { error_ratio: 0.01, latency_p90: None, window: Duration::from_secs(300) }
+        Impact { error_ratio: 0.01, latency_p90: None, window: Duration::from_secs(300), sustained: DEFAULT_IMPACT_FOR }
     }
 }
 
@@ -576,7 +683,15 @@ pub struct Budget {
     /// Share of the budget, 0 or more (1.0 = all of it).
     #[schemars(range(min = 0.0))]
     pub max: f64,
+    /// The period the budget is for, like `30d` (at most 366d): the replayed window spends a
+    /// share of it, the period's requests estimated from the replay's mean rate. Default: the
+    /// replayed window itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Duration>,
 }
+
+/// Longest error budget period.
+pub const MAX_BUDGET_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 
 /// `text` with control characters escaped (`\0`, `\u{1b}`), so that no error can move the
 /// terminal's cursor or hide what follows.

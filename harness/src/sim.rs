@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod recovery;
+mod runbook;
 pub mod stats;
 pub mod traffic;
 
@@ -77,7 +78,8 @@ enum Ev {
     /// A deploy run; `true` for the tooling's retry after an abort.
     Deploy(usize, bool),
     Timeline(usize),
-    Recovery(usize),
+    /// A runbook step and its attempt (0 first).
+    Recovery(usize, u32),
     Poll,
     Done(usize),
     Arrival(usize),
@@ -140,6 +142,8 @@ struct Sim<'s> {
     server: Option<recovery::ControlServer>,
     /// The recovery rules each alert triggers, by alert index.
     runbooks: Vec<Vec<usize>>,
+    /// The runbooks' pool-condition triggers.
+    triggers: runbook::Triggers,
     meter: Meter,
     /// `--export-series` and `--rules`: every scrape's series (None otherwise: no cost).
     series: Option<Box<Recorder>>,
@@ -384,6 +388,7 @@ impl<'s> Sim<'s> {
             filter_failures: 0,
             server: None,
             runbooks,
+            triggers: runbook::Triggers::new(scenario),
             meter: Meter::new(budget),
             series: None,
             rules: None,
@@ -451,7 +456,11 @@ impl<'s> Sim<'s> {
                 Ev::Scrape => self.scrape(t),
                 Ev::Deploy(i, retry) => self.deploy(i, retry, t),
                 Ev::Timeline(i) => self.timeline(i, t),
-                Ev::Recovery(i) => self.recover(i, t),
+                Ev::Recovery(i, attempt) => {
+                    if self.runbook_acts(i, attempt, t) {
+                        self.recover(i, t);
+                    }
+                }
             }
             let done = t.saturating_sub(self.start_ns) as f64 / total;
             if done - reported >= 0.01 {
@@ -752,6 +761,7 @@ impl<'s> Sim<'s> {
             let bucket = std::mem::take(&mut p.bucket);
             stats::push(&mut p.samples, Sample { t_s, available, expected, deploying, bucket, ..Sample::default() });
         }
+        self.evaluate_triggers(t);
         if self.series.is_some() {
             self.scrape_series(t);
             if self.rules.is_some() {
@@ -785,7 +795,7 @@ impl<'s> Sim<'s> {
             self.event(t, "alert", text);
             for r in self.runbooks[i].clone() {
                 let after = self.scenario.recovery[r].after.as_millis();
-                self.schedule(t.saturating_add(ns(after)), Ev::Recovery(r));
+                self.schedule(t.saturating_add(ns(after)), Ev::Recovery(r, 0));
             }
         } else {
             let text = match (&self.alerts[i].origin, &self.alerts[i].pool_label) {
@@ -951,12 +961,13 @@ impl<'s> Sim<'s> {
         }
         let (text, refusal) = match &rule.restore {
             Some(pool) => (
-                format!("runbook for {}: restore pool {pool}", rule.on),
+                format!("runbook for {}: restore pool {pool}", rule.trigger()),
                 self.command(t, "POST", &format!("/.ebb/v1/pools/{pool}/restore"), None),
             ),
-            None => {
-                (format!("runbook for {}: kill switch", rule.on), self.command(t, "DELETE", "/.ebb/v1/faults", None))
-            }
+            None => (
+                format!("runbook for {}: kill switch", rule.trigger()),
+                self.command(t, "DELETE", "/.ebb/v1/faults", None),
+            ),
         };
         self.event(t, "recovery", text);
         if let Some(why) = refusal {
@@ -980,9 +991,10 @@ impl<'s> Sim<'s> {
             }
         }
         let Some(server) = self.server.take() else { return };
-        let (pool, summary) = match self.alerts.iter().find(|a| a.rule.name == rule.on) {
-            Some(a) => (a.rule.pool.clone(), format!("{} on {}", signal_name(a), a.rule.pool)),
-            None => (String::new(), rule.on.clone()),
+        let (pool, summary) = match (self.alerts.iter().find(|a| a.rule.name == rule.on), &rule.when) {
+            (_, Some(when)) => (when.pool.clone(), rule.trigger()),
+            (Some(a), None) => (a.rule.pool.clone(), format!("{} on {}", signal_name(a), a.rule.pool)),
+            (None, None) => (String::new(), rule.on.clone()),
         };
         // The rule was scheduled `after` the alert fired.
         let fired_s = t.saturating_sub(ns(rule.after.as_millis())) / 1_000_000_000;

@@ -3,7 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::report::{human, AlertResult, PoolResult, SloResult};
+use ebb_engine::Duration;
+
+use crate::report::{AlertResult, Episode, PoolResult, SloResult};
+use crate::scenario::time::clock_label;
 use crate::scenario::{Scenario, Slo};
 use crate::sim::stats::{window, Sample};
 
@@ -31,20 +34,17 @@ fn check(
     let result =
         |pass: bool, target: String, measured: String| SloResult { name: name.clone(), pass, target, measured };
     let scrape_s = scenario.scrape_interval.as_millis() as f64 / 1000.0;
-    // Both time SLOs measure from the unplanned capacity loss to a later moment of the pool.
+    // Both time SLOs measure each capacity loss of the pool, from its beginning to a later moment;
+    // the worst decides.
     let timed = [
-        (&slo.time_to_detect, (|p: &PoolResult| p.detected_s) as fn(&PoolResult) -> Option<f64>),
-        (&slo.time_to_restore, |p: &PoolResult| p.restored_s),
+        (&slo.time_to_detect, (|e: &Episode| (e.time_to_detect(), e.detect_words())) as Measure),
+        (&slo.time_to_restore, |e: &Episode| (e.time_to_restore(), e.restore_words())),
     ];
-    for (objective, moment) in timed {
+    for (objective, measure) in timed {
         if let Some(p) = objective {
             let pool = &pools[pool_index(&p.pool)];
-            let target = format!("<= {}", p.max);
-            return match (pool.capacity_lost_s, moment(pool)) {
-                (None, _) => result(true, target, "no capacity loss".into()),
-                (Some(_), None) => result(false, target, "never".into()),
-                (Some(lost), Some(t)) => result(t - lost <= p.max.as_millis() as f64 / 1000.0, target, human(t - lost)),
-            };
+            let (pass, measured) = per_episode(scenario, &pool.episodes, p.max.as_millis() as f64 / 1000.0, measure);
+            return result(pass, format!("<= {}", p.max), measured);
         }
     }
     if let Some(n) = &slo.no_page {
@@ -71,11 +71,61 @@ fn check(
     }
     if let Some(b) = &slo.error_budget {
         let pool = &pools[pool_index(&b.pool)];
-        let allowed = pool.requests as f64 * (1.0 - b.objective);
-        let consumed = if allowed > 0.0 { pool.errors as f64 / allowed } else { 0.0 };
-        return result(consumed <= b.max, format!("<= {}", percent(b.max)), format!("{} of budget", percent(consumed)));
+        let spent = budget_spent(pool.requests, pool.errors, b.objective, duration_s(scenario), b.period);
+        let (target, measured) = match b.period {
+            Some(period) => (
+                format!("<= {} of the {period} budget", percent(b.max)),
+                format!("{} of the {period} budget", percent(spent)),
+            ),
+            None => (format!("<= {}", percent(b.max)), format!("{} of budget", percent(spent))),
+        };
+        return result(spent <= b.max, target, measured);
     }
     result(false, "?".into(), "unknown objective".into())
+}
+
+type Measure = fn(&Episode) -> (Option<f64>, String);
+
+/// Every episode against `max` seconds: passes when each was measured within it. One episode is
+/// measured in words (`5m15s`, `never`); several are listed with the clock time each began.
+fn per_episode(scenario: &Scenario, episodes: &[Episode], max_s: f64, measure: Measure) -> (bool, String) {
+    if episodes.is_empty() {
+        return (true, "no capacity loss".into());
+    }
+    let measured: Vec<(bool, String)> =
+        episodes.iter().map(measure).map(|(t, words)| (t.is_some_and(|t| t <= max_s), words)).collect();
+    let pass = measured.iter().all(|(ok, _)| *ok);
+    if let [(_, words)] = measured.as_slice() {
+        return (pass, words.clone());
+    }
+    let listed: Vec<String> = episodes
+        .iter()
+        .zip(&measured)
+        .map(|(e, (ok, words))| {
+            format!("{} {words}{}", &clock_label(scenario.start, e.lost_s)[..5], if *ok { "" } else { " (missed)" })
+        })
+        .collect();
+    (pass, format!("{} losses: {}", episodes.len(), listed.join("; ")))
+}
+
+fn duration_s(scenario: &Scenario) -> f64 {
+    scenario.duration.as_millis() as f64 / 1000.0
+}
+
+/// Share of the error budget the replayed window spent: its errors over what the budget allows,
+/// `requests x (1 - objective)`, for the window itself or, with a `period`, for the period's
+/// requests at the window's mean rate.
+pub fn budget_spent(requests: u64, errors: u64, objective: f64, window_s: f64, period: Option<Duration>) -> f64 {
+    let scale = match period {
+        Some(p) if window_s > 0.0 => p.as_millis() as f64 / 1000.0 / window_s,
+        _ => 1.0,
+    };
+    let allowed = requests as f64 * scale * (1.0 - objective);
+    if allowed > 0.0 {
+        errors as f64 / allowed
+    } else {
+        0.0
+    }
 }
 
 /// `0.4%`, `12.5%`.

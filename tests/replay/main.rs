@@ -16,6 +16,7 @@ use ebb_harness::Plugin;
 mod util;
 
 mod hardening;
+mod judging;
 mod properties;
 mod recovery;
 mod reports;
@@ -103,8 +104,10 @@ fn the_capacity_alert_catches_the_leftover_drain_within_minutes() {
     let r = replay("bitbucket-2021-02-05-capacity-alert");
     for name in ["web", "api"] {
         let p = pool(&r, name);
+        // From 00:12, when the aborted deploy drained the batch it left out: the alert needs 5m
+        // with no deploy in progress, which starts at 00:14.
         let ttd = p.detected_s.unwrap() - p.capacity_lost_s.unwrap();
-        assert!(ttd <= 6.0 * 60.0, "{name}: {ttd}");
+        assert!(ttd <= 8.0 * 60.0, "{name}: {ttd}");
         assert!(p.impact_start_s.is_none(), "{name}: restored before traffic rose");
     }
 }

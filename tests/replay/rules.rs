@@ -188,7 +188,9 @@ fn exported_series_load_into_promtool_and_a_query_gives_the_reports_figures() {
     assert_eq!(value(&mut server, "sum(envoy_http_downstream_rq_xx{envoy_response_code_class=\"5\"})", end_ms), errors);
     assert_eq!(value(&mut server, "sum(envoy_http_downstream_rq_time_count)", end_ms), requests);
     // The filter's gauges: web below its expected hosts from the moment the report says.
-    let lost = pool(&report, "web").capacity_lost_s.unwrap();
+    // The first scrape below expected with no deploy in progress (the loss itself began earlier,
+    // when the aborted deploy drained the batch it left out).
+    let lost = pool(&report, "web").episodes[0].unplanned_s;
     let t = |s: f64| 1_612_483_200_000 + (s * 1000.0) as i64;
     let expr = "ebb_pool_available_hosts{ebb_pool=\"web\"} < ebb_pool_expected_hosts unless on(ebb_pool) ebb_pool_deploy_in_progress == 1";
     assert_eq!(value(&mut server, &format!("count({expr})"), t(lost)), 1.0);

@@ -38,8 +38,8 @@ pub struct PoolTimeline {
     pub end_s: f64,
     pub time_axis: TimeAxis,
     pub values: Values,
-    /// The span in which customers were impaired, shaded red.
-    pub impact: Option<Span>,
+    /// Spans in which customers were impaired, shaded red.
+    pub impacts: Vec<Span>,
     /// Spans in which an alert fired, shaded amber.
     pub alerts: Vec<Span>,
     /// Vertical markers, in the order they are labelled.
@@ -308,7 +308,7 @@ pub fn pool_chart(timeline: &PoolTimeline) -> String {
             text(&span.title)
         );
     };
-    if let Some(span) = &timeline.impact {
+    for span in &timeline.impacts {
         plot_span(&mut out, span, IMPACT, 0.10);
     }
     for span in &timeline.alerts {
@@ -606,7 +606,7 @@ mod tests {
             end_s: 600.0,
             time_axis: TimeAxis::Elapsed,
             values: Values::Hosts(steps),
-            impact: None,
+            impacts: Vec::new(),
             alerts: vec![Span { from_s: 120.0, to_s: 300.0, title: "capacity <low> firing".into() }],
             markers: vec![Marker {
                 t_s: 60.0,

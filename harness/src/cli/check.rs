@@ -83,7 +83,7 @@ pub(crate) fn programs(s: &Scenario) -> Vec<String> {
         .take(SHOWN)
         .map(|(path, r)| {
             let argv: Vec<String> = r.run.iter().flatten().map(|a| shown(a)).collect();
-            format!("{path}: {} (on {:?}, {} after it fires)", argv.join(" "), r.on, r.after)
+            format!("{path}: {} (on {:?}, {} after it fires)", argv.join(" "), r.trigger(), r.after)
         })
         .collect();
     if programs.len() > SHOWN {

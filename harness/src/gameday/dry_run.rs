@@ -62,7 +62,7 @@ pub fn dry_run(scenario: &Scenario, options: &Options) -> String {
                 let _ = writeln!(
                     out,
                     "  when {} fires, +{} scenario (+{} real) later: {what}  # recovery[{i}]",
-                    r.on,
+                    r.trigger(),
                     r.after,
                     Duration::from_millis(real_ms(r.after.as_millis(), scale))
                 );

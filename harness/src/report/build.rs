@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::report::{self, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
+use crate::report::{self, episodes, impact, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
+use crate::scenario::time::clock_label;
 use crate::scenario::Scenario;
-use crate::sim::stats::{self, Bucket, Sample};
+use crate::sim::stats::{Bucket, Sample};
 use crate::slo;
 
 /// What a run saw, pool by pool in the scenario's order.
@@ -40,70 +41,53 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
     for (i, pool) in scenario.pools.iter().enumerate() {
         let name = pool.name.clone();
         let s = samples.get(i).copied().unwrap_or_default();
-        let lost = s.iter().position(|x| x.available < x.expected && !x.deploying);
-        let restored = lost.and_then(|l| s[l..].iter().find(|x| x.available >= x.expected)).map(|x| x.t_s);
-        let lost_s = lost.map(|l| s[l].t_s);
-        // Detected: the first alert on the pool to fire since the drop that ended in the loss
-        // began (errors often page while the drain is still "in progress"); an alert before the
-        // loss counts as detection at the loss.
-        let drop_start = lost.map(|l| {
-            let mut k = l;
-            while k > 0 && s[k - 1].available < s[k - 1].expected {
-                k -= 1;
-            }
-            s[k].t_s
-        });
-        let detected = drop_start.zip(lost_s).and_then(|(from, l)| {
-            alerts_of[i]
-                .iter()
-                .flat_map(|&k| alerts[k].fired_s.iter().copied())
-                .filter(|&f| f >= from)
-                .fold(None, |m: Option<f64>, f| Some(m.map_or(f, |m: f64| m.min(f))))
-                .map(|f| f.max(l))
-        });
-        let scrape_s = scenario.scrape_interval.as_millis() as f64 / 1000.0;
-        let n = ((scenario.impact.window.as_millis() as f64 / 1000.0) / scrape_s).round().max(1.0) as usize;
-        let impaired = |k: usize| {
-            let b = stats::window(s, k, n);
-            b.error_ratio().is_some_and(|r| r > scenario.impact.error_ratio)
-                || scenario.impact.latency_p90.is_some_and(|l| b.quantile(0.9).is_some_and(|q| q > l))
-        };
-        let impact_start = (0..s.len()).find(|&k| impaired(k)).map(|k| s[k].t_s);
-        let impact_end = (0..s.len()).rev().find(|&k| impaired(k)).map(|k| s[k].t_s);
+        let mut fired: Vec<f64> = alerts_of[i].iter().flat_map(|&k| alerts[k].fired_s.iter().copied()).collect();
+        fired.sort_by(f64::total_cmp);
+        let episodes = episodes::episodes(scenario, &name, s, &fired);
+        let impacts = impact::spans(scenario, s);
         let min_ratio = s.iter().map(Sample::available_ratio).fold(1.0, f64::min);
-        if let Some(t) = lost_s {
-            extra.push(Event {
-                t_s: t,
-                kind: "capacity_lost".into(),
-                text: format!("{name} below expected hosts, no deploy in progress"),
-            });
+        let clock = |t: f64| clock_label(scenario.start, t);
+        for (n, e) in episodes.iter().enumerate() {
+            let nth = if n == 0 { String::new() } else { format!(" (loss {})", n + 1) };
+            let text = match &e.left_by {
+                Some(by) => format!(
+                    "{name} below expected hosts{nth}: the batch the aborted {by} drained at {} was left out (no deploy in progress from {})",
+                    clock(e.lost_s),
+                    clock(e.unplanned_s)
+                ),
+                None => format!("{name} below expected hosts{nth}, no deploy in progress"),
+            };
+            extra.push(Event { t_s: e.lost_s, kind: "capacity_lost".into(), text });
+            if let Some(t) = e.restored_s {
+                extra.push(Event {
+                    t_s: t,
+                    kind: "capacity_restored".into(),
+                    text: format!("{name} back to expected hosts{nth}"),
+                });
+            }
         }
-        if let Some(t) = restored {
+        for span in &impacts {
             extra.push(Event {
-                t_s: t,
-                kind: "capacity_restored".into(),
-                text: format!("{name} back to expected hosts"),
-            });
-        }
-        if let (Some(a), Some(b)) = (impact_start, impact_end) {
-            extra.push(Event {
-                t_s: a.max(0.0),
+                t_s: span.start_s,
                 kind: "impact_start".into(),
                 text: format!("{name} customers impaired"),
             });
-            extra.push(Event { t_s: b, kind: "impact_end".into(), text: format!("{name} impairment ends") });
+            extra.push(Event { t_s: span.end_s, kind: "impact_end".into(), text: format!("{name} impairment ends") });
         }
         let (requests, errors) = totals.get(i).copied().unwrap_or_default();
+        let first = episodes.first();
         pools.push(PoolResult {
             name,
-            capacity_lost_s: lost_s,
-            detected_s: detected,
-            restored_s: restored,
-            impact_start_s: impact_start.map(|a| a.max(0.0)),
-            impact_end_s: impact_end,
+            capacity_lost_s: first.map(|e| e.lost_s),
+            detected_s: first.and_then(|e| e.detected_s),
+            restored_s: first.and_then(|e| e.restored_s),
+            impact_start_s: impacts.first().map(|x| x.start_s),
+            impact_end_s: impacts.first().map(|x| x.end_s),
             min_capacity_ratio: min_ratio,
             requests,
             errors,
+            episodes,
+            impacts,
         });
     }
     events.extend(extra);
@@ -139,8 +123,16 @@ fn minute_series(pool: &str, samples: &[Sample]) -> PoolSeries {
         series.requests.push(b.requests);
         series.errors.push(b.errors);
         series.available_ratio.push(ratio);
-        series.p90_s.push(b.quantile(0.9).unwrap_or(0.0));
+        series.p90_s.push(b.quantile_interpolated(0.9).unwrap_or(0.0));
     };
+    for s in samples {
+        let ratio = s.available_ratio();
+        if series.capacity_steps.last().is_none_or(|&(_, last)| last != ratio) {
+            // The first step starts at the replay's start: the scrapes before it saw none.
+            let t = if series.capacity_steps.is_empty() { 0.0 } else { s.t_s };
+            series.capacity_steps.push((t, ratio));
+        }
+    }
     for s in samples {
         let minute = ((s.t_s - 1e-9) / 60.0).floor().max(0.0) * 60.0;
         match current.as_mut() {

@@ -51,20 +51,48 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
             p90_s: if has_p90 { Some(series.p90_s[i]) } else { None },
         })
         .collect();
-    // Each minute's capacity is the lowest ratio seen in it.
-    let capacity = series
-        .available_ratio
-        .iter()
-        .enumerate()
-        .take(n)
-        .map(|(i, &ratio)| RatioStep { from_s: series.t_s[i], to_s: (series.t_s[i] + INTERVAL_S).min(end), ratio })
-        .collect();
+    // Capacity steps at the scrapes that saw them (a report without them: each minute's lowest).
+    let capacity = if series.capacity_steps.is_empty() {
+        series
+            .available_ratio
+            .iter()
+            .enumerate()
+            .take(n)
+            .map(|(i, &ratio)| RatioStep { from_s: series.t_s[i], to_s: (series.t_s[i] + INTERVAL_S).min(end), ratio })
+            .collect()
+    } else {
+        let steps = &series.capacity_steps;
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, &(from_s, ratio))| RatioStep {
+                from_s,
+                to_s: steps.get(i + 1).map_or(end, |&(next, _)| next).min(end),
+                ratio,
+            })
+            .collect()
+    };
 
-    let impact = report.pools.iter().find(|r| r.name == pool).and_then(|result| {
-        let (a, b) = (result.impact_start_s?, result.impact_end_s?);
-        let title = format!("customers impaired {}–{} UTC", clock(start_s, a, 60.0), clock(start_s, b, 60.0));
-        Some(Span { from_s: a, to_s: b, title })
-    });
+    let impacts = report
+        .pools
+        .iter()
+        .find(|r| r.name == pool)
+        .map(|result| {
+            result
+                .impacts
+                .iter()
+                .map(|x| Span {
+                    from_s: x.start_s,
+                    to_s: x.end_s,
+                    title: format!(
+                        "customers impaired {}–{} UTC",
+                        clock(start_s, x.start_s, 60.0),
+                        clock(start_s, x.end_s, 60.0)
+                    ),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let alerts = report
         .alerts
         .iter()
@@ -98,7 +126,7 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
         end_s: end,
         time_axis: TimeAxis::Clock { start_s },
         values: Values::Traffic(Traffic { interval_s: INTERVAL_S, points, capacity }),
-        impact,
+        impacts,
         alerts,
         markers,
     })

@@ -221,11 +221,6 @@ fn timelines(out: &mut String, report: &Report) {
 
 fn pools(out: &mut String, report: &Report) {
     let at = |t: Option<f64>| t.map_or("—".to_string(), |t| report.clock(t));
-    let within = |from: Option<f64>, to: Option<f64>| match (from, to) {
-        (Some(a), Some(b)) => human(b - a),
-        (Some(_), None) => "never".to_string(),
-        _ => "—".to_string(),
-    };
     let _ = writeln!(out, r#"<section id="pools">"#);
     let _ = writeln!(out, "<h2>Pools</h2>");
     let _ = writeln!(
@@ -236,30 +231,54 @@ fn pools(out: &mut String, report: &Report) {
     );
     let sample = u64::from(report.requests.sample);
     for p in &report.pools {
-        let impact = match (p.impact_start_s, p.impact_end_s) {
-            (Some(a), Some(b)) => format!("{} – {}", report.clock(a), report.clock(b)),
-            _ => "—".to_string(),
+        let impact = if p.impacts.is_empty() {
+            "—".to_string()
+        } else {
+            let spans: Vec<String> =
+                p.impacts.iter().map(|x| format!("{} – {}", report.clock(x.start_s), report.clock(x.end_s))).collect();
+            spans.join("<br>")
         };
         let error_ratio = if p.requests > 0 { percent(p.errors as f64 / p.requests as f64) } else { "—".into() };
-        let _ = writeln!(
-            out,
-            r#"<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{:.0}%</td><td class="num">{}</td><td class="num">{} ({error_ratio})</td></tr>"#,
-            text(&p.name),
-            at(p.capacity_lost_s),
-            at(p.detected_s),
-            within(p.capacity_lost_s, p.detected_s),
-            at(p.restored_s),
-            within(p.capacity_lost_s, p.restored_s),
-            impact,
-            p.min_capacity_ratio * 100.0,
-            thousands(p.requests.saturating_mul(sample)),
-            thousands(p.errors.saturating_mul(sample)),
-        );
+        // One row per capacity loss (each is judged); the pool's own figures span them.
+        let rows = p.episodes.len().max(1);
+        for row in 0..rows {
+            let e = p.episodes.get(row);
+            let pool_cells = if row == 0 {
+                format!(r#"<td rowspan="{rows}"><code>{}</code></td>"#, text(&p.name))
+            } else {
+                String::new()
+            };
+            let tail = if row == 0 {
+                format!(
+                    r#"<td rowspan="{rows}">{impact}</td><td class="num" rowspan="{rows}">{:.0}%</td><td class="num" rowspan="{rows}">{}</td><td class="num" rowspan="{rows}">{} ({error_ratio})</td>"#,
+                    p.min_capacity_ratio * 100.0,
+                    thousands(p.requests.saturating_mul(sample)),
+                    thousands(p.errors.saturating_mul(sample)),
+                )
+            } else {
+                String::new()
+            };
+            let lost = match e {
+                Some(e) => match &e.left_by {
+                    Some(by) => format!("{} <small>(left drained by {})</small>", report.clock(e.lost_s), text(by)),
+                    None => report.clock(e.lost_s),
+                },
+                None => "—".into(),
+            };
+            let _ = writeln!(
+                out,
+                r#"<tr class="episode">{pool_cells}<td>{lost}</td><td>{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td>{tail}</tr>"#,
+                at(e.and_then(|e| e.detected_s)),
+                e.map_or("—".into(), |e| text(&e.detect_words())),
+                at(e.and_then(|e| e.restored_s)),
+                e.map_or("—".into(), |e| text(&e.restore_words())),
+            );
+        }
     }
     let _ = writeln!(out, "</tbody>\n</table>");
     let _ = writeln!(
         out,
-        r#"<p class="description">Capacity lost: the first scrape with fewer hosts than expected and no deployment in progress. Detected: the first alert on the pool since that drop began. Restored: the first scrape back at the expected hosts. Requests and errors count real requests.</p>"#
+        r#"<p class="description">One row per capacity loss, each judged by the time SLOs. Capacity lost: the first scrape with fewer hosts than expected and no deployment in progress, or, for hosts an aborted deploy left drained, when it drained them. Detected: the first alert on the pool since that drop began. Restored: the first scrape back at the expected hosts. Customers impaired: each sustained impact. Requests and errors count real requests.</p>"#
     );
     let _ = writeln!(out, "</section>");
 }

@@ -37,6 +37,23 @@ pub fn junit(report: &Report, time_s: f64) -> String {
     property("requests_sample", &report.requests.sample.to_string());
     property("requests_represented", &report.requests.represented.to_string());
     property("filter_failures", &report.requests.filter_failures.to_string());
+    // Every capacity loss, each judged by the time SLOs.
+    for pool in &report.pools {
+        for (n, e) in pool.episodes.iter().enumerate() {
+            let at = |t: Option<f64>| t.map_or_else(|| "never".to_string(), |t| report.clock(t));
+            property(
+                &format!("capacity_loss.{}.{}", pool.name, n + 1),
+                &format!(
+                    "lost {}, detected {} (time to detect {}), restored {} (time to restore {})",
+                    report.clock(e.lost_s),
+                    at(e.detected_s),
+                    e.detect_words(),
+                    at(e.restored_s),
+                    e.restore_words()
+                ),
+            );
+        }
+    }
     let _ = writeln!(out, "    </properties>");
     for slo in &report.slos {
         let _ = write!(out, r#"    <testcase classname="{}" name="{}""#, attr(&report.scenario), attr(&slo.name));

@@ -10,7 +10,7 @@ use super::error::{listing, nearest, thousands, Problems};
 use super::limits::{
     MAX_CAPACITY_PER_HOST, MAX_DURATION, MAX_HOSTS, MAX_PROXIES, MAX_RATE, MAX_SAMPLE, MAX_SLOTS, MAX_WORKERS,
 };
-use super::{At, Pool, Scenario, Signal, VERSION};
+use super::{At, Pool, Scenario, Signal, MAX_BUDGET_PERIOD, MAX_FAILED_ATTEMPTS, VERSION};
 
 /// Shortest and longest real time a recovery program may be given.
 const RUN_TIMEOUT_MIN: Duration = Duration::from_secs(1);
@@ -386,9 +386,31 @@ impl Scenario {
     fn check_recovery(&self, p: &mut Problems, pools: &Names<'_>, alerts: &Names<'_>) {
         for (i, r) in self.recovery.iter().enumerate() {
             let at = |field: &str| format!("recovery[{i}].{field}");
-            // With rule files, the alerts are theirs: checked against them when the replay loads them.
-            if self.rules.is_empty() {
-                alerts.require(p, at("on"), &r.on);
+            match (r.on.is_empty(), &r.when) {
+                (true, None) | (false, Some(_)) => p.add(format!("recovery[{i}]"), || {
+                    "give exactly one trigger: on (an alert's name) or when (a pool condition)".into()
+                }),
+                // With rule files, the alerts are theirs: checked against them when the replay loads them.
+                (false, None) if self.rules.is_empty() => {
+                    alerts.require(p, at("on"), &r.on);
+                }
+                _ => {}
+            }
+            if let Some(w) = &r.when {
+                pools.require(p, at("when.pool"), &w.pool);
+                if !(0.0..=1.0).contains(&w.below) {
+                    p.add(at("when.below"), || "a share of expected hosts, from 0 to 1 (1 = any host missing)".into());
+                }
+                Self::check_duration(p, at("when.for"), at_most(w.hold, MAX_DURATION));
+            }
+            if r.fails > MAX_FAILED_ATTEMPTS {
+                p.add(at("fails"), || format!("at most {MAX_FAILED_ATTEMPTS} failed attempts"));
+            }
+            if let Some(every) = r.retry_every {
+                if r.fails == 0 {
+                    p.add(at("retry_every"), || "only a step that fails (fails) is retried".into());
+                }
+                Self::check_duration(p, at("retry_every"), within(every, Duration::from_millis(1), MAX_DURATION));
             }
             Self::check_duration(p, at("after"), at_most(r.after, MAX_DURATION));
             if usize::from(r.restore.is_some()) + usize::from(r.clear_all) + usize::from(r.run.is_some()) != 1 {
@@ -424,6 +446,7 @@ impl Scenario {
             }
         }
         Self::check_window(p, "impact.window".into(), impact.window);
+        Self::check_duration(p, "impact.for".into(), at_most(impact.sustained, MAX_DURATION));
     }
 
     /// A window of scrapes for SLOs and impact: one shorter than `scrape_interval` covers one
@@ -489,6 +512,13 @@ impl Scenario {
                 }
                 if !(b.max.is_finite() && b.max >= 0.0) {
                     p.add(at("error_budget.max"), || "a share of the budget, 0 or more (1.0 = all of it)".into());
+                }
+                if let Some(period) = b.period {
+                    Self::check_duration(
+                        p,
+                        at("error_budget.period"),
+                        within(period, Duration::from_secs(1), MAX_BUDGET_PERIOD),
+                    );
                 }
             }
         }
