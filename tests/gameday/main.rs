@@ -189,9 +189,10 @@ fn without_the_recovery_receiver_the_capacity_slo_fails() {
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
 }
 
-/// Ctrl-C (and SIGTERM) while the deploy has a batch drained: the kill switch, confirmed, exit 3.
+/// Ctrl-C (and SIGTERM) while the deploy has a batch drained: this run's faults cleared by id,
+/// confirmed, exit 3.
 #[test]
-fn sigint_or_sigterm_in_the_middle_of_a_drain_sends_the_kill_switch_and_exits_3() {
+fn sigint_or_sigterm_in_the_middle_of_a_drain_clears_its_faults_and_exits_3() {
     let (proxy, _upstreams) = staging();
     for (signal, why) in [("INT", "interrupted (SIGINT, Ctrl-C)"), ("TERM", "terminated (SIGTERM)")] {
         let mut run = Gameday::start(&[&scenario(GAMEDAY), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
@@ -216,9 +217,9 @@ fn sigint_or_sigterm_in_the_middle_of_a_drain_sends_the_kill_switch_and_exits_3(
 }
 
 /// A command the live filter refuses (its caps are stricter than the scenario's): the game day
-/// stops on its own error, sends the kill switch, and exits 4.
+/// stops on its own error, clears its own faults by id, and exits 4.
 #[test]
-fn a_command_the_filter_refuses_stops_the_game_day_with_the_kill_switch() {
+fn a_command_the_filter_refuses_stops_the_game_day_and_clears_its_faults() {
     let (proxy, _upstreams) = staging();
     let dir = TempDir::new("refused");
     let file = dir.file(
@@ -235,9 +236,9 @@ fn a_command_the_filter_refuses_stops_the_game_day_with_the_kill_switch() {
     let out = gameday(&[&path(&file), &target(&proxy), "--time-scale=60"], &[("EBB_KEY", KEY)]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("added api-drain"), "{stderr}");
-    assert!(stderr.contains("target edge refused POST /.ebb/v1/faults (HTTP 422)"), "{stderr}");
     let run = run_id(&stderr);
+    assert!(stderr.contains(&format!("added {run}-api-drain")), "{stderr}");
+    assert!(stderr.contains("target edge refused POST /.ebb/v1/faults (HTTP 422)"), "{stderr}");
     assert!(stderr.contains(&format!("edge: cleared this game day's faults still there: {run}-api-drain")), "{stderr}");
     assert!(faults(&proxy).is_empty(), "nothing left: {:?}", faults(&proxy));
 }

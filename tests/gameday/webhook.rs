@@ -82,7 +82,7 @@ fn the_webhook_checks_each_notification_and_runs_its_command_once_at_a_time_per_
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("version: expected \\\"4\\\""), "{body}");
     let (status, body) =
-        post(&hook, Some(TOKEN), &firing.replace(r#""ebb_pool":"web","severity""#, r#""ebb_pool":1,"severity""#));
+        post(&hook, Some(TOKEN), &firing.replacen(r#""ebb_pool":"web","severity""#, r#""ebb_pool":1,"severity""#, 1));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("alerts[0].labels.ebb_pool: expected a string"), "{body}");
     assert!(lines(&log).is_empty(), "nothing ran");

@@ -67,7 +67,8 @@ impl Receiver {
         if options.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(WebhookError::EmptyToken);
         }
-        if !options.listen.ip().is_loopback() && !(options.allow_remote && options.token.is_some()) {
+        let remote_allowed = options.allow_remote && options.token.is_some();
+        if !(options.listen.ip().is_loopback() || remote_allowed) {
             return Err(WebhookError::Remote(options.listen));
         }
         let listener =
