@@ -16,6 +16,7 @@ use ebb_harness::Plugin;
 mod util;
 
 mod hardening;
+mod model;
 mod properties;
 mod recovery;
 mod reports;

@@ -72,11 +72,15 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
         let impact_end = (0..s.len()).rev().find(|&k| impaired(k)).map(|k| s[k].t_s);
         let min_ratio = s.iter().map(Sample::available_ratio).fold(1.0, f64::min);
         if let Some(t) = lost_s {
-            extra.push(Event {
-                t_s: t,
-                kind: "capacity_lost".into(),
-                text: format!("{name} below expected hosts, no deploy in progress"),
-            });
+            // A registration fault is told apart from a drain: the hosts exist, the balancer
+            // never got them.
+            let text = match lost.map(|l| s[l].unregistered) {
+                Some(n) if n > 0 => {
+                    format!("{name} below expected hosts: {n} launched hosts not registered with the load balancer")
+                }
+                _ => format!("{name} below expected hosts, no deploy in progress"),
+            };
+            extra.push(Event { t_s: t, kind: "capacity_lost".into(), text });
         }
         if let Some(t) = restored {
             extra.push(Event {
@@ -133,31 +137,38 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
 /// Aggregates scrapes into minutes for the report's charts.
 fn minute_series(pool: &str, samples: &[Sample]) -> PoolSeries {
     let mut series = PoolSeries { pool: pool.to_string(), ..PoolSeries::default() };
-    let mut current: Option<(f64, Bucket, f64)> = None;
-    let flush = |series: &mut PoolSeries, (minute, b, ratio): (f64, Bucket, f64)| {
+    let mut current: Option<(f64, Bucket, f64, f64)> = None;
+    let flush = |series: &mut PoolSeries, (minute, b, ratio, unregistered): (f64, Bucket, f64, f64)| {
         series.t_s.push(minute);
         series.requests.push(b.requests);
         series.errors.push(b.errors);
         series.available_ratio.push(ratio);
         series.p90_s.push(b.quantile(0.9).unwrap_or(0.0));
+        series.unregistered_ratio.push(unregistered);
     };
+    let unregistered = |s: &Sample| if s.expected == 0 { 0.0 } else { s.unregistered as f64 / s.expected as f64 };
     for s in samples {
         let minute = ((s.t_s - 1e-9) / 60.0).floor().max(0.0) * 60.0;
         match current.as_mut() {
-            Some((m, b, ratio)) if *m == minute => {
+            Some((m, b, ratio, u)) if *m == minute => {
                 b.merge(&s.bucket);
                 *ratio = ratio.min(s.available_ratio());
+                *u = u.max(unregistered(s));
             }
             _ => {
                 if let Some(done) = current.take() {
                     flush(&mut series, done);
                 }
-                current = Some((minute, s.bucket.clone(), s.available_ratio()));
+                current = Some((minute, s.bucket.clone(), s.available_ratio(), unregistered(s)));
             }
         }
     }
     if let Some(done) = current {
         flush(&mut series, done);
+    }
+    // Only a pool with a registration fault has the series: other reports stay as they were.
+    if series.unregistered_ratio.iter().all(|&u| u == 0.0) {
+        series.unregistered_ratio.clear();
     }
     series
 }

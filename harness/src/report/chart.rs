@@ -17,6 +17,7 @@ fn marker_kind(kind: &str) -> Option<MarkerKind> {
         "deploy" => Some(MarkerKind::Deploy),
         "command" => Some(MarkerKind::Command),
         "recovery" => Some(MarkerKind::Recovery),
+        "scale" | "registered" => Some(MarkerKind::Scale),
         _ => None,
     }
 }
@@ -60,6 +61,14 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
         .map(|(i, &ratio)| RatioStep { from_s: series.t_s[i], to_s: (series.t_s[i] + INTERVAL_S).min(end), ratio })
         .collect();
 
+    let unregistered = series
+        .unregistered_ratio
+        .iter()
+        .enumerate()
+        .take(n)
+        .map(|(i, &ratio)| RatioStep { from_s: series.t_s[i], to_s: (series.t_s[i] + INTERVAL_S).min(end), ratio })
+        .collect();
+
     let impact = report.pools.iter().find(|r| r.name == pool).and_then(|result| {
         let (a, b) = (result.impact_start_s?, result.impact_end_s?);
         let title = format!("customers impaired {}–{} UTC", clock(start_s, a, 60.0), clock(start_s, b, 60.0));
@@ -97,7 +106,7 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
         pool: pool.to_string(),
         end_s: end,
         time_axis: TimeAxis::Clock { start_s },
-        values: Values::Traffic(Traffic { interval_s: INTERVAL_S, points, capacity }),
+        values: Values::Traffic(Traffic { interval_s: INTERVAL_S, points, capacity, unregistered }),
         impact,
         alerts,
         markers,
