@@ -622,15 +622,18 @@ impl<'s> Sim<'s> {
                 f.serving = true;
             }
             self.schedule(t.saturating_add(ns(service)), Ev::Done(flight));
-        } else if p.backlog.is_some() {
+        } else if p.backlog.is_some() || (p.modelled && p.slots == 0) {
+            // No host serving (all unregistered or crashed) is a full backlog: refused at once,
+            // as Envoy answers "no healthy upstream", rather than waiting for a host that may
+            // never come.
             self.queue_at_host(pool, flight, t);
         } else {
             p.waiting.push_back((flight, t));
         }
     }
 
-    /// Every slot of `pool` is busy and its hosts have a bounded backlog (sim/queue.rs): the
-    /// request waits there, or is refused at once when the backlog is full.
+    /// Every slot of `pool` is busy and its hosts have a bounded backlog, or none serves
+    /// (sim/queue.rs): the request waits there, or is refused at once when the backlog is full.
     fn queue_at_host(&mut self, pool: usize, flight: usize, t: u64) {
         // Requests that waited past the timeout have given up: they hold no place.
         while let Some(&(next, since)) = self.pools[pool].waiting.front() {
