@@ -61,9 +61,8 @@ impl Overload {
         }
         let until = t.saturating_add(self.warmup_ns);
         // Bounded by the pool's hosts: a step launches at most 100,000.
-        for _ in 0..hosts.min(crate::scenario::limits::MAX_HOSTS.into()) {
-            self.warming.push_back(until);
-        }
+        let n = hosts.min(crate::scenario::limits::MAX_HOSTS.into());
+        self.warming.extend(std::iter::repeat_n(until, usize::try_from(n).unwrap_or(0)));
     }
 
     /// The scrape at `t`: `load` requests in service or waiting on `serving` hosts, of which
