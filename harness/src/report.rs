@@ -122,7 +122,8 @@ pub struct PoolResult {
 pub struct Event {
     pub t_s: f64,
     /// `deploy`, `command`, `alert`, `resolved`, `recovery`, `capacity_lost`, `capacity_restored`,
-    /// `impact_start`, `impact_end`, `refused`, `filter_failure`.
+    /// `impact_start`, `impact_end`, `refused`, `filter_failure`; with the pool model, `scale`,
+    /// `registration`, `registered`, `crash`, `restart`.
     pub kind: String,
     pub text: String,
 }
@@ -142,6 +143,10 @@ pub struct PoolSeries {
     /// a chart draws each step when it was seen rather than at the start of its minute.
     #[serde(default)]
     pub capacity_steps: Vec<(f64, f64)>,
+    /// Share of expected hosts launched but not registered with the load balancer (highest in
+    /// the minute); present only when a registration fault left some out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unregistered_ratio: Vec<f64>,
 }
 
 impl Report {
@@ -193,8 +198,9 @@ impl Report {
         let _ = writeln!(out, "\ntimeline (UTC):");
         for e in &self.events {
             let code = match e.kind.as_str() {
-                "alert" | "impact_start" | "capacity_lost" | "refused" | "filter_failure" => "31",
-                "recovery" | "resolved" | "capacity_restored" | "impact_end" => "32",
+                "alert" | "impact_start" | "capacity_lost" | "refused" | "filter_failure" | "crash"
+                | "registration" => "31",
+                "recovery" | "resolved" | "capacity_restored" | "impact_end" | "restart" | "registered" => "32",
                 _ => "0",
             };
             let _ = writeln!(out, "  {}  {:<17} {}", self.clock(e.t_s), paint(code, &e.kind), e.text);

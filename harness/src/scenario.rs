@@ -195,6 +195,83 @@ pub struct Pool {
     #[serde(default = "default_panic_threshold")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub panic_threshold: f64,
+    /// Scale-out and scale-in: from each step's moment on, the pool is expected to have that
+    /// many hosts (an autoscaler's desired size). Scale-in removes the oldest hosts first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaling: Vec<ScaleStep>,
+    /// Load-dependent failure: a host crashes when its concurrency stays above a bound, restarts
+    /// after a delay and serves slower while it warms up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overload: Option<Overload>,
+    /// Requests (connections) one host holds waiting beyond `capacity_per_host` (its listen
+    /// backlog or worker queue), 0 to 1,000,000. Beyond it the host refuses at once. Default:
+    /// no bound (a request waits up to `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_CAPACITY_PER_HOST))]
+    pub backlog_per_host: Option<u32>,
+}
+
+/// One step of a pool's size: from `at` on, `hosts` hosts are expected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleStep {
+    pub at: At,
+    /// Hosts expected from `at` on, 0 to 100,000.
+    #[schemars(range(min = 0, max = MAX_HOSTS))]
+    pub hosts: u32,
+    /// `false`: the hosts this step launches are never added to the load balancer (a
+    /// registration fault): expected, but never available, until the pool is restored.
+    /// Default `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub registered: bool,
+    /// How long a launched host takes to join the load balancer (boot, health checks).
+    /// Default `0s`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub register_after: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_zero(d: &Duration) -> bool {
+    *d == Duration::ZERO
+}
+
+/// When a host fails under load, and how it comes back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    /// Requests (connections) per serving host, in service and waiting, above which a host is
+    /// overloaded; 1 to 1,000,000.
+    #[schemars(range(min = 1, max = MAX_CAPACITY_PER_HOST))]
+    pub concurrency: u32,
+    /// How long the pool must stay overloaded (at every scrape) before a host crashes; each
+    /// further `for` overloaded crashes one more. Default `1m`.
+    #[serde(default = "default_window", rename = "for")]
+    pub hold: Duration,
+    /// How long a crashed host takes to come back. Default `5m`.
+    #[serde(default = "default_restart")]
+    pub restart: Duration,
+    /// How long a restarted or newly launched host serves slower. Default `0s`.
+    #[serde(default)]
+    pub warmup: Duration,
+    /// How many times slower a warming host serves, 1 to 100. Default 2.
+    #[serde(default = "default_warmup_factor")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub warmup_factor: f64,
+}
+
+fn default_restart() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_warmup_factor() -> f64 {
+    2.0
 }
 
 fn default_panic_threshold() -> f64 {
@@ -425,7 +502,7 @@ pub struct Recovery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_if: Option<StillTrue>,
     /// Attempts that fail before one succeeds (failed manual attempts). Default 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     #[schemars(range(max = MAX_FAILED_ATTEMPTS))]
     pub fails: u32,
     /// Time between a failed attempt and the next. Default `5m`.
@@ -433,7 +510,7 @@ pub struct Recovery {
     pub retry_every: Option<Duration>,
 }
 
-fn is_zero(n: &u32) -> bool {
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -462,9 +539,6 @@ pub struct PoolTrigger {
 
 fn one_f64() -> f64 {
     1.0
-}
-fn yes() -> bool {
-    true
 }
 
 /// The condition a runbook step checks when it acts.
@@ -812,8 +886,10 @@ impl Scenario {
                 Protocol::Tcp => ebb_engine::config::PoolMatch::default(),
             },
             hosts: p.hosts,
-            // Each proxy admits its share of a host's concurrency.
-            capacity_per_host: p.capacity_per_host.div_ceil(proxies),
+            // Each proxy admits its share of a host's concurrency. A host with a backlog accepts
+            // that many more and queues them (sim/queue.rs), so a capacity drain's admission
+            // counts the backlog too: the remaining hosts answer late before the filter sheds.
+            capacity_per_host: p.capacity_per_host.saturating_add(p.backlog_per_host.unwrap_or(0)).div_ceil(proxies),
         }
     }
 

@@ -4,8 +4,11 @@
 // that only ever add saturating: a moment past the end is simply never reached.
 
 pub mod budget;
+pub mod overload;
+pub mod queue;
 pub mod recovery;
 mod runbook;
+pub mod scaling;
 pub mod stats;
 pub mod traffic;
 
@@ -113,6 +116,14 @@ struct PoolSim {
     samples: Vec<Sample>,
     requests: u64,
     errors: u64,
+    /// The pool's hosts beside the filter's faults: scaling, registration (sim/scaling.rs).
+    hosts: scaling::Hosts,
+    /// Load-dependent crashes and warm-up (sim/overload.rs).
+    overload: Option<overload::Overload>,
+    /// Requests one serving host holds waiting (sim/queue.rs); None: no bound.
+    backlog: Option<u64>,
+    /// True when scaling or overload is modelled; otherwise the filter's gauges are the hosts.
+    modelled: bool,
 }
 
 struct Sim<'s> {
@@ -349,6 +360,10 @@ impl<'s> Sim<'s> {
                     samples: Vec::new(),
                     requests: 0,
                     errors: 0,
+                    hosts: scaling::Hosts::new(scenario, p, start_ns),
+                    overload: p.overload.as_ref().map(overload::Overload::new),
+                    backlog: p.backlog_per_host.map(u64::from),
+                    modelled: !p.scaling.is_empty() || p.overload.is_some(),
                 }
             })
             .collect();
@@ -606,11 +621,40 @@ impl<'s> Sim<'s> {
         }
         if p.busy < p.slots {
             p.busy += 1;
-            let service = traffic::service_ms(p.mean_ms, p.exponential, &mut self.rng);
+            let mut service = traffic::service_ms(p.mean_ms, p.exponential, &mut self.rng);
+            if let Some(o) = &p.overload {
+                // A warming host serves slower (sim/overload.rs).
+                let factor = o.service_factor(p.slots / p.capacity_per_host.max(1), &mut self.rng);
+                service = (service as f64 * factor).round() as u64;
+            }
             if let Some(f) = self.flights[flight].as_mut() {
                 f.serving = true;
             }
             self.schedule(t.saturating_add(ns(service)), Ev::Done(flight));
+        } else if p.backlog.is_some() || (p.modelled && p.slots == 0) {
+            // No host serving (all unregistered or crashed) is a full backlog: refused at once,
+            // as Envoy answers "no healthy upstream", rather than waiting for a host that may
+            // never come.
+            self.queue_at_host(pool, flight, t);
+        } else {
+            p.waiting.push_back((flight, t));
+        }
+    }
+
+    /// Every slot of `pool` is busy and its hosts have a bounded backlog, or none serves
+    /// (sim/queue.rs): the request waits there, or is refused at once when the backlog is full.
+    fn queue_at_host(&mut self, pool: usize, flight: usize, t: u64) {
+        // Requests that waited past the timeout have given up: they hold no place.
+        while let Some(&(next, since)) = self.pools[pool].waiting.front() {
+            if t.saturating_sub(since) <= self.pools[pool].timeout_ns {
+                break;
+            }
+            self.pools[pool].waiting.pop_front();
+            self.respond_error(next, t);
+        }
+        let p = &mut self.pools[pool];
+        if queue::full(p.backlog, p.waiting.len(), p.slots / p.capacity_per_host.max(1)) {
+            self.respond_error(flight, t);
         } else {
             p.waiting.push_back((flight, t));
         }
@@ -753,13 +797,17 @@ impl<'s> Sim<'s> {
                 expected = expected.max(self.gauge(proxy, &name, PoolMetric::ExpectedHosts));
                 deploying |= self.gauge(proxy, &name, PoolMetric::DeployInProgress) > 0;
             }
+            let hosts = self.pool_hosts(pool, t, available, expected);
+            let (available, expected, unregistered) = (hosts.available, hosts.expected, hosts.unregistered);
             let p = &mut self.pools[pool];
             // The hosts still in the pool are the ones that serve.
             p.slots = available.saturating_mul(p.capacity_per_host);
-            let ratio = if expected == 0 { 1.0 } else { available as f64 / expected as f64 };
+            // Envoy's panic threshold is a share of the hosts the load balancer knows.
+            let ratio = if hosts.members == 0 { 1.0 } else { available as f64 / hosts.members as f64 };
             p.panic_share = if ratio < p.panic_threshold { 1.0 - ratio } else { 0.0 };
             let bucket = std::mem::take(&mut p.bucket);
-            stats::push(&mut p.samples, Sample { t_s, available, expected, deploying, bucket, ..Sample::default() });
+            let sample = Sample { t_s, available, expected, deploying, bucket, unregistered, ..Sample::default() };
+            stats::push(&mut p.samples, sample);
         }
         self.evaluate_triggers(t);
         if self.series.is_some() {
@@ -884,7 +932,71 @@ impl<'s> Sim<'s> {
                 }
             }
         }
+        if refusal.is_none() {
+            self.restored(t, method, path);
+        }
         refusal
+    }
+
+    /// A restore the filter accepted (`POST /.ebb/v1/pools/<pool>/restore`, from the timeline, a
+    /// runbook or a recovery program) also adds the pool's launched but unregistered hosts to
+    /// the load balancer, as an operator restoring a pool does (sim/scaling.rs).
+    fn restored(&mut self, t: u64, method: &str, path: &str) {
+        let path = path.split('?').next().unwrap_or_default();
+        let Some(name) = path.strip_prefix("/.ebb/v1/pools/").and_then(|rest| rest.strip_suffix("/restore")) else {
+            return;
+        };
+        let Some(pool) = self.scenario.pools.iter().position(|p| p.name == name) else { return };
+        if method != "POST" || !self.pools[pool].modelled {
+            return;
+        }
+        let p = &mut self.pools[pool];
+        let joined = p.hosts.register_all(t);
+        if joined > 0 {
+            if let Some(o) = p.overload.as_mut() {
+                o.started(t, joined);
+            }
+            self.event(t, "registered", format!("{name}: {joined} launched hosts added to the load balancer"));
+        }
+    }
+
+    /// The pool's hosts at a scrape, from the filter's gauges: as they are when the pool models
+    /// neither scaling nor overload, else with its steps, registration and crashes applied
+    /// (sim/scaling.rs, sim/overload.rs), and what changed put in the timeline.
+    fn pool_hosts(&mut self, pool: usize, t: u64, available: u64, expected: u64) -> scaling::View {
+        let p = &mut self.pools[pool];
+        if !p.modelled {
+            return scaling::View { available, expected, members: expected, unregistered: 0 };
+        }
+        let name = &self.scenario.pools[pool].name;
+        let mut texts: Vec<(u64, &str, String)> = Vec::new();
+        for step in p.hosts.scale(t, name) {
+            if let (Some(o), Some(joins)) = (p.overload.as_mut(), step.joins_ns) {
+                o.started(joins, step.launched);
+            }
+            texts.push((step.at, "scale", step.text));
+        }
+        if let Some(o) = p.overload.as_mut() {
+            let load = p.busy.saturating_add(p.waiting.len() as u64);
+            let serving = p.slots / p.capacity_per_host.max(1);
+            let change = o.scrape(t, load, serving, p.hosts.registered(t));
+            if change.restarted > 0 {
+                let text = format!("{name}: {} crashed host(s) back, warming up", change.restarted);
+                texts.push((t, "restart", text));
+            }
+            if change.crashed {
+                texts.push((t, "crash", format!("{name}: {}", o.describe_crash(load, serving))));
+            }
+        }
+        let crashed = p.overload.as_ref().map_or(0, overload::Overload::crashed);
+        let (view, change) = p.hosts.view(t, available, expected, crashed);
+        if let Some(text) = change {
+            texts.push((t, "registration", format!("{name}: {text}")));
+        }
+        for (at, kind, text) in texts {
+            self.event(at, kind, text);
+        }
+        view
     }
 
     fn add_fault(&mut self, t: u64, fault: &FaultRequest) -> Option<String> {
@@ -1075,6 +1187,9 @@ impl<'s> Sim<'s> {
         let Some(response) = first else {
             return RawResponse { status: 503, headers: Vec::new(), body: b"no proxy in the replay\n".to_vec() };
         };
+        if refusal.is_none() {
+            self.restored(t, &request.method, &request.path);
+        }
         if log {
             // The query is left out: clients add a random nonce there (replay protection).
             let path = request.path.split('?').next().unwrap_or_default();

@@ -17,6 +17,7 @@ mod util;
 
 mod hardening;
 mod judging;
+mod model;
 mod properties;
 mod recovery;
 mod reports;

@@ -21,6 +21,8 @@ const STRIP_H: f64 = 40.0;
 pub const TRAFFIC: &str = "#2563eb";
 pub const ERRORS: &str = "#dc2626";
 pub const CAPACITY: &str = "#059669";
+/// Hosts launched but never registered with the load balancer: another loss than a drain.
+pub const UNREGISTERED: &str = "#ea580c";
 pub const EXPECTED: &str = "#52525b";
 pub const LATENCY: &str = "#7c3aed";
 pub const ALERT: &str = "#f59e0b";
@@ -72,6 +74,10 @@ pub struct Traffic {
     pub points: Vec<TrafficPoint>,
     /// The capacity step line (available / expected hosts, 0 to 1).
     pub capacity: Vec<RatioStep>,
+    /// Share of expected hosts never registered with the load balancer (0 to 1): drawn as a
+    /// hatched band hanging from the top of the capacity axis, apart from the capacity line, so
+    /// that a registration fault does not read as a drain. Empty when there is none.
+    pub unregistered: Vec<RatioStep>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -115,6 +121,8 @@ pub enum MarkerKind {
     /// A command that was refused or failed.
     Refused,
     Recovery,
+    /// The pool's size changed (scaling) or launched hosts joined the load balancer.
+    Scale,
 }
 
 impl MarkerKind {
@@ -124,6 +132,7 @@ impl MarkerKind {
             MarkerKind::Command => COMMAND,
             MarkerKind::Refused => REFUSED,
             MarkerKind::Recovery => RECOVERY,
+            MarkerKind::Scale => UNREGISTERED,
         }
     }
 }
@@ -471,6 +480,24 @@ fn traffic_series(
             r#"<path d="{}" fill="{ERRORS}" fill-opacity="0.55" stroke="{ERRORS}" stroke-width="1"><title>errors per minute</title></path>"#,
             area(&errors, y)
         );
+    }
+    // Unregistered hosts: a hatched band from the top of the capacity axis down by their share.
+    if traffic.unregistered.iter().any(|s| s.ratio > 0.0) {
+        let _ = writeln!(
+            out,
+            r#"<defs><pattern id="unregistered" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="{UNREGISTERED}" stroke-width="2"/></pattern></defs>"#
+        );
+        for s in traffic.unregistered.iter().filter(|s| s.ratio > 0.0) {
+            let (x0, x1) = (x.at(s.from_s), x.at(s.to_s));
+            let (top, low) = (ratio.at(1.0), ratio.at(1.0 - s.ratio.min(1.0)));
+            let _ = writeln!(
+                out,
+                r#"<rect class="unregistered" x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="url(#unregistered)" fill-opacity="0.5" stroke="none"><title>{:.0}% of expected hosts not registered with the load balancer</title></rect>"#,
+                (x1 - x0).max(0.0),
+                (low - top).max(0.0),
+                s.ratio * 100.0
+            );
+        }
     }
     // Capacity: a step line.
     let d = steps(traffic.capacity.iter().map(|s| (x.at(s.from_s), x.at(s.to_s), ratio.at(s.ratio))));

@@ -158,7 +158,7 @@ pub fn timeline(state: &State, pool: &str, now_s: f64) -> PoolTimeline {
         end_s: state.duration_s.max(now),
         time_axis: TimeAxis::Elapsed,
         values: Values::Hosts(steps),
-        impact: None,
+        impacts: Vec::new(),
         alerts,
         markers,
     }

@@ -49,11 +49,17 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
         let clock = |t: f64| clock_label(scenario.start, t);
         for (n, e) in episodes.iter().enumerate() {
             let nth = if n == 0 { String::new() } else { format!(" (loss {})", n + 1) };
+            // A registration fault is told apart from a drain: the hosts exist, the balancer
+            // never got them.
+            let unregistered = s.iter().find(|x| x.t_s >= e.lost_s).map_or(0, |x| x.unregistered);
             let text = match &e.left_by {
                 Some(by) => format!(
                     "{name} below expected hosts{nth}: the batch the aborted {by} drained at {} was left out (no deploy in progress from {})",
                     clock(e.lost_s),
                     clock(e.unplanned_s)
+                ),
+                None if unregistered > 0 => format!(
+                    "{name} below expected hosts{nth}: {unregistered} launched hosts not registered with the load balancer"
                 ),
                 None => format!("{name} below expected hosts{nth}, no deploy in progress"),
             };
@@ -117,14 +123,16 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
 /// Aggregates scrapes into minutes for the report's charts.
 fn minute_series(pool: &str, samples: &[Sample]) -> PoolSeries {
     let mut series = PoolSeries { pool: pool.to_string(), ..PoolSeries::default() };
-    let mut current: Option<(f64, Bucket, f64)> = None;
-    let flush = |series: &mut PoolSeries, (minute, b, ratio): (f64, Bucket, f64)| {
+    let mut current: Option<(f64, Bucket, f64, f64)> = None;
+    let flush = |series: &mut PoolSeries, (minute, b, ratio, unregistered): (f64, Bucket, f64, f64)| {
         series.t_s.push(minute);
         series.requests.push(b.requests);
         series.errors.push(b.errors);
         series.available_ratio.push(ratio);
         series.p90_s.push(b.quantile_interpolated(0.9).unwrap_or(0.0));
+        series.unregistered_ratio.push(unregistered);
     };
+    let unregistered = |s: &Sample| if s.expected == 0 { 0.0 } else { s.unregistered as f64 / s.expected as f64 };
     for s in samples {
         let ratio = s.available_ratio();
         if series.capacity_steps.last().is_none_or(|&(_, last)| last != ratio) {
@@ -136,20 +144,25 @@ fn minute_series(pool: &str, samples: &[Sample]) -> PoolSeries {
     for s in samples {
         let minute = ((s.t_s - 1e-9) / 60.0).floor().max(0.0) * 60.0;
         match current.as_mut() {
-            Some((m, b, ratio)) if *m == minute => {
+            Some((m, b, ratio, u)) if *m == minute => {
                 b.merge(&s.bucket);
                 *ratio = ratio.min(s.available_ratio());
+                *u = u.max(unregistered(s));
             }
             _ => {
                 if let Some(done) = current.take() {
                     flush(&mut series, done);
                 }
-                current = Some((minute, s.bucket.clone(), s.available_ratio()));
+                current = Some((minute, s.bucket.clone(), s.available_ratio(), unregistered(s)));
             }
         }
     }
     if let Some(done) = current {
         flush(&mut series, done);
+    }
+    // Only a pool with a registration fault has the series: other reports stay as they were.
+    if series.unregistered_ratio.iter().all(|&u| u == 0.0) {
+        series.unregistered_ratio.clear();
     }
     series
 }

@@ -17,6 +17,7 @@ fn marker_kind(kind: &str) -> Option<MarkerKind> {
         "deploy" => Some(MarkerKind::Deploy),
         "command" => Some(MarkerKind::Command),
         "recovery" => Some(MarkerKind::Recovery),
+        "scale" | "registered" => Some(MarkerKind::Scale),
         _ => None,
     }
 }
@@ -73,6 +74,14 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
             .collect()
     };
 
+    let unregistered = series
+        .unregistered_ratio
+        .iter()
+        .enumerate()
+        .take(n)
+        .map(|(i, &ratio)| RatioStep { from_s: series.t_s[i], to_s: (series.t_s[i] + INTERVAL_S).min(end), ratio })
+        .collect();
+
     let impacts = report
         .pools
         .iter()
@@ -125,7 +134,7 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
         pool: pool.to_string(),
         end_s: end,
         time_axis: TimeAxis::Clock { start_s },
-        values: Values::Traffic(Traffic { interval_s: INTERVAL_S, points, capacity }),
+        values: Values::Traffic(Traffic { interval_s: INTERVAL_S, points, capacity, unregistered }),
         impacts,
         alerts,
         markers,

@@ -203,6 +203,14 @@ fn timelines(out: &mut String, report: &Report) {
         swatch("dash", chart::COMMAND, 1.0, "command"),
         swatch("line", chart::RECOVERY, 1.0, "recovery"),
     );
+    if report.series.iter().any(|s| !s.unregistered_ratio.is_empty()) {
+        let _ = writeln!(
+            out,
+            r#"<div class="legend">{}{}</div>"#,
+            swatch("", chart::UNREGISTERED, 0.5, "hosts launched but not registered with the load balancer (hatched)"),
+            swatch("dash", chart::UNREGISTERED, 1.0, "scaling"),
+        );
+    }
     if report.requests.sample > 1 {
         let _ = writeln!(
             out,

@@ -2,6 +2,8 @@
 // moments inside the replay, and every command against the filter's own rules and caps.
 // Linear in the file: names are looked up in maps, and only the problems shown are spelled out.
 
+mod model;
+
 use std::collections::HashMap;
 
 use ebb_engine::{Duration, FaultRequest, FaultSet, Protocol};
@@ -220,6 +222,7 @@ impl Scenario {
             if !(0.0..=1.0).contains(&pool.panic_threshold) {
                 p.add(at("panic_threshold"), || "must be between 0 and 1".into());
             }
+            self.check_pool_model(p, i, pool);
         }
         names
     }

@@ -123,6 +123,9 @@ pub struct Sample {
     pub available: u64,
     pub expected: u64,
     pub deploying: bool,
+    /// Expected hosts launched but not registered with the load balancer (a registration fault,
+    /// sim/scaling.rs): a loss of another kind than a drain.
+    pub unregistered: u64,
     /// What finished since the previous scrape.
     pub bucket: Bucket,
     /// What finished up to this scrape, set by [`push`]: a window is the difference of two.
