@@ -291,6 +291,8 @@ impl<'s> Sim<'s> {
                     workers: scenario.topology.workers as usize,
                     host_profile: host.profile,
                     failure_policy: host.failure_policy,
+                    // Each host proxy (an Envoy's HTTP or TCP side) its own randomness, from the seed.
+                    random_seed: scenario.seed ^ ((proxies.len() as u64 + 1) << 32),
                     ..ProxyOptions::default()
                 };
                 // One clock per proxy: each is advanced lazily, to the moment it is next used.

@@ -21,6 +21,7 @@ mod recovery;
 mod reports;
 mod rules;
 mod traps;
+mod rolls;
 
 fn root() -> PathBuf {
     util::workspace()
