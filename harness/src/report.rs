@@ -113,7 +113,7 @@ pub struct PoolResult {
 pub struct Event {
     pub t_s: f64,
     /// `deploy`, `command`, `alert`, `resolved`, `recovery`, `capacity_lost`, `capacity_restored`,
-    /// `impact_start`, `impact_end`, `refused`, `filter_failure`.
+    /// `impact_start`, `impact_end`, `refused`, `filter_failure`, `expired` (a fault's TTL ran out).
     pub kind: String,
     pub text: String,
 }

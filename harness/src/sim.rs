@@ -734,6 +734,7 @@ impl<'s> Sim<'s> {
         for proxy in 0..self.proxies.len() {
             self.advance(proxy, t);
         }
+        self.expired();
         let t_s = self.t_s(t);
         let scrape_s = self.scenario.scrape_interval.as_millis() as f64 / 1000.0;
         for pool in 0..self.pools.len() {
@@ -771,6 +772,22 @@ impl<'s> Sim<'s> {
         }
         for (i, firing) in fired {
             self.alert_changed(i, firing, t);
+        }
+    }
+
+    /// Faults that ended by their TTL since the last scrape, from the filter's own log line
+    /// (`ebb: fault ID (KIND) expired`) of the first simulated Envoy: every Envoy holds the same
+    /// faults, and a fault nobody cleared should not vanish from the timeline unseen.
+    fn expired(&mut self) {
+        for side in 0..self.sides.min(self.proxies.len()) {
+            for record in self.proxies[side].drain_logs() {
+                let Some(what) = record.message.strip_prefix("ebb: fault ").and_then(|m| m.strip_suffix(" expired"))
+                else {
+                    continue;
+                };
+                let text = format!("fault {what} expired: its ttl ran out");
+                self.event(record.time_ns.clamp(self.start_ns, self.end_ns), "expired", text);
+            }
         }
     }
 

@@ -15,13 +15,15 @@ use ebb_harness::Plugin;
 #[path = "../all/util.rs"]
 mod util;
 
+mod expiry;
+mod formatting;
 mod hardening;
 mod properties;
 mod recovery;
 mod reports;
+mod rolls;
 mod rules;
 mod traps;
-mod rolls;
 
 fn root() -> PathBuf {
     util::workspace()
