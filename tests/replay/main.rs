@@ -23,6 +23,7 @@ mod recovery;
 mod reports;
 mod rolls;
 mod rules;
+mod schema_docs;
 mod traps;
 
 fn root() -> PathBuf {
