@@ -68,15 +68,17 @@ fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = path.file_name().context("not a file name")?.to_string_lossy();
     let temp = path.with_file_name(format!(".{name}.ebb-fmt.{}", std::process::id()));
     let permissions = std::fs::metadata(path).context("cannot read its metadata")?.permissions();
-    let written = (|| {
-        let mut out = std::fs::File::create(&temp)?;
-        out.write_all(bytes)?;
-        out.sync_all()?;
-        std::fs::set_permissions(&temp, permissions)?;
-        std::fs::rename(&temp, path)
-    })();
+    let written = write_then_rename(&temp, path, bytes, permissions);
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     written.with_context(|| format!("cannot write {}", temp.display()))
+}
+
+fn write_then_rename(temp: &Path, path: &Path, bytes: &[u8], permissions: std::fs::Permissions) -> std::io::Result<()> {
+    let mut out = std::fs::File::create(temp)?;
+    out.write_all(bytes)?;
+    out.sync_all()?;
+    std::fs::set_permissions(temp, permissions)?;
+    std::fs::rename(temp, path)
 }
