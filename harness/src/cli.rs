@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod args;
 mod check;
+mod fmt;
 mod gameday;
 mod output;
 mod proxy;
@@ -42,6 +43,9 @@ enum Command {
     Webhook(webhook::Args),
     /// Check scenario files without running them.
     Check(check::Args),
+    /// Write scenario files in ebb's layout (`--check`: list those that are not, for CI).
+    #[command(after_long_help = fmt::EXAMPLES)]
+    Fmt(fmt::Args),
     /// Print the JSON Schema of the scenario format (for editors; see docs/scenario.schema.json).
     #[command(after_long_help = schema::EXAMPLES)]
     Schema(schema::Args),
@@ -64,6 +68,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Gameday(args) => gameday::run(*args),
         Command::Webhook(args) => webhook::run(args),
         Command::Check(args) => check::run(args),
+        Command::Fmt(args) => fmt::run(args),
         Command::Schema(args) => schema::run(args),
     }
 }

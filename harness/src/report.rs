@@ -122,8 +122,8 @@ pub struct PoolResult {
 pub struct Event {
     pub t_s: f64,
     /// `deploy`, `command`, `alert`, `resolved`, `recovery`, `capacity_lost`, `capacity_restored`,
-    /// `impact_start`, `impact_end`, `refused`, `filter_failure`; with the pool model, `scale`,
-    /// `registration`, `registered`, `crash`, `restart`.
+    /// `impact_start`, `impact_end`, `refused`, `filter_failure`, `expired` (a fault's TTL ran
+    /// out); with the pool model, `scale`, `registration`, `registered`, `crash`, `restart`.
     pub kind: String,
     pub text: String,
 }

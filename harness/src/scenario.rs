@@ -4,6 +4,8 @@
 
 mod check;
 pub mod error;
+mod expiry;
+pub mod format;
 pub mod limits;
 mod position;
 mod shape;

@@ -306,6 +306,8 @@ impl<'s> Sim<'s> {
                     workers: scenario.topology.workers as usize,
                     host_profile: host.profile,
                     failure_policy: host.failure_policy,
+                    // Each host proxy (an Envoy's HTTP or TCP side) its own randomness, from the seed.
+                    random_seed: scenario.seed ^ ((proxies.len() as u64 + 1) << 32),
                     ..ProxyOptions::default()
                 };
                 // One clock per proxy: each is advanced lazily, to the moment it is next used.
@@ -785,6 +787,7 @@ impl<'s> Sim<'s> {
         for proxy in 0..self.proxies.len() {
             self.advance(proxy, t);
         }
+        self.expired();
         let t_s = self.t_s(t);
         let scrape_s = self.scenario.scrape_interval.as_millis() as f64 / 1000.0;
         for pool in 0..self.pools.len() {
@@ -827,6 +830,22 @@ impl<'s> Sim<'s> {
         }
         for (i, firing) in fired {
             self.alert_changed(i, firing, t);
+        }
+    }
+
+    /// Faults that ended by their TTL since the last scrape, from the filter's own log line
+    /// (`ebb: fault ID (KIND) expired`) of the first simulated Envoy: every Envoy holds the same
+    /// faults, and a fault nobody cleared should not vanish from the timeline unseen.
+    fn expired(&mut self) {
+        for side in 0..self.sides.min(self.proxies.len()) {
+            for record in self.proxies[side].drain_logs() {
+                let Some(what) = record.message.strip_prefix("ebb: fault ").and_then(|m| m.strip_suffix(" expired"))
+                else {
+                    continue;
+                };
+                let text = format!("fault {what} expired: its ttl ran out");
+                self.event(record.time_ns.clamp(self.start_ns, self.end_ns), "expired", text);
+            }
         }
     }
 

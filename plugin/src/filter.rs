@@ -111,6 +111,19 @@ impl Timer {
 
 /// Whether every request of `config` reads two headers or more: `:path` for the control API or a
 /// pool's path prefix, and `:authority` for a pool's match.
+/// Eight bytes of the host's randomness (WASI `random_get`: the OS's in Envoy, a seeded stream per
+/// VM in ebb's host), read once per configuration; 0, with one log line, if the host refuses.
+fn vm_entropy() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(e) => {
+            log::warn!("ebb: no randomness from the host ({e}); percentages roll from the clock alone");
+            0
+        }
+    }
+}
+
 fn headers_at_once(config: &ebb_engine::Config) -> bool {
     let pools = |f: fn(&ebb_engine::PoolConfig) -> bool| config.pools.iter().any(f);
     let path = config.control.is_some() || pools(|p| p.matcher.path_prefix.is_some());
@@ -245,7 +258,11 @@ impl RootContext for Root {
         let at_once = headers_at_once(&config);
         {
             let mut vm = self.vm.borrow_mut();
-            let seed = now ^ (u64::from(self.context_id) << 32) ^ hash;
+            // Every VM of a proxy, and every proxy of a fleet, configures in the same millisecond
+            // with the same root context id and configuration: without the host's randomness
+            // they would all roll the same numbers, and a 1% abort would hit the n-th request
+            // of every worker at once.
+            let seed = now ^ (u64::from(self.context_id) << 32) ^ hash ^ vm_entropy();
             vm.engine = Some(Engine::new(config, seed));
             vm.metrics = Metrics::define(&names);
             vm.slots = names.iter().map(|n| shared::Counter::new(n)).collect();

@@ -15,13 +15,17 @@ use ebb_harness::Plugin;
 #[path = "../all/util.rs"]
 mod util;
 
+mod expiry;
+mod formatting;
 mod hardening;
 mod judging;
 mod model;
 mod properties;
 mod recovery;
 mod reports;
+mod rolls;
 mod rules;
+mod schema_docs;
 mod traps;
 
 fn root() -> PathBuf {

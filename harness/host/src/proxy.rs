@@ -103,6 +103,10 @@ pub struct ProxyOptions {
     /// the router sends (see `ConnectionManager`). Default none: the filter gets the headers as
     /// given and the upstream what the filter let through.
     pub connection_manager: Option<ConnectionManager>,
+    /// Mixed into the seed of every VM's WASI `random_get` stream (each VM's also depends on its
+    /// index), so that the proxies of one simulation draw different randomness, as separate
+    /// Envoys do. Default 0.
+    pub random_seed: u64,
 }
 
 impl Default for ProxyOptions {
@@ -125,6 +129,7 @@ impl Default for ProxyOptions {
             host_profile: HostProfile::Envoy,
             shm_kv_namespace: true,
             connection_manager: None,
+            random_seed: 0,
         }
     }
 }
@@ -264,6 +269,7 @@ impl Proxy {
             any_calls: Default::default(),
             queue_ready: Default::default(),
             unknown_clusters: Default::default(),
+            random_seed: options.random_seed,
         });
         let mut proxy = Proxy {
             vms: Vec::with_capacity(options.workers + 1),

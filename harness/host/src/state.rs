@@ -58,6 +58,8 @@ pub(crate) struct ProxyShared {
     /// Clusters the filter called that no `clusters`/`upstreams` entry names (refused as Envoy
     /// refuses unknown clusters), first call first, each once.
     pub unknown_clusters: Mutex<Vec<String>>,
+    /// `ProxyOptions::random_seed`: this proxy's part of each VM's `random_get` seed.
+    pub random_seed: u64,
 }
 
 /// Locks a mutex, recovering from poisoning: the host never panics while holding these
@@ -207,7 +209,8 @@ pub(crate) struct HostState {
     pub scratch: Vec<u8>,
     /// Properties set on the root context.
     pub root_properties: PropertyMap,
-    /// WASI `random_get` state: deterministic per VM (seeded from the VM's index).
+    /// WASI `random_get` state: deterministic per VM (seeded from the VM's index and the
+    /// proxy's `random_seed`).
     pub rng: u64,
     /// Unknown imports already warned about (warn once each).
     pub warned: Vec<String>,
@@ -217,6 +220,14 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub(crate) fn new(shared: Arc<ProxyShared>, instance: usize, memory_bytes: usize) -> HostState {
+        // xorshift never leaves 0, so a seed that mixes to 0 takes the base seed.
+        let rng = match 0x853c_49e6_748f_ea9b
+            ^ (instance as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ shared.random_seed.wrapping_mul(0xD1B5_4A32_D192_ED03)
+        {
+            0 => 0x853c_49e6_748f_ea9b,
+            seed => seed,
+        };
         HostState {
             profile: shared.profile,
             shared,
@@ -246,7 +257,7 @@ impl HostState {
             deferred: Vec::new(),
             scratch: Vec::new(),
             root_properties: PropertyMap::default(),
-            rng: 0x853c_49e6_748f_ea9b ^ (instance as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            rng,
             warned: Vec::new(),
             declared: Vec::new(),
         }

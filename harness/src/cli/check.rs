@@ -1,12 +1,13 @@
 // `ebb check`: load and check scenario files without running them (syntax, unknown fields,
-// names that must exist, moments, limits, commands against the filter's caps), print what a
-// replay would cost and which programs it would run, and refuse a replay over budget.
+// names that must exist, moments, limits, commands against the filter's caps), warn of faults
+// that expire unseen, print what a replay would cost and which programs it would run, and refuse
+// a replay over budget.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ebb_harness::scenario::error::{thousands, SHOWN};
-use ebb_harness::scenario::Scenario;
+use ebb_harness::scenario::{Scenario, ScenarioError};
 use ebb_harness::sim::{self, Budget};
 
 #[derive(clap::Args)]
@@ -18,20 +19,34 @@ pub struct Args {
     /// requests, 1,024 VMs, 4 GiB), up to the large one (2 billion requests, 16,384 VMs, 256 GiB).
     #[arg(long)]
     allow_large: bool,
+    /// Fail (exit 2) on warnings too, such as a fault whose TTL ends it before a later command
+    /// clears it.
+    #[arg(long)]
+    deny_warnings: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let budget = Budget::new(args.allow_large);
     let mut bad = 0;
     for file in &args.files {
-        let s = match Scenario::load(file) {
-            Ok(s) => s,
+        let (s, warnings) = match Scenario::load_with_warnings(file) {
+            Ok(loaded) => loaded,
             Err(e) => {
                 bad += 1;
                 eprintln!("{e}");
                 continue;
             }
         };
+        if !warnings.is_empty() {
+            let more = warnings.len().saturating_sub(SHOWN);
+            let problems = warnings.into_iter().take(SHOWN).collect();
+            let shown = ScenarioError { file: file.clone(), problems, more };
+            eprintln!("{shown}");
+            if args.deny_warnings {
+                bad += 1;
+                continue;
+            }
+        }
         let estimate = sim::estimate(&s);
         let over = estimate.over(&budget);
         if !over.is_empty() {
