@@ -14,7 +14,10 @@
 //!   one takes and returns a capacity slot in shared data);
 //! - `baseline_no_fault`, `baseline_drain`: the same two for the .wasm named by the environment
 //!   variable `EBB_BENCH_BASELINE` (an earlier build), when it is set;
-//! - `start/*`: starting a proxy of 2 workers (3 VMs).
+//! - `start/*`: starting a proxy of 2 workers (3 VMs);
+//! - `tick/ebb_idle`: one timer tick delivered to each VM of a 2-worker proxy of `dist/ebb.wasm`
+//!   whose HTTP roots run their 10 ms timer with nothing waiting (what the ten-hour replay does
+//!   ten million times); the time is per VM tick.
 //!
 //! `EBB_BENCH_COUNT=ROW:N` runs N exchanges of that one row, untimed, and nothing else: under
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=host::exchange`, the
@@ -87,6 +90,9 @@ fn empty_filter() -> Vec<u8> {
     m
 }
 
+/// VMs of the proxy in the tick rows: the main thread's and two workers'.
+const TICK_VMS: u64 = 3;
+
 // Not inlined, so that callgrind can count it alone (`--toggle-collect=host::exchange`).
 #[inline(never)]
 fn exchange(proxy: &mut Proxy) {
@@ -94,6 +100,13 @@ fn exchange(proxy: &mut Proxy) {
     http.request_headers(&REQUEST, true);
     http.response_headers(&RESPONSE, true);
     http.finish().expect("finish");
+}
+
+/// One 10 ms step of a simulated clock: one tick per VM (`--toggle-collect=host::ticks`).
+#[inline(never)]
+fn ticks(proxy: &mut Proxy) {
+    let errors = proxy.advance(std::time::Duration::from_millis(10));
+    assert!(errors.is_empty(), "a tick failed: {errors:?}");
 }
 
 /// `EBB_BENCH_COUNT=ROW:N`, when set: the one row to run, N times, untimed.
@@ -119,6 +132,26 @@ fn bench_proxy(c: &mut Criterion, name: &str, plugin: &Plugin, config: &[u8]) {
     let mut group = c.benchmark_group("exchange");
     group.throughput(Throughput::Elements(1));
     group.bench_function(name, |b| b.iter(|| exchange(&mut proxy)));
+    group.finish();
+}
+
+/// Timer ticks with nothing to do, per VM: `TICK_VMS` VMs tick on every 10 ms step.
+fn bench_ticks(c: &mut Criterion, name: &str, plugin: &Plugin, config: &[u8]) {
+    let counting = counted();
+    if counting.as_ref().is_some_and(|(row, _)| row != name) {
+        return;
+    }
+    let options = ProxyOptions { plugin_config: config.to_vec(), workers: 2, ..ProxyOptions::default() };
+    let mut proxy = Proxy::new(plugin, options, Clock::default()).expect("proxy starts");
+    if let Some((_, n)) = counting {
+        for _ in 0..n {
+            ticks(&mut proxy);
+        }
+        return;
+    }
+    let mut group = c.benchmark_group("tick");
+    group.throughput(Throughput::Elements(TICK_VMS));
+    group.bench_function(name, |b| b.iter(|| ticks(&mut proxy)));
     group.finish();
 }
 
@@ -197,6 +230,7 @@ fn benches(c: &mut Criterion) {
         bench_proxy(c, "ebb_no_fault", &plugin, b"{}");
         bench_proxy(c, "ebb_drain", &plugin, DRAIN_CONFIG.as_bytes());
         bench_proxy(c, "ebb_pool", &plugin, POOL_CONFIG.as_bytes());
+        bench_ticks(c, "ebb_idle", &plugin, POOL_CONFIG.as_bytes());
         bench_start(c, "ebb_2_workers", &plugin, b"{}");
     } else {
         eprintln!("dist/ebb.wasm missing (run `make wasm`): skipping ebb_no_fault");
@@ -206,6 +240,7 @@ fn benches(c: &mut Criterion) {
         let plugin = Plugin::load(Path::new(&path)).expect("EBB_BENCH_BASELINE loads");
         bench_proxy(c, "baseline_no_fault", &plugin, b"{}");
         bench_proxy(c, "baseline_drain", &plugin, DRAIN_CONFIG.as_bytes());
+        bench_ticks(c, "baseline_idle", &plugin, POOL_CONFIG.as_bytes());
     }
 }
 

@@ -220,9 +220,16 @@ impl Engine {
         Some(status)
     }
 
+    /// Whether `decide_http` may plan anything but a pass (a fault is installed, or requests may
+    /// carry header faults). When false the filter needs neither the clock nor a decision, and
+    /// so makes no hostcall for them.
+    pub fn may_act_http(&self) -> bool {
+        !self.faults.faults.is_empty() || self.config.header_faults
+    }
+
     /// Decides the fate of an HTTP request of pool `pool` (if any) arriving at `now`.
     pub fn decide_http(&mut self, now: u64, pool: Option<usize>, req: &mut dyn Request) -> Plan {
-        if self.faults.faults.is_empty() && !self.config.header_faults {
+        if !self.may_act_http() {
             return Plan::PASS;
         }
         let status = pool.and_then(|p| self.status(p, now, false));
@@ -382,6 +389,20 @@ mod tests {
         let plan =
             e.decide_http(0, Some(0), &mut StaticRequest::http("/", "bitbucket.org").with_header(ABORT_HEADER, "503"));
         assert_eq!(plan, Plan::PASS, "header faults are off unless configured");
+    }
+
+    #[test]
+    fn only_faults_or_header_faults_let_a_request_be_acted_on() {
+        // The filter skips the clock and the decision when this is false: it must never be false
+        // while some request could get a plan other than a pass.
+        let mut e = engine("");
+        assert!(!e.may_act_http());
+        add(&mut e, r#"{"ttl":"1m","abort":{"status":503,"percent":100}}"#, 0);
+        assert!(e.may_act_http());
+        let plan = e.decide_http(1, None, &mut StaticRequest::http("/", "x"));
+        assert_ne!(plan, Plan::PASS);
+        let with_headers = engine(r#","header_faults":true"#);
+        assert!(with_headers.may_act_http());
     }
 
     #[test]

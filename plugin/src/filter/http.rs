@@ -346,11 +346,13 @@ impl HttpContext for Http {
         if self.vm.borrow().engine.is_none() {
             return Action::Continue;
         }
-        let now = now_ms();
         let mut guard = self.vm.borrow_mut();
         let vm = &mut *guard;
         let Some(engine) = vm.engine.as_mut() else { return Action::Continue };
         let pool = engine.match_pool(Protocol::Http, &mut lazy);
+        // With no fault installed (and no header faults) the plan is a pass: the clock, a
+        // hostcall, is read only when a fault may act.
+        let now = if engine.may_act_http() { now_ms() } else { 0 };
         let plan = engine.decide_http(now, pool, &mut lazy);
         {
             let mut req = self.req.borrow_mut();
