@@ -207,14 +207,17 @@ impl Upstream {
 /// Resolves STRICT_DNS clusters again in the background, each every `dns_refresh_rate`, until
 /// `stop` says so (checked at least every 50 ms). Failures are logged and the hosts kept.
 pub fn refresh_until(upstreams: &[Arc<Upstream>], stop: impl Fn() -> bool) {
-    let start = std::time::Instant::now();
+    // The harness's one wall clock.
+    let clock = ebb_host::Clock::real();
+    let start = clock.now_ns();
+    let elapsed = || Duration::from_nanos(clock.now_ns().saturating_sub(start));
     let mut due: Vec<(Duration, &Arc<Upstream>)> =
         upstreams.iter().filter_map(|u| u.names.as_ref().map(|n| (n.every, u))).collect();
     if due.is_empty() {
         return;
     }
     while !stop() {
-        let now = start.elapsed();
+        let now = elapsed();
         for (at, upstream) in &mut due {
             if *at > now {
                 continue;
@@ -232,7 +235,7 @@ pub fn refresh_until(upstreams: &[Arc<Upstream>], stop: impl Fn() -> bool) {
             }
         }
         let next = due.iter().map(|(at, _)| *at).min().unwrap_or_default();
-        std::thread::sleep(next.saturating_sub(start.elapsed()).min(Duration::from_millis(50)));
+        std::thread::sleep(next.saturating_sub(elapsed()).min(Duration::from_millis(50)));
     }
 }
 

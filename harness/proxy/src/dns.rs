@@ -34,8 +34,9 @@ fn ask(name: &str, server: SocketAddr) -> Result<Vec<Ipv4Addr>, String> {
 
 /// A query id that differs per name and per call (not a security boundary: loopback servers).
 fn id_for(name: &str) -> u16 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    name.bytes().fold(nanos as u16, |h, b| h.rotate_left(5) ^ u16::from(b))
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0x5eed);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    name.bytes().fold(n, |h, b| h.rotate_left(5) ^ u16::from(b))
 }
 
 /// A recursive query for the A records of `name`.
