@@ -284,11 +284,74 @@ fn bad_starts_end_in_one_clear_line_and_exit_2() {
 fn a_singleton_wasm_service_runs_one_vm_on_the_main_thread() {
     let web = Upstream::http("web");
     let probe = util::filter("probe");
-    let proxy = Proxy::start_yaml(&support::with_service(&probe, true), &[("backend", &web)], &[]);
+    let proxy =
+        Proxy::start_yaml(&support::with_configured_service(&probe, true, "tick=20"), &[("backend", &web)], &[]);
     let logs = proxy.wait_for_log("wasm log service service: on_configure");
-    let starts: Vec<&str> = logs.lines().filter(|l| l.contains("wasm log service service: on_vm_start")).collect();
+    let starts = events(&logs, "service service", "on_vm_start");
     assert_eq!(starts.len(), 1, "one VM, not one per worker:\n{logs}");
-    assert!(starts[0].contains("[main]"), "{logs}");
+    assert_eq!(starts[0].0, "main", "{logs}");
+    // Its tick runs once per period, on the main thread only: as often as the filter's main VM.
+    let start = Instant::now();
+    let logs = loop {
+        let logs = proxy.logs();
+        if events(&logs, "service service", "on_tick").len() >= 25 {
+            break logs;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the singleton does not tick:\n{logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let service = events(&logs, "service service", "on_tick");
+    assert!(service.iter().all(|(t, _)| *t == "main"), "{logs}");
+    let filter_main = events(&logs, "probe ", "on_tick").iter().filter(|(t, _)| *t == "main").count();
+    assert!(
+        service.len().abs_diff(filter_main) <= 5,
+        "{} singleton ticks, {filter_main} of the filter's main VM",
+        service.len()
+    );
+}
+
+/// The log lines `[level][THREAD] wasm log LABEL: EVENT ...`, as (thread, line) pairs.
+fn events<'a>(logs: &'a str, label: &str, event: &str) -> Vec<(&'a str, &'a str)> {
+    let needle = format!("] wasm log {label}: {event} ");
+    logs.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| Some((l.split('[').nth(2)?.split(']').next()?, l)))
+        .collect()
+}
+
+#[test]
+fn one_main_vm_per_filter_per_process_and_one_per_worker() {
+    let web = Upstream::http("web");
+    let probe = util::filter("probe");
+    // The listener's filter and a (non-singleton) service, both ticking every 20 ms.
+    let proxy =
+        Proxy::start_yaml(&support::with_configured_service(&probe, false, "tick=20"), &[("backend", &web)], &[]);
+    assert_eq!(http1(proxy.ingress(), "GET", "/", &[], b"").status, 200);
+    // Envoy with --concurrency 2: a main-thread VM and 2 worker VMs per filter configuration.
+    let logs = proxy.wait_for_log("wasm log service service: on_configure");
+    for label in ["probe ", "service service"] {
+        let mut threads: Vec<&str> = events(&logs, label, "on_vm_start").into_iter().map(|(t, _)| t).collect();
+        threads.sort_unstable();
+        assert_eq!(threads, ["main", "worker_0", "worker_1"], "{label}: one VM per thread:\n{logs}");
+    }
+    // Each VM ticks once per period: once the main VM ticked 25 times, no thread ticked twice as
+    // often (a second main VM on a worker thread would).
+    let start = Instant::now();
+    let logs = loop {
+        let logs = proxy.logs();
+        if events(&logs, "probe ", "on_tick").iter().filter(|(t, _)| *t == "main").count() >= 25 {
+            break logs;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the main VM does not tick:\n{logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for label in ["probe ", "service service"] {
+        let ticks = events(&logs, label, "on_tick");
+        for thread in ["main", "worker_0", "worker_1"] {
+            let n = ticks.iter().filter(|(t, _)| *t == thread).count();
+            assert!((10..=35).contains(&n), "{label} ticked {n} times on {thread} in 25 main periods:\n{logs}");
+        }
+    }
 }
 
 /// One `GET /stats/prometheus` on a kept-alive connection; the body, read by its length.
@@ -312,4 +375,77 @@ fn scrape_on(stream: &mut TcpStream) -> String {
             return String::from_utf8_lossy(&raw[split + 4..split + 4 + length]).into_owned();
         }
     }
+}
+
+#[test]
+fn large_bodies_stream_through_ebb_wasm_intact_in_bounded_memory() {
+    let web = Upstream::http("web");
+    let api = Upstream::http("api");
+    let proxy = Proxy::staging(&web, &api, None, |y| y);
+    assert_eq!(http1(proxy.ingress(), "GET", "/", &[], b"").status, 200);
+    let before = proxy.peak_rss_kib();
+    const N: u64 = 64 << 20;
+    // Upload: the upstream counts what it gets as it comes.
+    let r = support::upload(proxy.ingress(), "/count", &[], N);
+    assert_eq!((r.status, r.header("x-upstream").as_deref()), (200, Some("web")), "{r:?}");
+    assert_eq!(String::from_utf8_lossy(&r.body), format!("{N} {}", support::pattern_sum(N)));
+    // Download: read as it comes.
+    let (r, n, sum) = support::download(proxy.ingress(), &format!("/bytes?n={N}"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!((n, sum), (N, support::pattern_sum(N)), "every byte, in order");
+    // A body held whole on the way would have grown the proxy by 64 MiB at least.
+    let grown = proxy.peak_rss_kib().saturating_sub(before);
+    assert!(grown < 24 << 10, "the proxy's peak memory grew by {grown} KiB for 2 x 64 MiB");
+}
+
+#[test]
+fn a_buffering_filter_over_the_buffer_limit_gets_envoys_413_and_500() {
+    let web = Upstream::http("web");
+    let probe = util::filter("probe");
+    let yaml = support::single_filter_bootstrap(&probe, "FAIL_CLOSED");
+    let proxy = Proxy::start_yaml(&yaml, &[("backend", &web)], &[]);
+    // Request: the probe holds the body to its end (StopIterationAndBuffer); 1 MiB is the limit.
+    let r = support::upload(proxy.ingress(), "/count", &[("x-probe", "buffer-body")], 2 << 20);
+    assert_eq!((r.status, String::from_utf8_lossy(&r.body).as_ref()), (413, "Payload Too Large"), "{r:?}");
+    // A filter that lets the body go streams it, whatever its size.
+    let r = support::upload(proxy.ingress(), "/count", &[], 2 << 20);
+    assert_eq!(String::from_utf8_lossy(&r.body), format!("{} {}", 2 << 20, support::pattern_sum(2 << 20)));
+    // Response: held to its end over the limit is a 500; under it, the whole body arrives.
+    let buffer = [("x-probe", "buffer-response-body")];
+    let (r, _, _) = support::download(proxy.ingress(), &format!("/bytes?n={}", 2 << 20), &buffer);
+    assert_eq!(r.status, 500, "{r:?}");
+    let (r, n, sum) = support::download(proxy.ingress(), &format!("/bytes?n={}", 512 << 10), &buffer);
+    assert_eq!((r.status, n, sum), (200, 512 << 10, support::pattern_sum(512 << 10)), "{r:?}");
+    // The probe saw the response body whole at its end.
+    proxy.wait_for_log(&format!(" size={} eos=true", 512 << 10));
+}
+
+#[test]
+fn a_strict_dns_cluster_follows_its_name_at_the_dns_refresh_rate() {
+    // Two upstreams on one port of two loopback addresses; a DNS server on loopback names one,
+    // then the other. (A real resolver over UDP, as the cluster's `dns_resolvers` says: the
+    // system's resolver reads /etc/hosts, which a test may not change.)
+    let first = Upstream::http("first");
+    let _second = Upstream::http_on("second", std::net::SocketAddr::from(([127, 0, 0, 2], first.addr.port())));
+    let dns = support::Dns::start([127, 0, 0, 1]);
+    let yaml = support::strict_dns_bootstrap(dns.addr, "web.ebb.test", first.addr.port(), "0.2s");
+    let proxy = Proxy::start_yaml(&yaml, &[], &[]);
+    let upstream = || http1(proxy.ingress(), "GET", "/", &[], b"").header("x-upstream");
+    assert_eq!(upstream().as_deref(), Some("first"));
+    dns.answer([127, 0, 0, 2]);
+    let start = Instant::now();
+    while upstream().as_deref() != Some("second") {
+        assert!(start.elapsed() < Duration::from_secs(10), "the new address was never used:\n{}", proxy.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Picked up within a few refreshes, without a restart, and for good.
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    for _ in 0..5 {
+        assert_eq!(upstream().as_deref(), Some("second"));
+    }
+    assert!(
+        proxy.logs().contains("cluster backend: DNS resolution changed the hosts to [127.0.0.2:"),
+        "{}",
+        proxy.logs()
+    );
 }

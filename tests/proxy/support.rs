@@ -44,7 +44,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn http(name: &'static str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Upstream::http_on(name, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// `http` on a given address (127.0.0.2 and up are loopback too, on Linux).
+    pub fn http_on(name: &'static str, addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(VecDeque::new()));
@@ -119,7 +124,7 @@ async fn answer(
     req: Request<Incoming>,
     log: Arc<Mutex<VecDeque<Seen>>>,
     gate: Arc<std::sync::atomic::AtomicBool>,
-) -> Response<Full<Bytes>> {
+) -> Response<ProxyTestBody> {
     let (parts, body) = req.into_parts();
     let headers = parts
         .headers
@@ -127,8 +132,29 @@ async fn answer(
         .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     log.lock().expect("seen").push_back(Seen { headers });
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    if path == "/count" {
+        // Reads the upload as it streams, keeping only its length and checksum.
+        let mut body = body;
+        let (mut n, mut sum) = (0u64, 0u64);
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map(|f| f.into_data().unwrap_or_default()) else { break };
+            sum = data.iter().fold(sum, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)));
+            n += data.len() as u64;
+        }
+        return Response::builder()
+            .header("x-upstream", name)
+            .body(ProxyTestBody::whole(format!("{n} {sum}")))
+            .expect("response");
+    }
+    if let Some(n) = path.strip_prefix("/bytes?n=").and_then(|n| n.parse::<u64>().ok()) {
+        return Response::builder()
+            .header("x-upstream", name)
+            .header("content-length", n.to_string())
+            .body(ProxyTestBody::pattern(n))
+            .expect("response");
+    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if let Some(ms) = path.strip_prefix("/slow?ms=").and_then(|m| m.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -139,7 +165,54 @@ async fn answer(
         }
     }
     let text = format!("{name} {} {path} {}", parts.method, String::from_utf8_lossy(&body));
-    Response::builder().header("x-upstream", name).body(Full::new(Bytes::from(text))).expect("response")
+    Response::builder().header("x-upstream", name).body(ProxyTestBody::whole(text)).expect("response")
+}
+
+/// The byte at offset `i` of the test pattern (not periodic in any power of two).
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// The checksum `/count` computes, over `n` bytes of the pattern.
+pub fn pattern_sum(n: u64) -> u64 {
+    (0..n).fold(0u64, |s, i| s.wrapping_mul(31).wrapping_add(u64::from(pattern_byte(i))))
+}
+
+/// An upstream's response body: whole, or `n` bytes of the pattern made 64 KiB at a time.
+pub enum ProxyTestBody {
+    Whole(Option<Bytes>),
+    Pattern { sent: u64, total: u64 },
+}
+
+impl ProxyTestBody {
+    fn whole(text: String) -> ProxyTestBody {
+        ProxyTestBody::Whole(Some(Bytes::from(text)))
+    }
+
+    fn pattern(total: u64) -> ProxyTestBody {
+        ProxyTestBody::Pattern { sent: 0, total }
+    }
+}
+
+impl hyper::body::Body for ProxyTestBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let frame = match self.get_mut() {
+            ProxyTestBody::Whole(bytes) => bytes.take().map(hyper::body::Frame::data),
+            ProxyTestBody::Pattern { sent, total } => {
+                let n = (*total - *sent).min(64 << 10);
+                let chunk: Vec<u8> = (*sent..*sent + n).map(pattern_byte).collect();
+                *sent += n;
+                (n > 0).then(|| hyper::body::Frame::data(Bytes::from(chunk)))
+            }
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
 }
 
 /// An HTTP response as a client got it.
@@ -247,6 +320,11 @@ fn write_temp(text: &str) -> PathBuf {
 
 /// A bootstrap with one HTTP listener, one Wasm filter (`code`) and a router to `backend`.
 pub fn single_filter_bootstrap(code: &Path, policy: &str) -> PathBuf {
+    configured_filter_bootstrap(code, policy, "")
+}
+
+/// `single_filter_bootstrap` with the filter's plugin `configuration`.
+pub fn configured_filter_bootstrap(code: &Path, policy: &str, configuration: &str) -> PathBuf {
     write_temp(&format!(
         r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
 static_resources:
@@ -273,6 +351,7 @@ static_resources:
               config:
                 name: probe
                 failure_policy: {policy}
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "{configuration}" }}
                 vm_config:
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {} }} }}
@@ -292,9 +371,11 @@ static_resources:
     ))
 }
 
-/// `single_filter_bootstrap` plus the same code as a bootstrap Wasm service.
-pub fn with_service(code: &Path, singleton: bool) -> PathBuf {
-    let base = std::fs::read_to_string(single_filter_bootstrap(code, "FAIL_CLOSED")).expect("bootstrap");
+/// `single_filter_bootstrap` plus the same code as a bootstrap Wasm service, with the same plugin
+/// `configuration` for the filter and the service.
+pub fn with_configured_service(code: &Path, singleton: bool, configuration: &str) -> PathBuf {
+    let base =
+        std::fs::read_to_string(configured_filter_bootstrap(code, "FAIL_CLOSED", configuration)).expect("bootstrap");
     write_temp(&format!(
         r#"bootstrap_extensions:
 - name: envoy.bootstrap.wasm
@@ -304,6 +385,7 @@ pub fn with_service(code: &Path, singleton: bool) -> PathBuf {
     config:
       name: service
       root_id: service
+      configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "{configuration}" }}
       vm_config:
         vm_id: service
         runtime: envoy.wasm.runtime.v8
@@ -547,4 +629,152 @@ fn rebuild_without_default_code(cmd: Command) -> Command {
     let mut fresh = Command::new(cmd.get_program());
     fresh.args(cmd.get_args().filter(|a| !a.to_string_lossy().starts_with("--wasm-file")));
     fresh
+}
+
+/// An upload of `n` bytes of the pattern on a fresh connection, written as it goes (never held
+/// whole), then the response read to the end.
+pub fn upload(addr: SocketAddr, path: &str, headers: &[(&str, &str)], n: u64) -> Reply {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ebb proxy");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    stream.set_write_timeout(Some(WAIT)).expect("timeout");
+    let mut head =
+        format!("POST {path} HTTP/1.1\r\nhost: bitbucket.test\r\nconnection: close\r\ncontent-length: {n}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut sent = 0;
+    while sent < n {
+        let chunk: Vec<u8> = (sent..n.min(sent + (64 << 10))).map(pattern_byte).collect();
+        stream.write_all(&chunk).expect("write body");
+        sent += chunk.len() as u64;
+    }
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    parse_response(&raw)
+}
+
+/// A download read as it streams: status, headers, body length and checksum (the body is
+/// never held whole). The response must carry a content-length.
+pub fn download(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (Reply, u64, u64) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ebb proxy");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: bitbucket.test\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("read the head"), 1, "the response ended in its head: {head:?}");
+        head.push(byte[0]);
+    }
+    let reply = parse_response(&head);
+    let (mut n, mut sum) = (0u64, 0u64);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let got = stream.read(&mut buf).expect("read the body");
+        if got == 0 {
+            break;
+        }
+        sum = buf[..got].iter().fold(sum, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        n += got as u64;
+    }
+    (reply, n, sum)
+}
+
+impl Proxy {
+    /// The proxy process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}
+
+/// A DNS server on a loopback UDP port that answers every A query with one address, which the
+/// test changes as it goes (the resolver a STRICT_DNS cluster's `dns_resolvers` names).
+pub struct Dns {
+    pub addr: SocketAddr,
+    answer: Arc<Mutex<[u8; 4]>>,
+}
+
+impl Dns {
+    pub fn start(ip: [u8; 4]) -> Dns {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+        let addr = socket.local_addr().expect("addr");
+        let answer = Arc::new(Mutex::new(ip));
+        let current = answer.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                if n < 12 {
+                    continue;
+                }
+                // The query back with: response, recursion available, one answer pointing at
+                // the question's name, TTL 0.
+                let mut reply = buf[..n].to_vec();
+                reply[2] = 0x81;
+                reply[3] = 0x80;
+                reply[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+                reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
+                reply.extend_from_slice(&*current.lock().expect("answer"));
+                let _ = socket.send_to(&reply, peer);
+            }
+        });
+        Dns { addr, answer }
+    }
+
+    pub fn answer(&self, ip: [u8; 4]) {
+        *self.answer.lock().expect("answer") = ip;
+    }
+}
+
+/// A bootstrap with one HTTP listener (no Wasm filter) routing to a STRICT_DNS cluster `backend`
+/// of `name:port`, resolved through `resolver` every `refresh`.
+pub fn strict_dns_bootstrap(resolver: SocketAddr, name: &str, port: u16, refresh: &str) -> PathBuf {
+    write_temp(&format!(
+        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - name: ingress_http
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: / }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STRICT_DNS
+    dns_refresh_rate: {refresh}
+    dns_resolvers:
+    - socket_address: {{ address: {}, port_value: {} }}
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {name}, port_value: {port} }} }} }}
+"#,
+        resolver.ip(),
+        resolver.port()
+    ))
 }

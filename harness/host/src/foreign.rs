@@ -213,7 +213,7 @@ impl Tcp<'_> {
     /// None until the filter let the connection through.
     pub fn upstream_cluster(&mut self) -> Option<String> {
         let ctx = self.id.context;
-        match self.proxy.vms[self.id.thread.index()].store.data().streams.get(&ctx) {
+        match self.proxy.vm_mut(self.id.thread.index()).store.data().streams.get(&ctx) {
             Some(StreamData::Tcp(t)) => t.upstream_cluster.clone(),
             _ => None,
         }
@@ -222,7 +222,7 @@ impl Tcp<'_> {
     /// What the filter set with `set_envoy_filter_state` on this connection, by key.
     pub fn filter_state(&mut self) -> Vec<(String, Vec<u8>)> {
         let ctx = self.id.context;
-        match self.proxy.vms[self.id.thread.index()].store.data().streams.get(&ctx) {
+        match self.proxy.vm_mut(self.id.thread.index()).store.data().streams.get(&ctx) {
             Some(StreamData::Tcp(t)) => t.filter_state.entries(),
             _ => Vec::new(),
         }
@@ -233,7 +233,7 @@ impl super::stream::Http<'_> {
     /// What the filter set with `set_envoy_filter_state` on this stream, by key.
     pub fn filter_state(&mut self) -> Vec<(String, Vec<u8>)> {
         let ctx = self.id.context;
-        match self.proxy.vms[self.id.thread.index()].store.data().streams.get(&ctx) {
+        match self.proxy.vm_mut(self.id.thread.index()).store.data().streams.get(&ctx) {
             Some(StreamData::Http(h)) => h.filter_state.entries(),
             _ => Vec::new(),
         }

@@ -68,6 +68,10 @@ pub struct ProxyOptions {
     pub vm_config: Vec<u8>,
     /// Worker VMs (each its own instance, as Envoy's worker threads). Default 1.
     pub workers: usize,
+    /// Start the main-thread VM. Default true. False: only the worker VMs run, for a process
+    /// that keeps its one main-thread VM per filter configuration in another `Proxy` (Envoy
+    /// runs one per process, not one per worker); `Thread::Main` then names no VM here.
+    pub main_vm: bool,
     /// Default fail-closed, as Envoy.
     pub failure_policy: FailurePolicy,
     pub limits: Limits,
@@ -118,6 +122,7 @@ impl Default for ProxyOptions {
             plugin_config: Vec::new(),
             vm_config: Vec::new(),
             workers: 1,
+            main_vm: true,
             failure_policy: FailurePolicy::default(),
             limits: Limits::default(),
             reload_backoff: Duration::from_secs(1),
@@ -149,7 +154,10 @@ const MAX_QUEUE_ROUNDS: usize = 10_000;
 
 /// One running filter configuration: a main-thread VM and `workers` worker VMs.
 pub struct Proxy {
+    /// The VMs by instance index minus `first` (see `vm_slot`).
     pub(crate) vms: Vec<Vm>,
+    /// The instance index of `vms[0]`: 0 with a main-thread VM, 1 without.
+    first: usize,
     shared: Arc<ProxyShared>,
     plugin: Plugin,
     next_connection: u64,
@@ -182,7 +190,7 @@ impl<'p> Worker<'p> {
     pub fn http(self) -> Http<'p> {
         self.proxy.maybe_reload(self.index);
         let connection = self.proxy.next_connection_id();
-        let ctx = self.proxy.vms[self.index].open_http(connection);
+        let ctx = self.proxy.vm_mut(self.index).open_http(connection);
         let thread = Thread::from_index(self.index);
         Http { proxy: self.proxy, id: StreamId { thread, context: ctx } }
     }
@@ -191,7 +199,7 @@ impl<'p> Worker<'p> {
     pub fn tcp(self) -> Tcp<'p> {
         self.proxy.maybe_reload(self.index);
         let connection = self.proxy.next_connection_id();
-        let ctx = self.proxy.vms[self.index].open_tcp(connection);
+        let ctx = self.proxy.vm_mut(self.index).open_tcp(connection);
         let thread = Thread::from_index(self.index);
         Tcp { proxy: self.proxy, id: StreamId { thread, context: ctx } }
     }
@@ -273,6 +281,7 @@ impl Proxy {
         });
         let mut proxy = Proxy {
             vms: Vec::with_capacity(options.workers + 1),
+            first: usize::from(!options.main_vm),
             shared: shared.clone(),
             plugin: plugin.clone(),
             next_connection: 0,
@@ -285,13 +294,24 @@ impl Proxy {
             requests: 0,
         };
         let now = proxy.shared.clock.now_ns();
-        for index in 0..=options.workers {
+        for index in proxy.first..=options.workers {
             let vm = proxy.start_vm(index, 1)?;
             proxy.vms.push(vm);
             proxy.reloads.push(Reload { last_load_ns: now, interval_ns: proxy.reload_backoff_ns });
         }
         proxy.after_step();
         Ok(proxy)
+    }
+
+    /// The VM of instance `index` (0 = main thread, i + 1 = worker i). Instance indexes come
+    /// from this proxy's own VMs and workers, so the index is one of its VMs.
+    pub(crate) fn vm_mut(&mut self, index: usize) -> &mut Vm {
+        &mut self.vms[index - self.first]
+    }
+
+    /// The VM of instance `index`, None if this proxy has no such VM.
+    pub(crate) fn vm(&self, index: usize) -> Option<&Vm> {
+        self.vms.get(index.checked_sub(self.first)?)
     }
 
     fn start_vm(&self, index: usize, first_context: u32) -> Result<Vm, HostError> {
@@ -311,13 +331,13 @@ impl Proxy {
     /// since its last load. Differences: no jitter in the backoff, and a VM with streams still
     /// open is not replaced until they finish (Envoy lets them finish on the old VM).
     fn maybe_reload(&mut self, index: usize) {
-        let vm = &self.vms[index];
+        let Some(vm) = self.vm(index) else { return };
         let runtime_failure = matches!(&vm.failed, Some(HostError::Callback { .. }));
         if self.policy != FailurePolicy::FailReload || !runtime_failure || !vm.store.data().streams.is_empty() {
             return;
         }
         let now = self.shared.clock.now_ns();
-        let reload = self.reloads[index];
+        let reload = self.reloads[index - self.first];
         if now.saturating_sub(reload.last_load_ns) < reload.interval_ns {
             return;
         }
@@ -327,13 +347,13 @@ impl Proxy {
         match self.start_vm(index, first_context) {
             Ok(fresh) => {
                 lock(&self.shared.calls).cancel_instance(index);
-                self.vms[index] = fresh;
-                self.reloads[index] = Reload { last_load_ns: now, interval_ns: self.reload_backoff_ns };
+                *self.vm_mut(index) = fresh;
+                self.reloads[index - self.first] = Reload { last_load_ns: now, interval_ns: self.reload_backoff_ns };
                 self.shared.log(thread, LogLevel::Info, "reloaded the Wasm VM after its failure (FAIL_RELOAD)".into());
             }
             Err(e) => {
                 let max = self.reload_backoff_ns.saturating_mul(10);
-                self.reloads[index] =
+                self.reloads[index - self.first] =
                     Reload { last_load_ns: now, interval_ns: reload.interval_ns.saturating_mul(2).min(max) };
                 self.shared.log(thread, LogLevel::Warn, format!("Failed to reload Wasm plugin: {e}"));
             }
@@ -374,7 +394,7 @@ impl Proxy {
 
     /// Number of worker VMs.
     pub fn workers(&self) -> usize {
-        self.vms.len() - 1
+        self.vms.len() + self.first - 1
     }
 
     /// Worker `i` (0-based), to open streams on.
@@ -387,7 +407,7 @@ impl Proxy {
 
     /// Reopens the handle of an HTTP stream that is still open.
     pub fn http_stream(&mut self, id: StreamId) -> Option<Http<'_>> {
-        let vm = self.vms.get(id.thread.index())?;
+        let vm = self.vm(id.thread.index())?;
         match vm.store.data().streams.get(&id.context) {
             Some(StreamData::Http(_)) => Some(Http { proxy: self, id }),
             _ => None,
@@ -396,7 +416,7 @@ impl Proxy {
 
     /// Reopens the handle of a TCP connection that is still open.
     pub fn tcp_stream(&mut self, id: StreamId) -> Option<Tcp<'_>> {
-        let vm = self.vms.get(id.thread.index())?;
+        let vm = self.vm(id.thread.index())?;
         match vm.store.data().streams.get(&id.context) {
             Some(StreamData::Tcp(_)) => Some(Tcp { proxy: self, id }),
             _ => None,
@@ -405,7 +425,7 @@ impl Proxy {
 
     /// Why a VM failed, if it did.
     pub fn failure(&self, thread: Thread) -> Option<&HostError> {
-        self.vms.get(thread.index())?.failed.as_ref()
+        self.vm(thread.index())?.failed.as_ref()
     }
 
     fn next_connection_id(&mut self) -> u64 {
@@ -424,7 +444,8 @@ impl Proxy {
         let clock = &self.shared.clock;
         let limit = if clock.is_simulated() { t_ns } else { clock.now_ns() };
         loop {
-            let tick = self.vms.iter().enumerate().filter_map(|(i, vm)| vm.next_tick().map(|t| (t, i))).min();
+            let first = self.first;
+            let tick = self.vms.iter().enumerate().filter_map(|(i, vm)| vm.next_tick().map(|t| (t, i + first))).min();
             let timeout = if self.shared.calls_outstanding() { lock(&self.shared.calls).next_deadline() } else { None };
             match (tick, timeout) {
                 (_, Some((due, id))) if due <= limit && tick.is_none_or(|(t, _)| due <= t) => {
@@ -437,7 +458,7 @@ impl Proxy {
                 }
                 (Some((due, i)), _) if due <= limit => {
                     self.shared.clock.set_ns(due);
-                    if let Err(e) = self.vms[i].tick(due) {
+                    if let Err(e) = self.vm_mut(i).tick(due) {
                         errors.push(e);
                     }
                     self.after_step();
@@ -555,7 +576,7 @@ impl Proxy {
         let Some(record) = record else {
             return Err(HostError::usage(format!("no pending call {}", id.0)));
         };
-        let vm = &mut self.vms[record.instance];
+        let vm = self.vm_mut(record.instance);
         if vm.failed.is_some() {
             return Ok(());
         }
@@ -610,7 +631,7 @@ impl Proxy {
             }
             record.advance(&event)?;
             let key = (record.instance, record.token, record.context, record.close_called);
-            if self.vms[key.0].failed.is_some() {
+            if self.vm(key.0).is_none_or(|vm| vm.failed.is_some()) {
                 calls.pending.remove(&id);
                 return Ok(());
             }
@@ -622,8 +643,9 @@ impl Proxy {
             }
             key
         };
-        let result = self.vms[instance].deliver_stream_event(token, context, event);
-        if closing && (close_called || self.vms[instance].failed.is_some()) {
+        let vm = self.vm_mut(instance);
+        let result = vm.deliver_stream_event(token, context, event);
+        if closing && (close_called || vm.failed.is_some()) {
             lock(&self.shared.calls).remote_closed.remove(&(instance, token));
         }
         self.after_step();
@@ -689,7 +711,8 @@ impl Proxy {
                 return;
             }
             for (registrant, token) in ready {
-                if let Some(vm) = self.vms.get_mut(registrant.instance) {
+                let slot = registrant.instance.checked_sub(self.first);
+                if let Some(vm) = slot.and_then(|s| self.vms.get_mut(s)) {
                     if vm.failed.is_none() {
                         // A failure is recorded on the VM and logged; streams see it next.
                         let _ = vm.queue_ready(registrant.root_context, token);

@@ -1098,7 +1098,7 @@ impl Http<'_> {
     }
 
     pub(crate) fn vm(&mut self) -> &mut Vm {
-        &mut self.proxy.vms[self.id.thread.index()]
+        self.proxy.vm_mut(self.id.thread.index())
     }
 
     fn done(&mut self, step: Step) -> Step {
@@ -1196,6 +1196,36 @@ impl Http<'_> {
         self.vm().http_view(ctx)?.response.message()
     }
 
+    /// Takes the request body the filter has let through so far: a proxy that streams the
+    /// body hands each piece on and keeps only what the filter buffers (`buffered_request`).
+    /// Later `upstream_request` bodies start after what was taken.
+    pub fn take_request_body(&mut self) -> Vec<u8> {
+        self.take_body(Which::Request)
+    }
+
+    /// Takes the response body the filter has let through so far (see `take_request_body`).
+    pub fn take_response_body(&mut self) -> Vec<u8> {
+        self.take_body(Which::Response)
+    }
+
+    /// Request body bytes the filter holds (buffered while it pauses), not let through yet:
+    /// what Envoy counts against the buffer limit.
+    pub fn buffered_request(&mut self) -> usize {
+        let ctx = self.id.context;
+        self.vm().http(ctx).map_or(0, |h| h.request.body.len())
+    }
+
+    /// Response body bytes the filter holds (see `buffered_request`).
+    pub fn buffered_response(&mut self) -> usize {
+        let ctx = self.id.context;
+        self.vm().http(ctx).map_or(0, |h| h.response.body.len())
+    }
+
+    fn take_body(&mut self, which: Which) -> Vec<u8> {
+        let ctx = self.id.context;
+        self.vm().http(ctx).map(|h| std::mem::take(&mut h.side(which).forwarded_body)).unwrap_or_default()
+    }
+
     /// The local reply the filter (or the fail-closed policy) sent, if any.
     pub fn local_reply(&mut self) -> Option<LocalReply> {
         let ctx = self.id.context;
@@ -1233,7 +1263,7 @@ impl Tcp<'_> {
     }
 
     fn vm(&mut self) -> &mut Vm {
-        &mut self.proxy.vms[self.id.thread.index()]
+        self.proxy.vm_mut(self.id.thread.index())
     }
 
     /// Sets a property of this connection only (see `Http::set_property`).

@@ -223,7 +223,7 @@ fn config_dump(shared: &Shared) -> String {
         .upstreams
         .iter()
         .map(|u| {
-            serde_json::json!({"name": u.name, "endpoints": u.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>()})
+            serde_json::json!({"name": u.name, "endpoints": u.endpoints().iter().map(|e| e.to_string()).collect::<Vec<_>>()})
         })
         .collect();
     let dump = serde_json::json!({"listeners": listeners, "clusters": clusters, "wasm_filters": filters});

@@ -64,7 +64,14 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub kind: ListenerKind,
+    /// `per_connection_buffer_limit_bytes` (default 1 MiB): the most body a filter may hold
+    /// while it buffers (StopIterationAndBuffer) before Envoy answers 413 (request) or 500
+    /// (response).
+    pub buffer_limit: usize,
 }
+
+/// Envoy's `per_connection_buffer_limit_bytes` default.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ListenerKind {
@@ -186,7 +193,14 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     pub max_connections: Option<u64>,
     pub max_requests: Option<u64>,
+    /// STRICT_DNS: how often the names are resolved again (`dns_refresh_rate`, default 5 s).
+    pub dns_refresh_rate: Duration,
+    /// STRICT_DNS: the DNS servers asked (`dns_resolvers`); the system's resolver when empty.
+    pub dns_resolvers: Vec<SocketAddr>,
 }
+
+/// Envoy's `dns_refresh_rate` default.
+pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Discovery {
@@ -421,6 +435,9 @@ fn typed_config(filter: &mut Node, allowed: &[&str]) -> Result<(String, Node), B
 fn listener(mut node: Node) -> Result<Listener, BootstrapError> {
     let name = node.require_string("name")?;
     let address = socket_address(node.require_node("address")?)?;
+    let buffer_limit = node
+        .u64("per_connection_buffer_limit_bytes")?
+        .map_or(DEFAULT_BUFFER_LIMIT, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let at = node.child("filter_chains");
     let mut chains = node.nodes("filter_chains")?;
     if chains.len() != 1 {
@@ -464,7 +481,7 @@ fn listener(mut node: Node) -> Result<Listener, BootstrapError> {
             ))
         }
     };
-    Ok(Listener { name, address, kind })
+    Ok(Listener { name, address, kind, buffer_limit })
 }
 
 enum Kind {
@@ -726,6 +743,13 @@ fn cluster(mut node: Node) -> Result<Cluster, BootstrapError> {
         }
     };
     let connect_timeout = node.duration("connect_timeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let refresh_at = node.child("dns_refresh_rate");
+    let dns_refresh_rate = node.duration("dns_refresh_rate")?.unwrap_or(DEFAULT_DNS_REFRESH_RATE);
+    // Envoy's validation: at least 1 ms.
+    if dns_refresh_rate < Duration::from_millis(1) {
+        return Err(BootstrapError::invalid(&refresh_at, "must be at least 1ms".into()));
+    }
+    let dns_resolvers = node.nodes("dns_resolvers")?.into_iter().map(socket_address).collect::<Result<Vec<_>, _>>()?;
     let lb_at = node.child("lb_policy");
     let lb_policy = match node.string("lb_policy")?.as_deref() {
         None | Some("ROUND_ROBIN") => LbPolicy::RoundRobin,
@@ -782,7 +806,17 @@ fn cluster(mut node: Node) -> Result<Cluster, BootstrapError> {
     }
     assignment.finish()?;
     node.finish()?;
-    Ok(Cluster { name, discovery, connect_timeout, lb_policy, endpoints, max_connections, max_requests })
+    Ok(Cluster {
+        name,
+        discovery,
+        connect_timeout,
+        lb_policy,
+        endpoints,
+        max_connections,
+        max_requests,
+        dns_refresh_rate,
+        dns_resolvers,
+    })
 }
 
 #[cfg(test)]

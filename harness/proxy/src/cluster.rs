@@ -1,48 +1,73 @@
-// The bootstrap's clusters as ebb proxy reaches them: endpoints resolved once at start (STRICT_DNS
-// names on loopback), Envoy's round-robin and least-request choice, and the circuit breakers.
+// The bootstrap's clusters as ebb proxy reaches them: endpoints fixed or found by name (STRICT_DNS,
+// resolved again every dns_refresh_rate), Envoy's round-robin and least-request choice, breakers.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::bootstrap::{Cluster, LbPolicy};
+use crate::bootstrap::{Cluster, Discovery, LbPolicy};
+use crate::dns;
 use crate::stats::ClusterStats;
 
 /// Envoy's circuit-breaker defaults (cluster.proto: 1024 of each).
 const DEFAULT_MAX: u64 = 1024;
 
+/// One set of endpoints, replaced whole when a resolution finds others.
+struct Hosts {
+    endpoints: Vec<SocketAddr>,
+    /// Requests in flight per endpoint (least request).
+    active: Vec<AtomicU64>,
+}
+
+impl Hosts {
+    fn new(endpoints: Vec<SocketAddr>) -> Arc<Hosts> {
+        let active = endpoints.iter().map(|_| AtomicU64::new(0)).collect();
+        Arc::new(Hosts { endpoints, active })
+    }
+}
+
+/// How a STRICT_DNS cluster finds its endpoints again.
+pub struct Names {
+    /// Name and port of each endpoint of `load_assignment`.
+    names: Vec<(String, u16)>,
+    pub every: Duration,
+    /// The cluster's `dns_resolvers`; the system's resolver when empty.
+    resolvers: Vec<SocketAddr>,
+}
+
 pub struct Upstream {
     pub name: String,
-    pub endpoints: Vec<SocketAddr>,
+    hosts: RwLock<Arc<Hosts>>,
     pub connect_timeout: Duration,
     lb: LbPolicy,
     next: AtomicUsize,
-    /// Requests in flight per endpoint (least request).
-    active: Vec<AtomicU64>,
     /// Requests (or TCP connections) in flight to the cluster, against the breakers.
     requests: AtomicU64,
     pub max_requests: u64,
     pub max_connections: u64,
     pub stats: ClusterStats,
+    /// None for fixed endpoints (STATIC, or replaced with --cluster).
+    pub names: Option<Names>,
 }
 
 /// A request's claim on a cluster: released when dropped.
 pub struct Claim {
     upstream: Arc<Upstream>,
+    hosts: Arc<Hosts>,
     endpoint: usize,
 }
 
 impl Claim {
     pub fn address(&self) -> SocketAddr {
-        self.upstream.endpoints[self.endpoint]
+        self.hosts.endpoints[self.endpoint]
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         self.upstream.requests.fetch_sub(1, Ordering::Relaxed);
-        self.upstream.active[self.endpoint].fetch_sub(1, Ordering::Relaxed);
+        self.hosts.active[self.endpoint].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -55,28 +80,53 @@ pub enum NoClaim {
     Overflow,
 }
 
+impl Names {
+    /// Every address of every name (STRICT_DNS: each is an endpoint, as Envoy does).
+    pub fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        let mut all = Vec::new();
+        for (host, port) in &self.names {
+            if self.resolvers.is_empty() {
+                let found = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("cannot resolve {host}:{port} ({e})"))?;
+                all.extend(found);
+            } else {
+                let ips = dns::resolve_a(host, &self.resolvers).map_err(|e| format!("cannot resolve {host}: {e}"))?;
+                all.extend(ips.into_iter().map(|ip| SocketAddr::new(ip.into(), *port)));
+            }
+        }
+        Ok(all)
+    }
+}
+
 impl Upstream {
     /// Resolves the cluster's endpoints; `overrides` replace them (tests point clusters at
     /// loopback servers).
     pub fn resolve(cluster: &Cluster, overrides: Option<&[SocketAddr]>) -> Result<Upstream, String> {
-        let endpoints = match overrides {
-            Some(list) => list.to_vec(),
-            None => {
+        let names = match (overrides, cluster.discovery) {
+            (None, Discovery::StrictDns) => Some(Names {
+                names: cluster.endpoints.iter().map(|e| (e.host.clone(), e.port)).collect(),
+                every: cluster.dns_refresh_rate,
+                resolvers: cluster.dns_resolvers.clone(),
+            }),
+            _ => None,
+        };
+        let endpoints = match (overrides, &names) {
+            (Some(list), _) => list.to_vec(),
+            (None, Some(names)) => names.resolve().map_err(|e| {
+                format!("cluster {}: {e}; point it elsewhere with --cluster {}=HOST:PORT", cluster.name, cluster.name)
+            })?,
+            (None, None) => {
                 let mut all = Vec::new();
                 for e in &cluster.endpoints {
                     let found = (e.host.as_str(), e.port).to_socket_addrs().map_err(|err| {
-                        format!(
-                            "cluster {}: cannot resolve {}:{} ({err}); point it elsewhere with --cluster {}=HOST:PORT",
-                            cluster.name, e.host, e.port, cluster.name
-                        )
+                        format!("cluster {}: cannot resolve {}:{} ({err})", cluster.name, e.host, e.port)
                     })?;
-                    // STRICT_DNS: every address of the name is an endpoint, as Envoy does.
                     all.extend(found);
                 }
                 all
             }
         };
-        let active = endpoints.iter().map(|_| AtomicU64::new(0)).collect();
         let stats = ClusterStats::default();
         stats.membership_total.store(endpoints.len() as u64, Ordering::Relaxed);
         Ok(Upstream {
@@ -84,13 +134,36 @@ impl Upstream {
             connect_timeout: cluster.connect_timeout,
             lb: cluster.lb_policy,
             next: AtomicUsize::new(0),
-            active,
+            hosts: RwLock::new(Hosts::new(endpoints)),
             requests: AtomicU64::new(0),
             max_requests: cluster.max_requests.unwrap_or(DEFAULT_MAX),
             max_connections: cluster.max_connections.unwrap_or(DEFAULT_MAX),
-            endpoints,
             stats,
+            names,
         })
+    }
+
+    /// The endpoints now.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.current().endpoints.clone()
+    }
+
+    fn current(&self) -> Arc<Hosts> {
+        self.hosts.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Resolves the names again and takes the endpoints found if they differ (requests in
+    /// flight keep theirs). A failed resolution keeps the hosts, as Envoy does. Returns
+    /// whether they changed; fixed clusters never do.
+    pub fn refresh(&self) -> Result<bool, String> {
+        let Some(names) = &self.names else { return Ok(false) };
+        let found = names.resolve()?;
+        if found == self.current().endpoints {
+            return Ok(false);
+        }
+        self.stats.membership_total.store(found.len() as u64, Ordering::Relaxed);
+        *self.hosts.write().unwrap_or_else(PoisonError::into_inner) = Hosts::new(found);
+        Ok(true)
     }
 
     /// Picks an endpoint for a request and counts it against `max_requests`.
@@ -104,7 +177,9 @@ impl Upstream {
     }
 
     fn claim_under(self: &Arc<Self>, max: u64) -> Result<Claim, NoClaim> {
-        if self.endpoints.is_empty() {
+        let hosts = self.current();
+        let n = hosts.endpoints.len();
+        if n == 0 {
             return Err(NoClaim::NoEndpoint);
         }
         if self.requests.fetch_add(1, Ordering::Relaxed) >= max {
@@ -112,18 +187,55 @@ impl Upstream {
             self.stats.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
             return Err(NoClaim::Overflow);
         }
-        let n = self.endpoints.len();
         let endpoint = match self.lb {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
             // Envoy's least request picks the better of two choices; with the counts at hand,
             // the best of all is as good and deterministic for small loopback clusters.
             LbPolicy::LeastRequest => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                (0..n).map(|i| (start + i) % n).min_by_key(|&i| self.active[i].load(Ordering::Relaxed)).unwrap_or(start)
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .min_by_key(|&i| hosts.active[i].load(Ordering::Relaxed))
+                    .unwrap_or(start)
             }
         };
-        self.active[endpoint].fetch_add(1, Ordering::Relaxed);
-        Ok(Claim { upstream: self.clone(), endpoint })
+        hosts.active[endpoint].fetch_add(1, Ordering::Relaxed);
+        Ok(Claim { upstream: self.clone(), hosts, endpoint })
+    }
+}
+
+/// Resolves STRICT_DNS clusters again in the background, each every `dns_refresh_rate`, until
+/// `stop` says so (checked at least every 50 ms). Failures are logged and the hosts kept.
+pub fn refresh_until(upstreams: &[Arc<Upstream>], stop: impl Fn() -> bool) {
+    // The harness's one wall clock.
+    let clock = ebb_host::Clock::real();
+    let start = clock.now_ns();
+    let elapsed = || Duration::from_nanos(clock.now_ns().saturating_sub(start));
+    let mut due: Vec<(Duration, &Arc<Upstream>)> =
+        upstreams.iter().filter_map(|u| u.names.as_ref().map(|n| (n.every, u))).collect();
+    if due.is_empty() {
+        return;
+    }
+    while !stop() {
+        let now = elapsed();
+        for (at, upstream) in &mut due {
+            if *at > now {
+                continue;
+            }
+            let every = upstream.names.as_ref().map_or(Duration::from_secs(5), |n| n.every);
+            *at = now.saturating_add(every);
+            match upstream.refresh() {
+                Ok(true) => eprintln!(
+                    "[info][main] cluster {}: DNS resolution changed the hosts to {:?}",
+                    upstream.name,
+                    upstream.endpoints()
+                ),
+                Ok(false) => {}
+                Err(e) => eprintln!("[warning][main] cluster {}: {e}; keeping its hosts", upstream.name),
+            }
+        }
+        let next = due.iter().map(|(at, _)| *at).min().unwrap_or_default();
+        std::thread::sleep(next.saturating_sub(elapsed()).min(Duration::from_millis(50)));
     }
 }
 
@@ -144,6 +256,8 @@ mod tests {
             ],
             max_connections: None,
             max_requests,
+            dns_refresh_rate: Duration::from_secs(5),
+            dns_resolvers: Vec::new(),
         }
     }
 

@@ -54,6 +54,8 @@ pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, So
                 p
             }
         };
+        // The main thread's proxy runs the main VM alone; each worker's runs its worker VM
+        // alone: one main VM per filter configuration per process, as Envoy.
         let options = |workers: usize| ProxyOptions {
             name: wasm.name.clone(),
             vm_id: wasm.vm_id.clone(),
@@ -61,6 +63,7 @@ pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, So
             plugin_config: wasm.configuration.clone(),
             vm_config: wasm.vm_configuration.clone(),
             workers,
+            main_vm: workers == 0,
             failure_policy: policy(wasm.failure_policy),
             upstreams: upstreams.to_vec(),
             log_level: LogLevel::Info,

@@ -4,11 +4,13 @@
 //!
 //! `bootstrap` is the subset of Envoy's configuration it serves (any other field is refused by its
 //! YAML path); `route` is what the connection manager decides before filters run; `cluster` the
-//! upstreams; `worker` a worker thread's event loop; `admin` the main thread; `server` start/stop.
+//! upstreams; `worker` a worker thread's event loop; `body` the bodies it streams; `admin` the main thread; `server` start/stop.
 
 mod admin;
+mod body;
 pub mod bootstrap;
 mod cluster;
+mod dns;
 mod filters;
 mod route;
 mod server;

@@ -180,7 +180,7 @@ impl Server {
         let admin_address = admin_socket.as_ref().and_then(|s| s.local_addr().ok());
         // Filters reach clusters at their first endpoint (proxy_http_call, proxy_grpc_call).
         let call_targets: Vec<(String, SocketAddr)> =
-            upstreams.iter().filter_map(|u| u.endpoints.first().map(|a| (u.name.clone(), *a))).collect();
+            upstreams.iter().filter_map(|u| u.endpoints().first().map(|a| (u.name.clone(), *a))).collect();
         let concurrency = options.concurrency.max(1);
         let started = filters::start(&bootstrap, concurrency, &call_targets).map_err(StartError::Filter)?;
         let (mut http_filter_base, mut network_filter_base) = (Vec::new(), Vec::new());
@@ -240,6 +240,17 @@ impl Server {
             .spawn(move || admin::run(admin_shared, main_filters, admin_socket))
             .map_err(StartError::Thread)?;
         threads.push(handle);
+        // STRICT_DNS names resolved again every dns_refresh_rate, off the request path.
+        if shared.upstreams.iter().any(|u| u.names.is_some()) {
+            let dns_shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name("ebb-dns".into())
+                .spawn(move || {
+                    crate::cluster::refresh_until(&dns_shared.upstreams, || *dns_shared.shutdown.borrow());
+                })
+                .map_err(StartError::Thread)?;
+            threads.push(handle);
+        }
         Ok(Server { shared, threads, listeners: bound, admin: admin_address })
     }
 

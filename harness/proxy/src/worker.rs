@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ebb_host::{int_value, HeaderMap, Proxy, Step, StreamId};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -20,23 +20,25 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
+use crate::body::{Aborted, ChunkSender, ProxyBody};
 use crate::bootstrap::{HttpFilter, HttpManager, ListenerKind, RouteAction};
+use crate::cluster::Claim;
 use crate::filters::print_logs;
 use crate::route;
 use crate::server::Shared;
 
-/// Largest request or response body a worker buffers for its filters, in bytes.
-pub const MAX_BODY_BYTES: usize = 16 << 20;
 /// How often a worker fires its VMs' due ticks and checks paused streams: the precision of
 /// timers such as delay faults.
 const TICK_EVERY: Duration = Duration::from_millis(5);
 /// Envoy's route timeout default (15 s) and stream idle timeout default (5 min).
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the rest of a request body answered early (413, a filter's reply) is read and dropped.
+const DRAIN_UNREAD: Duration = Duration::from_secs(5);
 const RESET_BEFORE_HEADERS: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
 
-type Body = Full<Bytes>;
+type Body = ProxyBody;
 
 /// A paused stream waiting for its filter to resume it.
 struct Waiter {
@@ -249,14 +251,27 @@ fn text_response(status: u16, body: &str, extra: &[(&str, &str)]) -> Response<Bo
     for (k, v) in extra {
         builder = builder.header(*k, *v);
     }
-    builder.body(Full::new(Bytes::from(body.to_string()))).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    builder.body(ProxyBody::whole(Bytes::from(body.to_string()))).unwrap_or_else(|_| Response::new(ProxyBody::empty()))
 }
 
 /// Streams of one exchange that are open in the filters, finished (on_log) when the exchange
-/// ends however it ends: answered, failed, or dropped because the client went away.
+/// ends however it ends: answered (its body sent to the end), failed, or dropped because the
+/// client went away.
 struct Open {
     worker: Rc<Worker>,
     streams: Vec<(usize, StreamId)>,
+}
+
+impl Open {
+    /// Finishes the streams of `filter` and of every filter after it: a reply made there goes
+    /// back through the filters before it only, as Envoy's local replies do.
+    fn cut_at(&mut self, filter: usize) {
+        if let Some(at) = self.streams.iter().position(|(f, _)| *f == filter) {
+            for (f, id) in self.streams.split_off(at) {
+                finish(&self.worker, f, id);
+            }
+        }
+    }
 }
 
 impl Drop for Open {
@@ -274,7 +289,6 @@ impl Drop for Open {
 /// Headers stay bytes in the host's map from the client to the upstream: no text copies.
 struct Exchange {
     headers: HeaderMap,
-    body: Bytes,
 }
 
 impl Exchange {
@@ -288,6 +302,26 @@ struct Addresses {
     source: String,
     destination: String,
     port: Vec<u8>,
+}
+
+/// What answers a request: a response the proxy or a filter made whole, or the upstream's
+/// headers with its body still to come.
+enum Answer {
+    Local(HeaderMap, Bytes),
+    /// The claim on the endpoint is held until the body has gone, as Envoy counts a request
+    /// active (breakers, least request) until it completes.
+    Upstream(HeaderMap, Incoming, Claim),
+}
+
+/// Why the request body's pump stopped the exchange before the upstream answered.
+enum Stop {
+    /// Filter `filter` answered (a local reply, a fail-closed 503, or 413 over the buffer limit).
+    Reply {
+        filter: usize,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Reset,
 }
 
 async fn handle(worker: Rc<Worker>, listener: usize, req: Request<Incoming>, addresses: &Addresses) -> Response<Body> {
@@ -311,10 +345,7 @@ async fn exchange(
 ) -> Response<Body> {
     let shared = worker.shared.clone();
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text_response(413, "Payload Too Large", &[]),
-    };
+    let end_of_request = body.is_end_stream();
     let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let Some(path) = route::normalize(&raw_path, manager.normalize_path, manager.merge_slashes) else {
         return text_response(400, "Bad Request", &[]);
@@ -338,7 +369,7 @@ async fn exchange(
         }
     };
     let authority = headers.get_str(":authority").unwrap_or_default();
-    let mut ex = Exchange { headers, body };
+    let mut ex = Exchange { headers };
 
     // The route is chosen before any filter runs (filters see `xds.cluster_name`).
     let chosen = {
@@ -356,6 +387,7 @@ async fn exchange(
 
     let mut open = Open { worker: worker.clone(), streams: Vec::new() };
     let filter_base = shared.http_filter_base[listener];
+    let limit = shared.bootstrap.listeners[listener].buffer_limit;
     let mut wasm_seen = 0;
     let mut reply: Option<(HeaderMap, Bytes)> = None;
     for filter in &manager.http_filters {
@@ -364,13 +396,23 @@ async fn exchange(
                 let lookup = |name: &str| ex.header(name);
                 let path_now = ex.header(":path").unwrap_or_default();
                 if !route::rbac_allows(rbac, &path_now, &lookup) {
-                    return respond_through(worker, &mut open, local_parts(403, "RBAC: access denied", &[])).await;
+                    let denied = local_parts(403, "RBAC: access denied", &[]);
+                    return respond_through(worker, open, Answer::Local(denied.0, denied.1), limit).await;
                 }
             }
             HttpFilter::Wasm(_) => {
                 let index = filter_base + wasm_seen;
                 wasm_seen += 1;
-                match run_request_filter(worker, &mut open, index, &mut ex, cluster_name.as_deref(), addresses).await {
+                let run = run_request_filter(
+                    worker,
+                    &mut open,
+                    index,
+                    &mut ex,
+                    end_of_request,
+                    cluster_name.as_deref(),
+                    addresses,
+                );
+                match run.await {
                     FilterOutcome::Continue => {}
                     FilterOutcome::Reply(headers, body) => {
                         reply = Some((headers, body));
@@ -382,14 +424,50 @@ async fn exchange(
             HttpFilter::Router => {}
         }
     }
-    let (resp_headers, resp_body) = match reply {
-        Some(r) => r,
-        None => match action {
-            RouteAction::DirectResponse { status, body } => local_parts(status, body.as_deref().unwrap_or(""), &[]),
-            RouteAction::Cluster { name, timeout } => forward(worker, &name, timeout, &mut ex).await,
-        },
+    let answer = match (reply, action) {
+        (Some((headers, body)), _) => Answer::Local(headers, body),
+        (None, RouteAction::DirectResponse { status, body }) => {
+            let (headers, body) = local_parts(status, body.as_deref().unwrap_or(""), &[]);
+            Answer::Local(headers, body)
+        }
+        (None, RouteAction::Cluster { name, timeout }) => {
+            // The request body as Envoy streams it: nothing, the client's body as it comes when
+            // no filter is in the way, or each chunk through the filters as they let it go.
+            let (upstream_body, verdict) = if end_of_request {
+                (ProxyBody::empty(), None)
+            } else if open.streams.is_empty() {
+                (ProxyBody::peer(body, None), None)
+            } else {
+                let (tx, upstream_body) = ProxyBody::channel();
+                let (verdict_tx, verdict) = oneshot::channel();
+                let pump = pump_request(worker.clone(), open.streams.clone(), body, tx, verdict_tx, limit);
+                tokio::task::spawn_local(pump);
+                (upstream_body, Some(verdict))
+            };
+            let upstream = forward(worker, &name, timeout, &mut ex, upstream_body);
+            match verdict {
+                None => upstream.await,
+                Some(mut verdict) => {
+                    tokio::pin!(upstream);
+                    // A filter's answer on the request body wins over the upstream's.
+                    let stopped = tokio::select! {
+                        biased;
+                        v = &mut verdict => v.ok(),
+                        a = &mut upstream => return respond_through(worker, open, a, limit).await,
+                    };
+                    match stopped {
+                        None => upstream.await,
+                        Some(Stop::Reset) => return text_response(503, "", &[]),
+                        Some(Stop::Reply { filter, headers, body }) => {
+                            open.cut_at(filter);
+                            Answer::Local(headers, body)
+                        }
+                    }
+                }
+            }
+        }
     };
-    respond_through(worker, &mut open, (resp_headers, resp_body)).await
+    respond_through(worker, open, answer, limit).await
 }
 
 enum FilterOutcome {
@@ -414,12 +492,14 @@ fn local_parts(status: u16, body: &str, extra: &[(&str, &str)]) -> (HeaderMap, B
     (headers, Bytes::from(body.to_string()))
 }
 
-/// Runs one Wasm filter's request side; waits while it pauses.
+/// Runs one Wasm filter's request headers; waits while it pauses. The body follows later, in
+/// chunks (`pump_request`).
 async fn run_request_filter(
     worker: &Rc<Worker>,
     open: &mut Open,
     filter: usize,
     ex: &mut Exchange,
+    end_of_request: bool,
     cluster: Option<&str>,
     addresses: &Addresses,
 ) -> FilterOutcome {
@@ -437,24 +517,12 @@ async fn run_request_filter(
         http.set_property("destination.port", &addresses.port);
         let id = http.id();
         let pairs: Vec<(&[u8], &[u8])> = ex.headers.iter().collect();
-        let step = http.request_headers(&pairs, ex.body.is_empty());
+        let step = http.request_headers(&pairs, end_of_request);
         (id, step)
     };
     open.streams.push((filter, id));
     if matches!(step, Step::Pause) {
         step = worker.resumed(filter, id).await;
-    }
-    if matches!(step, Step::Continue) && !ex.body.is_empty() {
-        step = {
-            let mut filters = worker.filters.borrow_mut();
-            match filters[filter].http_stream(id) {
-                Some(mut http) => http.request_body(&ex.body, true),
-                None => Step::Closed { details: "stream gone".into() },
-            }
-        };
-        if matches!(step, Step::Pause) {
-            step = worker.resumed(filter, id).await;
-        }
     }
     let mut filters = worker.filters.borrow_mut();
     let Some(mut http) = filters[filter].http_stream(id) else { return FilterOutcome::Reset };
@@ -462,7 +530,6 @@ async fn run_request_filter(
         Step::Continue => {
             if let Some(m) = http.upstream_request() {
                 ex.headers = m.headers;
-                ex.body = Bytes::from(m.body);
             }
             FilterOutcome::Continue
         }
@@ -470,8 +537,7 @@ async fn run_request_filter(
             Some(m) => {
                 // This filter already ran its response callbacks on its reply.
                 drop(filters);
-                open.streams.retain(|(f, _)| *f != filter);
-                finish(worker, filter, id);
+                open.cut_at(filter);
                 FilterOutcome::Reply(m.headers, Bytes::from(m.body))
             }
             // Envoy checks for failure right after each callback (cpp-host's CHECK_FAIL_HTTP):
@@ -479,8 +545,7 @@ async fn run_request_filter(
             None if matches!(step, Step::Failed(_)) && worker.shared.fail_open[filter] => FilterOutcome::Continue,
             None if matches!(step, Step::Failed(_)) => {
                 drop(filters);
-                open.streams.retain(|(f, _)| *f != filter);
-                finish(worker, filter, id);
+                open.cut_at(filter);
                 let (headers, body) = local_parts(503, "", &[]);
                 FilterOutcome::Reply(headers, body)
             }
@@ -497,22 +562,169 @@ fn finish(worker: &Rc<Worker>, filter: usize, id: StreamId) {
     }
 }
 
-/// The router: the request to one endpoint of the cluster, with Envoy's errors.
+/// What one chunk of body came to after the filters.
+enum Through {
+    /// What the last filter let go (empty while one of them buffers).
+    Data(Bytes),
+    /// A filter buffered more than the buffer limit.
+    Over(usize),
+    /// A filter answered (local reply, or fail-closed).
+    Reply(usize, HeaderMap, Bytes),
+    Reset,
+}
+
+/// One body step of a filter's stream: request or response side.
+fn body_step(worker: &Rc<Worker>, filter: usize, id: StreamId, request: bool, data: &[u8], eos: bool) -> Step {
+    let mut filters = worker.filters.borrow_mut();
+    match filters[filter].http_stream(id) {
+        Some(mut http) if request => http.request_body(data, eos),
+        Some(mut http) => http.response_body(data, eos),
+        None => Step::Closed { details: "stream gone".into() },
+    }
+}
+
+/// Takes what the filter let go on one side, and says how much it still holds.
+fn let_go(worker: &Rc<Worker>, filter: usize, id: StreamId, request: bool) -> (Bytes, usize) {
+    let mut filters = worker.filters.borrow_mut();
+    match filters[filter].http_stream(id) {
+        Some(mut http) if request => (Bytes::from(http.take_request_body()), http.buffered_request()),
+        Some(mut http) => (Bytes::from(http.take_response_body()), http.buffered_response()),
+        None => (Bytes::new(), 0),
+    }
+}
+
+/// One chunk of body through the filters in `streams` order, as Envoy's filter chain passes
+/// data: a filter that continues lets it go on, one that pauses (StopIterationAndBuffer) holds
+/// it and sees it again with the next chunks, up to `limit` bytes held; at the end of the
+/// stream a paused filter is waited for.
+async fn through_body(
+    worker: &Rc<Worker>,
+    streams: &[(usize, StreamId)],
+    request: bool,
+    chunk: Bytes,
+    eos: bool,
+    limit: usize,
+) -> Through {
+    let mut data = chunk;
+    for &(filter, id) in streams {
+        if data.is_empty() && !eos {
+            break;
+        }
+        let mut step = body_step(worker, filter, id, request, &data, eos);
+        loop {
+            match step {
+                Step::Pause => {
+                    let (out, held) = let_go(worker, filter, id, request);
+                    if held > limit {
+                        return Through::Over(filter);
+                    }
+                    if !eos {
+                        // Buffered: later chunks come, and the filter sees them with these.
+                        data = out;
+                        break;
+                    }
+                    // The end of the stream is in the filter's hands: wait for it to let go.
+                    step = worker.resumed(filter, id).await;
+                }
+                Step::Continue => {
+                    data = let_go(worker, filter, id, request).0;
+                    break;
+                }
+                Step::Failed(_) if worker.shared.fail_open[filter] => {
+                    data = let_go(worker, filter, id, request).0;
+                    break;
+                }
+                Step::LocalReply(_) | Step::Failed(_) => {
+                    let mut filters = worker.filters.borrow_mut();
+                    return match filters[filter].http_stream(id).and_then(|mut http| http.client_response()) {
+                        Some(m) => Through::Reply(filter, m.headers, Bytes::from(m.body)),
+                        None => Through::Reset,
+                    };
+                }
+                Step::Closed { .. } => return Through::Reset,
+            }
+        }
+    }
+    Through::Data(data)
+}
+
+/// The next chunk of a peer's body and whether it ends the body; Err if the peer reset.
+/// Trailers end the body (they are not handed to the filters).
+async fn next_chunk(body: &mut Incoming) -> Result<(Bytes, bool), ()> {
+    match body.frame().await {
+        None => Ok((Bytes::new(), true)),
+        Some(Err(_)) => Err(()),
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => Ok((data, body.is_end_stream())),
+            Err(_) => Ok((Bytes::new(), true)),
+        },
+    }
+}
+
+/// Streams the client's request body through the filters to the upstream, chunk by chunk.
+/// A filter that answers on the body, or that buffers past the limit (413), stops the
+/// exchange through `verdict`; the upstream's body is then cut short.
+async fn pump_request(
+    worker: Rc<Worker>,
+    streams: Vec<(usize, StreamId)>,
+    mut body: Incoming,
+    tx: ChunkSender,
+    verdict: oneshot::Sender<Stop>,
+    limit: usize,
+) {
+    let stop = loop {
+        let Ok((chunk, eos)) = next_chunk(&mut body).await else {
+            break Stop::Reset;
+        };
+        match through_body(&worker, &streams, true, chunk, eos, limit).await {
+            Through::Data(out) => {
+                if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+                if eos {
+                    return;
+                }
+            }
+            Through::Over(filter) => {
+                let (headers, body) = local_parts(413, "Payload Too Large", &[]);
+                break Stop::Reply { filter, headers, body };
+            }
+            Through::Reply(filter, headers, body) => break Stop::Reply { filter, headers, body },
+            Through::Reset => break Stop::Reset,
+        }
+    };
+    let _ = verdict.send(stop);
+    // An upstream body that merely ended would look complete to a chunked upstream: abort it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(Aborted("request stopped by a filter")))).await;
+    drop(tx);
+    // The rest of the upload is read and dropped for a while, so that the client, still
+    // writing, reads the answer instead of a reset.
+    let _ =
+        tokio::time::timeout(DRAIN_UNREAD, async { while let Ok((_, false)) = next_chunk(&mut body).await {} }).await;
+}
+
+/// The router: the request to one endpoint of the cluster, with Envoy's errors. The upstream's
+/// body is not read here: it streams on from `respond_through`.
 async fn forward(
     worker: &Rc<Worker>,
     cluster: &str,
     timeout: Option<Duration>,
     ex: &mut Exchange,
-) -> (HeaderMap, Bytes) {
+    body: ProxyBody,
+) -> Answer {
+    let local = |status, text, extra| {
+        let (headers, body) = local_parts(status, text, extra);
+        Answer::Local(headers, body)
+    };
     let shared = worker.shared.clone();
     let Some(upstream) = shared.upstreams.iter().find(|u| u.name == cluster) else {
-        return local_parts(503, "no healthy upstream", &[]);
+        return local(503, "no healthy upstream", &[]);
     };
     let claim = match upstream.claim() {
         Ok(c) => c,
-        Err(crate::cluster::NoClaim::NoEndpoint) => return local_parts(503, "no healthy upstream", &[]),
+        Err(crate::cluster::NoClaim::NoEndpoint) => return local(503, "no healthy upstream", &[]),
         Err(crate::cluster::NoClaim::Overflow) => {
-            return local_parts(
+            return local(
                 503,
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow",
                 &[("x-envoy-overloaded", "true")],
@@ -535,43 +747,39 @@ async fn forward(
     if let Some(authority) = ex.header(":authority") {
         builder = builder.header("host", authority);
     }
+    // A whole body's length is hyper's to set; a streamed one keeps the client's.
+    let whole = body.is_whole();
     for (k, v) in ex.headers.iter() {
-        if k.starts_with(b":") || matches!(k, b"host" | b"content-length" | b"transfer-encoding" | b"connection") {
+        if k.starts_with(b":")
+            || matches!(k, b"host" | b"transfer-encoding" | b"connection")
+            || (whole && k == b"content-length")
+        {
             continue;
         }
         builder = builder.header(k, v);
     }
-    let Ok(request) = builder.body(Full::new(ex.body.clone())) else {
-        return local_parts(400, "Bad Request", &[]);
+    let Ok(request) = builder.body(body) else {
+        return local(400, "Bad Request", &[]);
     };
     let started = tokio::time::Instant::now();
-    let result = tokio::time::timeout(timeout, async {
-        let resp = worker.client.request(request).await?;
-        let (parts, body) = resp.into_parts();
-        let bytes = Limited::new(body, MAX_BODY_BYTES).collect().await.map(|b| b.to_bytes()).map_err(|_| ());
-        Ok::<_, hyper_util::client::legacy::Error>((parts, bytes))
-    })
-    .await;
+    let result = tokio::time::timeout(timeout, worker.client.request(request)).await;
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     let stats = &upstream.stats;
     match result {
         Err(_) => {
             stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
             stats.rq.record(504, elapsed);
-            local_parts(504, "upstream request timeout", &[])
+            local(504, "upstream request timeout", &[])
         }
         Ok(Err(e)) => {
             if e.is_connect() {
                 stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
             }
             stats.rq.record(503, elapsed);
-            local_parts(503, RESET_BEFORE_HEADERS, &[])
+            local(503, RESET_BEFORE_HEADERS, &[])
         }
-        Ok(Ok((parts, Err(())))) => {
-            stats.rq.record(parts.status.as_u16(), elapsed);
-            local_parts(502, "upstream response too large or reset", &[])
-        }
-        Ok(Ok((parts, Ok(body)))) => {
+        Ok(Ok(response)) => {
+            let (parts, body) = response.into_parts();
             stats.rq.record(parts.status.as_u16(), elapsed);
             let mut headers = HeaderMap::new();
             headers.add(b":status", parts.status.as_str().as_bytes());
@@ -581,26 +789,38 @@ async fn forward(
                 }
                 headers.add(k.as_str().as_bytes(), v.as_bytes());
             }
-            (headers, body)
+            Answer::Upstream(headers, body, claim)
         }
     }
 }
 
-/// Runs the response back through the filters that saw the request (last first), finishes
-/// their streams, and builds what the client gets.
-async fn respond_through(
-    worker: &Rc<Worker>,
-    open: &mut Open,
-    (mut headers, mut body): (HeaderMap, Bytes),
-) -> Response<Body> {
+/// The response's body while it goes back through the filters: whole, or the upstream's still
+/// to stream.
+enum Back {
+    Whole(Bytes),
+    Streamed(Incoming, Claim),
+}
+
+/// Runs the response back through the filters that saw the request (last first) and builds
+/// what the client gets. A whole body goes through at once; the upstream's streams through
+/// chunk by chunk, and the filters' streams are finished when it ends.
+async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, limit: usize) -> Response<Body> {
+    let (mut headers, mut body) = match answer {
+        Answer::Local(headers, body) => (headers, Back::Whole(body)),
+        Answer::Upstream(headers, body, claim) => (headers, Back::Streamed(body, claim)),
+    };
     let streams: Vec<(usize, StreamId)> = open.streams.iter().rev().copied().collect();
-    for (filter, id) in streams {
+    for &(filter, id) in &streams {
+        let end = match &body {
+            Back::Whole(b) => b.is_empty(),
+            Back::Streamed(incoming, _) => incoming.is_end_stream(),
+        };
         let mut step = {
             let mut filters = worker.filters.borrow_mut();
             match filters[filter].http_stream(id) {
                 Some(mut http) => {
                     let pairs: Vec<(&[u8], &[u8])> = headers.iter().collect();
-                    http.response_headers(&pairs, body.is_empty())
+                    http.response_headers(&pairs, end)
                 }
                 None => continue,
             }
@@ -608,46 +828,115 @@ async fn respond_through(
         if matches!(step, Step::Pause) {
             step = worker.resumed(filter, id).await;
         }
-        if matches!(step, Step::Continue) && !body.is_empty() {
-            step = {
-                let mut filters = worker.filters.borrow_mut();
-                match filters[filter].http_stream(id) {
-                    Some(mut http) => http.response_body(&body, true),
-                    None => continue,
+        if let (Step::Continue, Back::Whole(b)) = (&step, &body) {
+            if !b.is_empty() {
+                step = body_step(worker, filter, id, false, b, true);
+                if matches!(step, Step::Pause) {
+                    step = worker.resumed(filter, id).await;
                 }
-            };
-            if matches!(step, Step::Pause) {
-                step = worker.resumed(filter, id).await;
             }
+        }
+        if let Step::Closed { .. } = step {
+            return text_response(503, "", &[]);
         }
         let mut filters = worker.filters.borrow_mut();
         if let Some(mut http) = filters[filter].http_stream(id) {
-            match step {
-                Step::Closed { .. } => {
-                    drop(filters);
-                    return text_response(503, "", &[]);
-                }
-                _ => {
-                    if let Some(m) = http.client_response() {
-                        headers = m.headers;
-                        body = Bytes::from(m.body);
-                    }
+            let replied = http.local_reply().is_some();
+            if let Some(m) = http.client_response() {
+                headers = m.headers;
+                // A reply made here replaces the upstream's body, which is dropped unread.
+                if replied || matches!(body, Back::Whole(_)) {
+                    body = Back::Whole(Bytes::from(m.body));
                 }
             }
         }
     }
-    for (f, id) in std::mem::take(&mut open.streams) {
-        finish(worker, f, id);
+    let (mut upstream, claim) = match body {
+        Back::Whole(bytes) => return client_response(&headers, ProxyBody::whole(bytes)),
+        Back::Streamed(incoming, claim) if open.streams.is_empty() => {
+            return client_response(&headers, ProxyBody::peer(incoming, Some(claim)));
+        }
+        // Nothing follows headers that ended the stream: the filters were told so.
+        Back::Streamed(incoming, _) if incoming.is_end_stream() => {
+            return client_response(&headers, ProxyBody::empty());
+        }
+        Back::Streamed(incoming, claim) => (incoming, claim),
+    };
+    // The headers wait for the first chunk the filters let go: a filter that buffers the whole
+    // body over the limit still gets Envoy's 500 instead of a response cut short.
+    let mut first = Vec::new();
+    loop {
+        let Ok((chunk, eos)) = next_chunk(&mut upstream).await else {
+            return text_response(503, "upstream reset after headers", &[]);
+        };
+        match through_body(worker, &streams, false, chunk, eos, limit).await {
+            Through::Data(out) => {
+                if !out.is_empty() {
+                    first.push(out);
+                }
+                if eos {
+                    return client_response(&headers, ProxyBody::whole(first.concat().into()));
+                }
+                if !first.is_empty() {
+                    break;
+                }
+            }
+            Through::Over(_) => return text_response(500, "Internal Server Error", &[]),
+            Through::Reply(_, headers, body) => return client_response(&headers, ProxyBody::whole(body)),
+            Through::Reset => return text_response(503, "", &[]),
+        }
     }
+    let (tx, client_body) = ProxyBody::channel();
+    let streams_left = std::mem::take(&mut open.streams);
+    let worker = worker.clone();
+    tokio::task::spawn_local(async move {
+        // The streams are finished (on_log) when the body has gone, or the client went away.
+        let open = Open { worker: worker.clone(), streams: streams_left };
+        let _claim = claim;
+        for chunk in first {
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let Ok((chunk, eos)) = next_chunk(&mut upstream).await else {
+                let _ = tx.send(Err(Aborted("upstream reset"))).await;
+                return;
+            };
+            match through_body(&worker, &streams, false, chunk, eos, limit).await {
+                Through::Data(out) => {
+                    if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
+                        return;
+                    }
+                    if eos {
+                        drop(open);
+                        return;
+                    }
+                }
+                // The headers went out: Envoy resets the stream.
+                Through::Over(_) | Through::Reply(..) | Through::Reset => {
+                    let _ = tx.send(Err(Aborted("response stopped by a filter"))).await;
+                    return;
+                }
+            }
+        }
+    });
+    client_response(&headers, client_body)
+}
+
+/// The client's response from the filters' headers. A whole body's length is hyper's to set;
+/// a streamed one keeps the upstream's content-length.
+fn client_response(headers: &HeaderMap, body: ProxyBody) -> Response<Body> {
     let status = headers.get(b":status").and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok()).unwrap_or(502);
+    let whole = body.is_whole();
     let mut builder = Response::builder().status(status);
     for (k, v) in headers.iter() {
-        if k.starts_with(b":") || k == b"content-length" {
+        if k.starts_with(b":") || (whole && k == b"content-length") {
             continue;
         }
         builder = builder.header(k, v);
     }
-    builder.body(Full::new(body)).unwrap_or_else(|_| text_response(502, "invalid response headers", &[]))
+    builder.body(body).unwrap_or_else(|_| text_response(502, "invalid response headers", &[]))
 }
 
 /// A TCP connection through the listener's network Wasm filters to its tcp_proxy cluster.

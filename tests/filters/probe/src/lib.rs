@@ -154,6 +154,7 @@ impl RootContext for Root {
         Some(Box::new(Probe {
             id: context_id,
             buffer_body: false,
+            buffer_response: false,
             response_local_reply: None,
             stream: None,
             wait_stream: false,
@@ -182,6 +183,8 @@ thread_local! {
 struct Probe {
     id: u32,
     buffer_body: bool,
+    /// `buffer-response-body`: the response body is held to its end (StopIterationAndBuffer).
+    buffer_response: bool,
     response_local_reply: Option<u32>,
     /// The gRPC stream the last `stream` command opened.
     stream: Option<u32>,
@@ -487,6 +490,10 @@ impl Probe {
                 self.buffer_body = true;
                 "armed".into()
             }
+            "buffer-response-body" => {
+                self.buffer_response = true;
+                "armed".into()
+            }
             "close" => {
                 self.reset_http_request();
                 "ok".into()
@@ -617,6 +624,9 @@ impl HttpContext for Probe {
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
         info!("on_response_body id={} size={size} eos={eos}", self.id);
+        if self.buffer_response && !eos {
+            return Action::Pause;
+        }
         Action::Continue
     }
 
