@@ -364,7 +364,9 @@ proptest! {
         let estimate = sim::estimate(&s);
         let started = Stopwatch::start();
         let result = sim::replay_within(&s, plugin(), TINY, &mut |_| {});
-        prop_assert!(started.elapsed() < StdDuration::from_secs(30), "{b:?} took {:?}", started.elapsed());
+        // A hang guard, not a speed target (that is `make bench`): generous, because a loaded CI
+        // machine has run a case in 35 s; a replay the step budget failed to stop never ends.
+        prop_assert!(started.elapsed() < StdDuration::from_secs(180), "{b:?} took {:?}", started.elapsed());
         let r = match result {
             Ok(r) => r,
             Err(ReplayError::TooLarge { over, .. }) => {
