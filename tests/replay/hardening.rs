@@ -183,7 +183,7 @@ fn check_prints_the_estimate_and_refuses_a_run_over_budget_unless_allowed() {
     let scratch = Scratch::new("budget");
     let big = scratch.write(
         "big.json",
-        &edit(&shipped("blackhole-drain"), "\"02:00\",\n          8", "\"02:00\",\n          10000"),
+        &edit(&shipped("blackhole-drain"), "[\"02:00\", 8]", "[\"02:00\", 10000]"),
     );
     let out = ebb(&["check", &big]);
     assert_eq!(out.status.code(), Some(2), "36 million requests are over the default budget");
@@ -205,9 +205,9 @@ fn a_rate_of_1e308_is_refused_at_once_by_check_and_replay() {
     let scratch = Scratch::new("rate");
     let file = scratch.write(
         "huge.json",
-        &edit(&shipped("blackhole-drain"), "\"02:00\",\n          8", "\"02:00\",\n          1e308"),
+        &edit(&shipped("blackhole-drain"), "[\"02:00\", 8]", "[\"02:00\", 1e308]"),
     );
-    let (line, column) = after(&std::fs::read_to_string(&file).unwrap(), "\"02:00\",\n          ");
+    let (line, column) = after(&std::fs::read_to_string(&file).unwrap(), "[\"02:00\", ");
     let wasm = wasm().to_string_lossy().into_owned();
     for args in [vec!["check", &file], vec!["replay", "--plugin", &wasm, &file]] {
         let out = ebb_within(&args, StdDuration::from_secs(30))
@@ -320,7 +320,7 @@ fn two_hundred_thousand_alerts_are_checked_quickly_and_errors_stay_short() {
 #[test]
 fn meaningless_values_are_refused_with_file_line_column_and_path() {
     let base = shipped("blackhole-drain");
-    let traffic = "\"traffic\": [\n    {\n      \"pool\": \"web\",\n      \"points\": [\n        [\n          \"02:00\",\n          8\n        ]\n      ]\n    }";
+    let traffic = "\"traffic\": [\n    {\n      \"pool\": \"web\",\n      \"points\": [[\"02:00\", 8]]\n    }";
     let second = format!("{traffic},\n    {{\"pool\": \"web\", \"points\": [[\"02:30\", 4]]}}");
     let text = edit(&base, traffic, &second);
     let pos = after(&text, "{\"pool\": ");
@@ -329,8 +329,8 @@ fn meaningless_values_are_refused_with_file_line_column_and_path() {
     let with_burst = |burst: &str| {
         edit(
             &base,
-            "          8\n        ]\n      ]",
-            &format!("          8\n        ]\n      ],\n      \"bursts\": [{burst}]"),
+            "\"points\": [[\"02:00\", 8]]",
+            &format!("\"points\": [[\"02:00\", 8]],\n      \"bursts\": [{burst}]"),
         )
     };
     let text = with_burst("{\"at\": \"02:20\", \"for\": \"5m\", \"rate\": -50}");
@@ -405,10 +405,10 @@ fn a_utf8_byte_order_mark_is_accepted_and_positions_do_not_count_it() {
 fn no_error_shows_an_unknown_path_step() {
     let base = shipped("blackhole-drain");
     let cases = [
-        edit(&base, "\"02:00\",\n          8", "\"02:00\",\n          \"eight\""),
-        edit(&base, "[\n          \"02:00\",\n          8\n        ]", "[\"02:00\"]"),
-        edit(&base, "[\n          \"02:00\",\n          8\n        ]", "[\"02:00\", 8, 9]"),
-        edit(&base, "\"02:00\",\n          8", "\"2am\",\n          8"),
+        edit(&base, "[\"02:00\", 8]", "[\"02:00\", \"eight\"]"),
+        edit(&base, "[\"02:00\", 8]", "[\"02:00\"]"),
+        edit(&base, "[\"02:00\", 8]", "[\"02:00\", 8, 9]"),
+        edit(&base, "[\"02:00\", 8]", "[\"2am\", 8]"),
         "[]".to_string(),
         String::new(),
         "{\"version\": 1,".to_string(),

@@ -165,7 +165,7 @@ fn the_filter_checks_the_programs_own_signature() {
 #[test]
 fn check_wants_one_recovery_action_and_a_sane_timeout() {
     let base = std::fs::read_to_string(root().join("scenarios/bitbucket-2021-02-05-external-recovery.json")).unwrap();
-    let run = "\"run\": [\n        \"../scripts/recover-pool.sh\",\n        \"--verbose\"\n      ],";
+    let run = "\"run\": [\"../scripts/recover-pool.sh\", \"--verbose\"],";
     assert!(base.contains(run));
     let cases = [
         (base.replacen(run, &format!("{run} \"restore\": \"web\","), 1), "exactly one of restore, clear_all or run"),
