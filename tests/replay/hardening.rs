@@ -181,10 +181,7 @@ fn check_prints_the_estimate_and_refuses_a_run_over_budget_unless_allowed() {
     );
 
     let scratch = Scratch::new("budget");
-    let big = scratch.write(
-        "big.json",
-        &edit(&shipped("blackhole-drain"), "[\"02:00\", 8]", "[\"02:00\", 10000]"),
-    );
+    let big = scratch.write("big.json", &edit(&shipped("blackhole-drain"), "[\"02:00\", 8]", "[\"02:00\", 10000]"));
     let out = ebb(&["check", &big]);
     assert_eq!(out.status.code(), Some(2), "36 million requests are over the default budget");
     let stderr = text(&out.stderr);
@@ -203,10 +200,7 @@ fn check_prints_the_estimate_and_refuses_a_run_over_budget_unless_allowed() {
 #[test]
 fn a_rate_of_1e308_is_refused_at_once_by_check_and_replay() {
     let scratch = Scratch::new("rate");
-    let file = scratch.write(
-        "huge.json",
-        &edit(&shipped("blackhole-drain"), "[\"02:00\", 8]", "[\"02:00\", 1e308]"),
-    );
+    let file = scratch.write("huge.json", &edit(&shipped("blackhole-drain"), "[\"02:00\", 8]", "[\"02:00\", 1e308]"));
     let (line, column) = after(&std::fs::read_to_string(&file).unwrap(), "[\"02:00\", ");
     let wasm = wasm().to_string_lossy().into_owned();
     for args in [vec!["check", &file], vec!["replay", "--plugin", &wasm, &file]] {
