@@ -325,7 +325,38 @@ pub fn single_filter_bootstrap(code: &Path, policy: &str) -> PathBuf {
 
 /// `single_filter_bootstrap` with the filter's plugin `configuration`.
 pub fn configured_filter_bootstrap(code: &Path, policy: &str, configuration: &str) -> PathBuf {
+    let wasm = format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: probe
+                failure_policy: {policy}
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "{configuration}" }}
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {} }} }}
+"#,
+        code.display()
+    );
     write_temp(&format!(
+        r#"{}  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }}
+"#,
+        ingress_to_backend(&wasm)
+    ))
+}
+
+/// The admin and one HTTP listener routing everything to the cluster `backend`, through
+/// `http_filters` (YAML list items, indented for the list) and the router; clusters go after it.
+fn ingress_to_backend(http_filters: &str) -> String {
+    format!(
         r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
 static_resources:
   listeners:
@@ -345,30 +376,11 @@ static_resources:
               - match: {{ prefix: / }}
                 route: {{ cluster: backend }}
           http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: probe
-                failure_policy: {policy}
-                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "{configuration}" }}
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: {} }} }}
-          - name: envoy.filters.http.router
+{http_filters}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }}
-"#,
-        code.display()
-    ))
+"#
+    )
 }
 
 /// `single_filter_bootstrap` plus the same code as a bootstrap Wasm service, with the same plugin
@@ -740,29 +752,7 @@ impl Dns {
 /// of `name:port`, resolved through `resolver` every `refresh`.
 pub fn strict_dns_bootstrap(resolver: SocketAddr, name: &str, port: u16, refresh: &str) -> PathBuf {
     write_temp(&format!(
-        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
-static_resources:
-  listeners:
-  - name: ingress_http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: / }}
-                route: {{ cluster: backend }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
+        r#"{}  clusters:
   - name: backend
     type: STRICT_DNS
     dns_refresh_rate: {refresh}
@@ -774,6 +764,7 @@ static_resources:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: {name}, port_value: {port} }} }} }}
 "#,
+        ingress_to_backend(""),
         resolver.ip(),
         resolver.port()
     ))
