@@ -132,6 +132,16 @@ if [ "${INSTRUCTIONS:-0}" = 1 ]; then
   exit 0
 fi
 
+# PINGORA=1: a pass-through Pingora proxy (scripts/pingora-bench, outside the workspace; its first
+# build compiles Pingora and needs cmake) as one more row, two threads like the others.
+if [ "${PINGORA:-0}" = 1 ]; then
+  command -v cmake >/dev/null || { echo "PINGORA=1 needs cmake (apt-get install cmake)" >&2; exit 2; }
+  cargo build --quiet --release --manifest-path scripts/pingora-bench/Cargo.toml --target-dir target/pingora-bench
+  PG=$(free_port)
+  UPSTREAM=127.0.0.1:$UP LISTEN=127.0.0.1:$PG THREADS=2 target/pingora-bench/release/pingora-bench \
+    > "$work/pingora.out" 2>&1 & PINGORA_PID=$!; pids+=($PINGORA_PID)
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PG/" && break; sleep 0.1; done
+fi
 start_ebb 0; EBB0_PID=$EBB_PID; EBB0=$(awk '$2=="ingress"{print $3}' "$work/out0")
 start_ebb 1; EBB1_PID=$EBB_PID; EBB1=$(awk '$2=="ingress"{print $3}' "$work/out1")
 sleep 0.5
@@ -156,6 +166,7 @@ echo "|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
   run "direct (round $round)" "http://127.0.0.1:$UP/" -
   run "nginx proxy_pass (round $round)" "http://127.0.0.1:$NG/" "$nginx_cpu_pid"
+  if [ "${PINGORA:-0}" = 1 ]; then run "pingora pass-through (round $round)" "http://127.0.0.1:$PG/" "$PINGORA_PID"; fi
   run "ebb proxy, no filter (round $round)" "http://$EBB0/" "$EBB0_PID"
   run "ebb proxy + ebb.wasm, no fault (round $round)" "http://$EBB1/" "$EBB1_PID"
 done
