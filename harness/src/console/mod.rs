@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use ebb_chart::live::LiveEvent;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -20,7 +19,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::oneshot;
 
 /// The events the console publishes (ebb-chart's wire format).
 pub use ebb_chart::live;
@@ -134,8 +132,7 @@ pub struct Console {
     url: String,
     addr: SocketAddr,
     hub: Arc<Hub>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: crate::loopback::Server,
 }
 
 impl Console {
@@ -161,8 +158,6 @@ impl Console {
         let listener = std::net::TcpListener::bind(addr).map_err(|source| ConsoleError::Bind { addr, source })?;
         let bound = listener.local_addr().map_err(|source| ConsoleError::Bind { addr, source })?;
         listener.set_nonblocking(true).map_err(|source| ConsoleError::Bind { addr, source })?;
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(ConsoleError::Thread)?;
         let hub = Arc::new(Hub::default());
         // Behind an explicitly allowed non-loopback address the name it is reached by is not known.
         let any_host = !bound.ip().is_loopback();
@@ -173,19 +168,12 @@ impl Console {
             hub: hub.clone(),
             halt,
         });
-        let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("ebb-console".into())
-            // The runtime is dropped with the thread: streams still open are closed then.
-            .spawn(move || runtime.block_on(serve(listener, shared, stopped)))
-            .map_err(ConsoleError::Thread)?;
-        Ok(Console {
-            url: format!("http://{bound}/?token={token}"),
-            addr: bound,
-            hub,
-            stop: Some(stop),
-            thread: Some(thread),
+        // Streams still open are closed when the server stops.
+        let server = crate::loopback::Server::spawn(listener, "console", "ebb-console", move |request| {
+            handle(request, shared.clone())
         })
+        .map_err(ConsoleError::Thread)?;
+        Ok(Console { url: format!("http://{bound}/?token={token}"), addr: bound, hub, server })
     }
 
     /// The page's address with its token: the one thing to print and open.
@@ -210,12 +198,7 @@ impl Console {
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.server.stop();
     }
 }
 
@@ -223,10 +206,6 @@ impl Drop for Console {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stopped: oneshot::Receiver<()>) {
-    crate::loopback::serve(listener, "console", stopped, move |request| handle(request, shared.clone())).await;
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;

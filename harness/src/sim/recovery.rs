@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -51,10 +50,10 @@ impl Forwarded {
 /// The loopback HTTP server of one replay (127.0.0.1, a port the system picks), on a thread of its
 /// own. Dropping it stops the server and closes every connection.
 pub struct ControlServer {
+    // First, so that it stops (thread joined) before `requests` is dropped.
+    _server: crate::loopback::Server,
     url: String,
     requests: mpsc::Receiver<Forwarded>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl ControlServer {
@@ -62,14 +61,14 @@ impl ControlServer {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         listener.set_nonblocking(true)?;
         let url = format!("http://{}", listener.local_addr()?);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
         let (to_sim, requests) = mpsc::channel();
-        let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("ebb-control-server".into())
-            // The runtime is dropped with the thread: connections still open are closed then.
-            .spawn(move || runtime.block_on(serve(listener, to_sim, stopped)))?;
-        Ok(ControlServer { url, requests, stop: Some(stop), thread: Some(thread) })
+        let server = crate::loopback::Server::spawn(
+            listener,
+            "recovery control server",
+            "ebb-control-server",
+            move |request| handle(request, to_sim.clone()),
+        )?;
+        Ok(ControlServer { url, requests, _server: server })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -87,24 +86,6 @@ impl ControlServer {
             ));
         }
     }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(listener: std::net::TcpListener, to_sim: mpsc::Sender<Forwarded>, stopped: oneshot::Receiver<()>) {
-    crate::loopback::serve(listener, "recovery control server", stopped, move |request| {
-        handle(request, to_sim.clone())
-    })
-    .await;
 }
 
 async fn handle(

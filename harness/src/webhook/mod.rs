@@ -12,14 +12,12 @@ pub use runs::{Accepted, Runs};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::oneshot;
 
 /// Largest notification read (Alertmanager's for a few hundred alerts stays far below).
 const MAX_BODY: usize = 1024 * 1024;
@@ -55,8 +53,7 @@ pub enum WebhookError {
 pub struct Receiver {
     addr: SocketAddr,
     runs: Arc<Runs>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: crate::loopback::Server,
 }
 
 impl Receiver {
@@ -75,21 +72,14 @@ impl Receiver {
             std::net::TcpListener::bind(options.listen).map_err(|e| WebhookError::Listen(options.listen, e))?;
         listener.set_nonblocking(true).map_err(WebhookError::Runtime)?;
         let addr = listener.local_addr().map_err(WebhookError::Runtime)?;
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(WebhookError::Runtime)?;
         let runs = Runs::new(options.argv, options.timeout);
         let token: Option<Arc<str>> = options.token.map(Arc::from);
-        let (stop, stopped) = oneshot::channel();
         let served = runs.clone();
-        let thread = std::thread::Builder::new()
-            .name("ebb-webhook".into())
-            .spawn(move || {
-                runtime.block_on(crate::loopback::serve(listener, "ebb webhook", stopped, move |request| {
-                    handle(request, token.clone(), served.clone())
-                }))
-            })
-            .map_err(WebhookError::Runtime)?;
-        Ok(Receiver { addr, runs, stop: Some(stop), thread: Some(thread) })
+        let server = crate::loopback::Server::spawn(listener, "ebb webhook", "ebb-webhook", move |request| {
+            handle(request, token.clone(), served.clone())
+        })
+        .map_err(WebhookError::Runtime)?;
+        Ok(Receiver { addr, runs, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -102,12 +92,7 @@ impl Receiver {
     }
 
     fn shut_down(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.server.stop();
         self.runs.stop();
     }
 }
