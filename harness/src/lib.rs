@@ -6,6 +6,7 @@ pub mod alert;
 pub mod console;
 pub mod control;
 pub mod gameday;
+pub mod http;
 mod loopback;
 pub mod report;
 pub mod rules;

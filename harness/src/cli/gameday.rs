@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ebb_harness::console::{Console, ConsoleOptions};
-use ebb_harness::gameday::http::Url;
 use ebb_harness::gameday::target::Target;
 use ebb_harness::gameday::{self, signals, Ending, LiveSink, NoConsole, Options, StartError};
+use ebb_harness::http::Url;
 use ebb_harness::scenario::Scenario;
 use ebb_harness::Clock;
 

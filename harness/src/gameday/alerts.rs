@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
-use super::http::{self, Url};
 use super::{observe, real_ms, target, Runner};
 use crate::alert::Transition;
+use crate::http::{self, Url};
 
 /// An alert as the runner tracks it: the scenario's rule evaluated here, or one Alertmanager holds.
 pub(super) struct Tracked {
@@ -126,8 +126,7 @@ impl Runner<'_> {
 /// Alertmanager's active alerts, or why they cannot be read.
 pub(super) fn fetch_alerts(am: &Url) -> Result<Vec<observe::ActiveAlert>, String> {
     let path = "/api/v2/alerts?active=true&silenced=false&inhibited=false";
-    let answer =
-        http::call(am, "GET", path, &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("Alertmanager: {e}"))?;
+    let answer = http::get(am, path, target::CALL_TIMEOUT).map_err(|e| format!("Alertmanager: {e}"))?;
     if answer.status != 200 {
         return Err(format!("Alertmanager {} answered HTTP {} to GET /api/v2/alerts", am.show(), answer.status));
     }

@@ -9,7 +9,6 @@ mod alerts;
 mod cleanup;
 mod console;
 mod dry_run;
-pub mod http;
 pub mod latency;
 mod observe;
 pub mod plan;
@@ -31,12 +30,12 @@ use ebb_engine::Duration;
 
 use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
+use crate::http::{self, Url};
 use crate::report::{self, AlertResult, Event, Live, Report, Requests};
 use crate::scenario::{Scenario, Signal};
 use crate::sim::recovery;
 use crate::sim::stats::{self, Bucket, Sample};
 use alerts::{fetch_alerts, Tracked};
-use http::Url;
 use plan::{Act, Step};
 use run_id::RunId;
 use target::{Signer, Target, TargetError, PREFIX};
@@ -556,8 +555,7 @@ impl Runner<'_> {
         let mut scrape =
             Scrape { counters: HashMap::new(), latency: vec![latency::Histogram::default(); n], timed: vec![false; n] };
         for url in &self.options.metrics {
-            let answer =
-                http::call(url, "GET", "", &[], b"", target::CALL_TIMEOUT).map_err(|e| format!("metrics: {e}"))?;
+            let answer = http::get(url, "", target::CALL_TIMEOUT).map_err(|e| format!("metrics: {e}"))?;
             if answer.status != 200 {
                 return Err(format!("metrics: {} answered HTTP {}", url.show(), answer.status));
             }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use ebb_engine::auth::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use ebb_engine::control::Response;
 
-use super::http::{self, HttpError, Url};
 use crate::control::COMMAND_HEADER;
+use crate::http::{self, HttpError, Url};
 
 /// The control API's prefix (deploy/envoy/envoy.yaml, the filter's default).
 pub const PREFIX: &str = "/.ebb/v1/";

@@ -2,13 +2,13 @@
 // configuration and a temporary TSDB, fed by remote write, asked instant queries; always stopped and
 // its folder removed (on drop, on error, and by Ctrl-C through a flag the replay checks).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::http::{Client, Url};
 use crate::{signals, Clock};
 
 use super::RulesError;
@@ -18,7 +18,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for one HTTP exchange with it (a write or a query).
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest answer read from it.
-const MAX_BODY: usize = 64 << 20;
+const MAX_BODY: u64 = 64 << 20;
 /// Ports tried before giving up (another program may take the free port first).
 const PORT_ATTEMPTS: usize = 3;
 
@@ -33,7 +33,8 @@ pub fn interrupted() -> bool {
 pub struct Server {
     child: Child,
     dir: PathBuf,
-    http: Http,
+    http: Client,
+    url: Url,
 }
 
 impl Server {
@@ -108,8 +109,10 @@ impl Server {
                 RulesError::Prometheus(format!("cannot start prometheus: {e}"))
             })
         })?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut server = Server { child, dir: dir.to_path_buf(), http: Http { addr, conn: None } };
+        let url =
+            Url::parse(&format!("http://127.0.0.1:{port}")).map_err(|e| Spawn::Fatal(RulesError::Io(e.to_string())))?;
+        let http = Client::new(IO_TIMEOUT, MAX_BODY);
+        let mut server = Server { child, dir: dir.to_path_buf(), http, url };
         let clock = Clock::real();
         let deadline = clock.now_ns().saturating_add(u64::try_from(READY_TIMEOUT.as_nanos()).unwrap_or(u64::MAX));
         loop {
@@ -126,7 +129,7 @@ impl Server {
             if interrupted() {
                 return Err(Spawn::Fatal(RulesError::Interrupted));
             }
-            if let Ok((200, _)) = server.http.request("GET", "/-/ready", &[], &[]) {
+            if server.exchange("GET", "/-/ready", &[], &[]).is_ok_and(|(status, _)| status == 200) {
                 return Ok(server);
             }
             if clock.now_ns() > deadline {
@@ -191,13 +194,14 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), RulesError> {
-        self.http.request(method, path, headers, body).map_err(|e| {
+        let answer = self.http.call(&self.url, method, path, headers, body).map_err(|e| {
             if interrupted() {
                 RulesError::Interrupted
             } else {
                 RulesError::Prometheus(format!("{method} {path}: {e}; {}", self.log_tail()))
             }
-        })
+        })?;
+        Ok((answer.status, answer.body))
     }
 
     /// Stops the server and removes its folder (also done on drop).
@@ -243,152 +247,6 @@ fn form_encode(text: &str) -> String {
         }
     }
     out
-}
-
-/// HTTP/1.1 over one kept-alive loopback connection, reopened when the server closed it.
-struct Http {
-    addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-impl Http {
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<(u16, Vec<u8>)> {
-        // A kept-alive connection the server has closed fails at once: one retry on a fresh one.
-        let reused = self.conn.is_some();
-        match self.try_request(method, path, headers, body) {
-            Ok(answer) => Ok(answer),
-            // Only when the server closed the connection before answering: a write whose answer
-            // was lost is not sent twice (its samples would be out of order the second time).
-            Err(e) if reused && e.kind() == std::io::ErrorKind::ConnectionAborted => {
-                self.conn = None;
-                self.try_request(method, path, headers, body)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn try_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<(u16, Vec<u8>)> {
-        if self.conn.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-            stream.set_read_timeout(Some(IO_TIMEOUT))?;
-            stream.set_write_timeout(Some(IO_TIMEOUT))?;
-            stream.set_nodelay(true)?;
-            self.conn = Some(BufReader::new(stream));
-        }
-        let result = self.exchange(method, path, headers, body);
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-
-    fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<(u16, Vec<u8>)> {
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-        let Some(conn) = self.conn.as_mut() else { return Err(bad("no connection")) };
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n", self.addr, body.len());
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        // A kept-alive connection the server closed: the write fails (broken pipe, reset) or
-        // the answer is empty. Either way nothing was processed.
-        let closed = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e)
-            }
-            _ => e,
-        };
-        let stream = conn.get_mut();
-        stream.write_all(head.as_bytes()).map_err(closed)?;
-        stream.write_all(body).map_err(closed)?;
-        stream.flush().map_err(closed)?;
-        let mut line = String::new();
-        if conn.read_line(&mut line).map_err(closed)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection closed"));
-        }
-        let status: u16 =
-            line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("bad status line"))?;
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        loop {
-            line.clear();
-            if conn.read_line(&mut line)? == 0 {
-                return Err(bad("connection closed in headers"));
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-                match name.as_str() {
-                    "content-length" => length = value.parse::<usize>().ok(),
-                    "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                    "connection" => close = value.eq_ignore_ascii_case("close"),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = Vec::new();
-        if status == 204 || status == 304 || (100..200).contains(&status) {
-            // No body, whatever the headers say (remote write answers 204).
-        } else if chunked {
-            loop {
-                line.clear();
-                conn.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| bad("bad chunk size"))?;
-                if body.len().saturating_add(size) > MAX_BODY {
-                    return Err(bad("answer too large"));
-                }
-                if size == 0 {
-                    // Trailers, then the blank line.
-                    loop {
-                        line.clear();
-                        if conn.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                let start = body.len();
-                body.resize(start + size, 0);
-                conn.read_exact(&mut body[start..])?;
-                line.clear();
-                conn.read_line(&mut line)?;
-            }
-        } else if let Some(n) = length {
-            if n > MAX_BODY {
-                return Err(bad("answer too large"));
-            }
-            body.resize(n, 0);
-            conn.read_exact(&mut body)?;
-        } else {
-            conn.take(MAX_BODY as u64).read_to_end(&mut body)?;
-            close = true;
-        }
-        if close {
-            self.conn = None;
-        }
-        Ok((status, body))
-    }
 }
 
 #[cfg(test)]
