@@ -69,7 +69,8 @@ fn interact_2018_04_18() {
     let web = r.pool("web");
     let loss = web.episodes.first().unwrap_or_else(|| panic!("no capacity loss:\n{}", r.report.render(false)));
     r.near("capacity lost (the rotation's new servers never register)", Some(loss.lost_s), "06:00");
-    r.near("the outage (no registered server left)", r.event("scale", "6"), "06:22");
+    let none_left = r.report.series[0].capacity_steps.iter().find(|(_, ratio)| *ratio == 0.0).map(|(t, _)| *t);
+    r.near("the outage (no registered server left)", none_left, "06:22");
     r.near("detection (the error alert pages)", loss.detected_s, "06:22");
     r.near("the disaster recovery plan", r.event("runbook", "fail"), "06:45");
     r.near("restore (AWS resolves the ELB incident)", loss.restored_s, "07:05");
@@ -78,7 +79,9 @@ fn interact_2018_04_18() {
     // The report reads in the incident's zone, with UTC beside it.
     let text = r.report.render(false);
     assert!(text.contains("from 2018-04-18 05:45 EDT (09:45 UTC)"), "{text}");
-    assert!(text.contains("06:22:15 EDT (10:22:15 UTC)") || text.contains("06:22:30 EDT (10:22:30 UTC)"), "{text}");
+    let paged = r.report.clock_and_utc(loss.detected_s.unwrap_or_default());
+    assert!(paged.starts_with("06:22:") && paged.contains(" EDT (10:22:"), "{paged}");
+    assert!(text.contains(&format!("  {paged}  alert ")), "{text}");
 
     let fixed = replayed("interact-2018-04-18-fixed");
     fixed.verdict("pass");

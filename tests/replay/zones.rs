@@ -72,8 +72,8 @@ fn clock_times_follow_the_wall_clock_across_a_dst_change() {
         .map(|o| (o["t_s"].as_f64().unwrap(), o["abbreviation"].as_str().unwrap(), o["utc_offset_s"].as_i64().unwrap()))
         .collect();
     assert_eq!(offsets, [(0.0, "EST", -18_000), (5400.0, "EDT", -14_400)], "02:00 EST is 1h30m in");
-    let back: Report = serde_json::from_value(json).unwrap();
-    assert_eq!(back, r, "the report JSON reads back");
+    let back: ebb_harness::report::TimeZone = serde_json::from_value(zone.clone()).unwrap();
+    assert_eq!(Some(back), r.timezone, "the report's zone reads back");
 
     // HTML: the events in local time with UTC, the zone in the footer, the chart's axis local.
     let html = ebb_harness::report::html(&r);
