@@ -123,6 +123,9 @@ fn bad_zones_are_refused_with_their_position_and_the_nearest_name() {
     assert!(err.contains("abbreviation"), "{err}");
     let err = refused(r#""timezone": "America/New_York","#);
     assert!(err.starts_with("dst.json:4:") && err.contains(": timezone: a timezone needs a `date`"), "{err}");
+    let text = across_dst(r#""timezone": "America/New_York", "date": "2018-03-11","#).replace("\"00:30\"", "\"02:30\"");
+    let err = Scenario::parse(Path::new("dst.json"), text.as_bytes()).map(|_| ()).expect_err("02:30").to_string();
+    assert!(err.contains(": start: 02:30 does not exist on 2018-03-11 in America/New_York"), "{err}");
     let err = refused(r#""timezone": "America/New_York", "date": "2018-03-32","#);
     assert!(err.contains("date: expected a date like \"2018-04-18\" (YYYY-MM-DD)"), "{err}");
 }
@@ -136,4 +139,27 @@ fn ebb_fmt_keeps_the_zone_fields() {
     let after = Scenario::parse(Path::new("dst.json"), formatted.as_bytes()).unwrap();
     assert_eq!(before, after);
     assert_eq!(after.timezone.as_ref().map(|z| z.name()), Some("America/New_York"));
+}
+
+#[test]
+fn ebb_check_warns_of_a_zone_that_names_no_place() {
+    let dir = std::env::temp_dir().join(format!("ebb-zones-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let warned = |fields: &str| {
+        let file = dir.join("zone.json");
+        std::fs::write(&file, across_dst(fields)).unwrap();
+        let (_, warnings) = Scenario::load_with_warnings(&file).unwrap_or_else(|e| panic!("{e}"));
+        warnings.into_iter().filter(|w| w.path == "timezone").map(|w| w.message).collect::<Vec<_>>()
+    };
+    // "EST" is valid, but UTC-5 all year: a summer incident told in EDT would be an hour off.
+    let est = warned(r#""timezone": "EST", "date": "2018-07-11","#);
+    assert!(
+        est.len() == 1
+            && est[0].contains("a fixed offset (EST, UTC-05:00) all year")
+            && est[0].contains("America/New_York"),
+        "{est:?}"
+    );
+    assert!(warned(r#""timezone": "America/New_York", "date": "2018-07-11","#).is_empty());
+    assert!(warned(r#""timezone": "UTC", "date": "2018-07-11","#).is_empty());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -33,8 +33,9 @@ impl Scenario {
         let scenario = Scenario::parse(path, &bytes)?;
         let text = source::strip_bom(&bytes);
         let warnings = scenario
-            .expiry_warnings()
+            .zone_warnings()
             .into_iter()
+            .chain(scenario.expiry_warnings())
             .map(|(path, message)| {
                 let (line, column) = position::locate(text, &path);
                 Problem { line: Some(line), column: Some(column), path, message }

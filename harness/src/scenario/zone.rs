@@ -247,6 +247,9 @@ impl schemars::JsonSchema for Day {
     }
 }
 
+/// Names of UTC itself, which a scenario may well mean.
+const UTC_NAMES: [&str; 6] = ["UTC", "GMT", "UCT", "Universal", "Zulu", "Greenwich"];
+
 /// How one moment of a replay reads: local clock time, abbreviation, offset from UTC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reading {
@@ -265,6 +268,35 @@ impl Scenario {
             (None, Some(_)) => Some(&UTC),
             (None, None) => None,
         }
+    }
+
+    /// `ebb check`'s warnings about the zone: (JSON path, message). A legacy name without a place
+    /// (`EST`, `CET`, `EST5EDT`) is valid, but `EST` is UTC-5 all year: an incident told in EDT
+    /// replayed in it is an hour off, silently.
+    pub fn zone_warnings(&self) -> Vec<(String, String)> {
+        let Some(zone) = &self.timezone else { return Vec::new() };
+        if zone.name.contains('/') || UTC_NAMES.contains(&zone.name.as_str()) {
+            return Vec::new();
+        }
+        // Over a year from the start: one offset means no daylight saving time at all.
+        let from = self.start_epoch_ms();
+        let offsets = zone.offsets(from, from.saturating_add(366 * DAY_MS));
+        let what = match offsets.as_slice() {
+            [(_, abbreviation, offset)] => format!(
+                "a fixed offset ({abbreviation}, UTC{}{:02}:{:02}) all year, with no daylight saving time",
+                if *offset < 0 { '-' } else { '+' },
+                offset.unsigned_abs() / 3600,
+                offset.unsigned_abs() % 3600 / 60
+            ),
+            _ => "a legacy name for a set of DST rules, not a place".into(),
+        };
+        vec![(
+            "timezone".into(),
+            format!(
+                "{:?} is {what}: to replay a place's clock (EDT in summer, EST in winter), name its zone, like \"America/New_York\"",
+                zone.name
+            ),
+        )]
     }
 
     /// The day the start falls on (the default day without `date`).
