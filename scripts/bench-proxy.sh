@@ -4,7 +4,8 @@
 # filter, with ebb.wasm and no fault, and with ebb.wasm and a 50 % capacity drain that does not shed
 # at this load. All in one run, interleaved, on loopback; then memory over a 1-minute run at 1,000
 # connections (MEMORY_DURATION=0 skips it); or, with INSTRUCTIONS=1, instructions per request under
-# callgrind. Figures go to docs/benchmarks.md by hand.
+# callgrind. EBB_B=PATH adds a second ebb binary's no-filter row to every round (A B A B) and prints
+# the medians. Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EBB=${EBB:-target/release/ebb}
@@ -143,6 +144,11 @@ if [ "${PINGORA:-0}" = 1 ]; then
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PG/" && break; sleep 0.1; done
 fi
 start_ebb 0; EBB0_PID=$EBB_PID; EBB0=$(awk '$2=="ingress"{print $3}' "$work/out0")
+# EBB_B=PATH: a second ebb binary (a change under test) as one more no-filter row in every round,
+# right after the first's (A B A B ...), and the medians of both and of nginx at the end.
+if [ -n "${EBB_B:-}" ]; then
+  EBB_A=$EBB; EBB=$EBB_B; start_ebb 2; EBBB_PID=$EBB_PID; EBBB=$(awk '$2=="ingress"{print $3}' "$work/out2"); EBB=$EBB_A
+fi
 start_ebb 1; EBB1_PID=$EBB_PID; EBB1=$(awk '$2=="ingress"{print $3}' "$work/out1")
 sleep 0.5
 
@@ -158,6 +164,12 @@ run() { # name, url, pid of the proxy (or -)
   cpu="-"
   if [ "$3" != - ]; then cpu=$(awk -v t=$((after-before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t/hz/n*1e6}'); fi
   printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "$cpu"
+  echo "$rps $cpu" >> "$work/rows-${1%% (round*}"
+}
+median() { # file of "rps cpu" lines: the median of each column
+  sort -n "$1" | awk '{r[NR]=$1} END{printf "%s", r[int((NR+1)/2)]}'
+  printf ' req/s, '
+  awk '{print $2}' "$1" | sort -n | awk '{c[NR]=$1} END{printf "%s µs/request\n", c[int((NR+1)/2)]}'
 }
 NGINX_PID=$(cat "$work/nginx.pid" 2>/dev/null || echo -)
 nginx_cpu_pid=- # nginx runs as several processes: its CPU is not attributed here
@@ -168,8 +180,15 @@ for round in $(seq "$ROUNDS"); do
   run "nginx proxy_pass (round $round)" "http://127.0.0.1:$NG/" "$nginx_cpu_pid"
   if [ "${PINGORA:-0}" = 1 ]; then run "pingora pass-through (round $round)" "http://127.0.0.1:$PG/" "$PINGORA_PID"; fi
   run "ebb proxy, no filter (round $round)" "http://$EBB0/" "$EBB0_PID"
+  if [ -n "${EBB_B:-}" ]; then run "ebb proxy B, no filter (round $round)" "http://$EBBB/" "$EBBB_PID"; fi
   run "ebb proxy + ebb.wasm, no fault (round $round)" "http://$EBB1/" "$EBB1_PID"
 done
+if [ -n "${EBB_B:-}" ]; then
+  echo
+  for row in "nginx proxy_pass" "ebb proxy, no filter" "ebb proxy B, no filter"; do
+    echo "median over $ROUNDS rounds, $row: $(median "$work/rows-$row")"
+  done
+fi
 # A 50 % capacity drain of 10 000 slots: 5 000 remain, far above wrk's connections, so none shed.
 ADMIN1=$(awk '$2=="admin"{print $3}' "$work/out1")
 EBB_KEY=bench-key-2b9f0c1d8e7a6f5b4c3d2e1f0a9b8c7d scripts/ebb-ctl --url "http://$EBB1" \

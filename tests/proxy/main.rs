@@ -310,6 +310,121 @@ fn a_singleton_wasm_service_runs_one_vm_on_the_main_thread() {
     );
 }
 
+#[test]
+fn shared_queues_are_one_per_process_across_threads_and_vm_ids() {
+    let web = Upstream::http("web");
+    let probe = util::filter("probe");
+    // The listener's filter (vm_id "") registers `to_workers` in each of its VMs, the last
+    // registrant (a worker's) being the one notified; the singleton service (vm_id `service`, the
+    // main thread only) registers `to_main` and enqueues on `to_workers` at its first tick.
+    let yaml = support::with_service(
+        &probe,
+        true,
+        "queue=to_workers",
+        "queue=to_main;tick=20;tick_enqueue=/to_workers=from-main",
+    );
+    let proxy = Proxy::start_yaml(&yaml, &[("backend", &web)], &[]);
+    // Main → worker: received by the registering worker VM, on its own thread.
+    let logs = proxy.wait_for_log("item=from-main");
+    let got = events(&logs, "probe ", "on_queue_ready");
+    assert_eq!(got.len(), 1, "one item, one notification:\n{logs}");
+    assert!(got[0].0.starts_with("worker_"), "the worker VM that registered last gets it:\n{logs}");
+    assert!(logs.contains("wasm log service service: probe tick_enqueue /to_workers=from-main => Ok(())"), "{logs}");
+    // Worker → main: a request on a worker enqueues on the service's queue, by its vm_id.
+    let r = http1(proxy.ingress(), "GET", "/", &[("x-probe", "enqueue:service/to_main=from-worker")], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    proxy.wait_for_log("wasm log probe : probe enqueue:service/to_main=from-worker => Ok(())");
+    let logs = proxy.wait_for_log("item=from-worker");
+    let got = events(&logs, "service service", "on_queue_ready");
+    assert_eq!(got.len(), 1, "{logs}");
+    assert_eq!(got[0].0, "main", "the singleton dequeues it on the main thread:\n{logs}");
+    // A name in another vm_id is another queue: the filter's own vm_id has no `to_main`.
+    let r = http1(proxy.ingress(), "GET", "/", &[("x-probe", "enqueue:to_main=x")], b"");
+    assert_eq!(r.status, 200);
+    proxy.wait_for_log("probe enqueue:to_main=x => no such queue");
+}
+
+#[test]
+fn trailers_go_through_wasm_filters_over_h2c() {
+    let web = Upstream::http("web");
+    let probe = util::filter("probe");
+    let proxy = Proxy::start_yaml(&support::single_filter_bootstrap(&probe, "FAIL_CLOSED"), &[("backend", &web)], &[]);
+    // The client's trailers reach on_request_trailers and the upstream, with the one the filter
+    // adds there; the upstream's reach on_response_trailers and the client, with the filter's.
+    let r = support::h2c_post_with_trailers(
+        proxy.ingress(),
+        "/trailers",
+        // Named in `trailer`: the upstream is HTTP/1.1 (see docs/proxy.md, Bodies).
+        &[
+            ("x-probe", "add-trailer:x-filter=f,add-response-trailer:x-filter-resp=r"),
+            ("te", "trailers"),
+            ("trailer", "x-client"),
+        ],
+        b"abc",
+        &[("x-client", "c")],
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, b"web trailers abc".as_slice()), "{r:?}");
+    let seen = web.last();
+    assert_eq!(
+        seen.trailers,
+        vec![("x-client".to_string(), "c".to_string()), ("x-filter".into(), "f".into())],
+        "{seen:?}\n{}",
+        proxy.logs()
+    );
+    assert_eq!(r.trailer("x-upstream-trailer").as_deref(), Some("up"), "{r:?}");
+    assert_eq!(r.trailer("x-filter-resp").as_deref(), Some("r"), "{r:?}");
+    let logs = proxy.wait_for_log("on_response_trailers");
+    assert!(logs.contains(" n=1 x-client=c"), "on_request_trailers saw the client's:\n{logs}");
+    assert!(logs.contains(" n=1 x-upstream-trailer=up"), "on_response_trailers saw the upstream's:\n{logs}");
+}
+
+#[test]
+fn trailers_go_through_wasm_filters_over_http1_chunked() {
+    let web = Upstream::http("web");
+    let probe = util::filter("probe");
+    let proxy = Proxy::start_yaml(&support::single_filter_bootstrap(&probe, "FAIL_CLOSED"), &[("backend", &web)], &[]);
+    // Chunked request trailers, to which the filter adds one (declared in `trailer`, as HTTP/1.1
+    // wants it), and the upstream's, to which it adds one too.
+    let r = support::http1_chunked_with_trailers(
+        proxy.ingress(),
+        "/trailers",
+        &[("x-probe", "add-trailer:x-filter=f,add-response-trailer:x-filter-resp=r")],
+        b"abc",
+        &[("x-client", "c")],
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, b"web trailers abc".as_slice()), "{r:?}");
+    let seen = web.last();
+    assert_eq!(
+        seen.trailers,
+        vec![("x-client".to_string(), "c".to_string()), ("x-filter".into(), "f".into())],
+        "{seen:?}\n{}",
+        proxy.logs()
+    );
+    assert_eq!(r.trailer("x-upstream-trailer").as_deref(), Some("up"), "{r:?}");
+    assert_eq!(r.trailer("x-filter-resp").as_deref(), Some("r"), "{r:?}");
+
+    // No trailers given: the filter adds them in its last body callback (Envoy's
+    // addDecodedTrailers / addEncodedTrailers), on the request and on a response that had none.
+    let r = support::http1_chunked_with_trailers(
+        proxy.ingress(),
+        "/trailers",
+        &[("x-probe", "add-trailer:x-filter=f")],
+        b"abc",
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(web.last().trailers, vec![("x-filter".to_string(), "f".to_string())]);
+    let r = support::http1_chunked_with_trailers(
+        proxy.ingress(),
+        "/",
+        &[("x-probe", "add-response-trailer:x-filter-resp=r")],
+        b"abc",
+        &[],
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, b"web POST / abc".as_slice()), "{r:?}");
+    assert_eq!(r.trailers, vec![("x-filter-resp".to_string(), "r".to_string())], "{r:?}");
+}
+
 /// The log lines `[level][THREAD] wasm log LABEL: EVENT ...`, as (thread, line) pairs.
 fn events<'a>(logs: &'a str, label: &str, event: &str) -> Vec<(&'a str, &'a str)> {
     let needle = format!("] wasm log {label}: {event} ");
@@ -328,7 +443,12 @@ fn one_main_vm_per_filter_per_process_and_one_per_worker() {
         Proxy::start_yaml(&support::with_configured_service(&probe, false, "tick=20"), &[("backend", &web)], &[]);
     assert_eq!(http1(proxy.ingress(), "GET", "/", &[], b"").status, 200);
     // Envoy with --concurrency 2: a main-thread VM and 2 worker VMs per filter configuration.
-    let logs = proxy.wait_for_log("wasm log service service: on_configure");
+    // Each thread prints its VMs' lines on its own loop: wait until every thread has printed.
+    proxy.wait_for_log("[main] wasm log service service: on_configure");
+    for thread in ["worker_0", "worker_1"] {
+        proxy.wait_for_log(&format!("[{thread}] wasm log service service: on_configure"));
+    }
+    let logs = proxy.logs();
     for label in ["probe ", "service service"] {
         let mut threads: Vec<&str> = events(&logs, label, "on_vm_start").into_iter().map(|(t, _)| t).collect();
         threads.sort_unstable();

@@ -25,6 +25,8 @@ const WAIT: Duration = Duration::from_secs(20);
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub headers: Vec<(String, String)>,
+    /// The request's trailers (`/trailers` only, which reads the body to its end first).
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Seen {
@@ -131,8 +133,29 @@ async fn answer(
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    log.lock().expect("seen").push_back(Seen { headers });
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    if path == "/trailers" {
+        // Reads the body and its trailers; answers with a body and a declared trailer.
+        let collected = body.collect().await.ok();
+        let trailers = collected
+            .as_ref()
+            .and_then(|c| c.trailers())
+            .map(|t| {
+                t.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+            })
+            .unwrap_or_default();
+        let body = collected.map(|c| c.to_bytes()).unwrap_or_default();
+        log.lock().expect("seen").push_back(Seen { headers, trailers });
+        let mut end = hyper::HeaderMap::new();
+        end.insert("x-upstream-trailer", hyper::header::HeaderValue::from_static("up"));
+        let text = format!("{name} trailers {}", String::from_utf8_lossy(&body));
+        return Response::builder()
+            .header("x-upstream", name)
+            .header("trailer", "x-upstream-trailer")
+            .body(ProxyTestBody::Trailed(Some(Bytes::from(text)), Some(end)))
+            .expect("response");
+    }
+    log.lock().expect("seen").push_back(Seen { headers, trailers: Vec::new() });
     if path == "/count" {
         // Reads the upload as it streams, keeping only its length and checksum.
         let mut body = body;
@@ -181,7 +204,12 @@ pub fn pattern_sum(n: u64) -> u64 {
 /// An upstream's response body: whole, or `n` bytes of the pattern made 64 KiB at a time.
 pub enum ProxyTestBody {
     Whole(Option<Bytes>),
-    Pattern { sent: u64, total: u64 },
+    Pattern {
+        sent: u64,
+        total: u64,
+    },
+    /// Data, then trailers.
+    Trailed(Option<Bytes>, Option<hyper::HeaderMap>),
 }
 
 impl ProxyTestBody {
@@ -210,6 +238,10 @@ impl hyper::body::Body for ProxyTestBody {
                 *sent += n;
                 (n > 0).then(|| hyper::body::Frame::data(Bytes::from(chunk)))
             }
+            ProxyTestBody::Trailed(data, trailers) => match data.take() {
+                Some(data) => Some(hyper::body::Frame::data(data)),
+                None => trailers.take().map(hyper::body::Frame::trailers),
+            },
         };
         std::task::Poll::Ready(frame.map(Ok))
     }
@@ -275,6 +307,118 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[eol + 2 + size + 2..];
     }
     out
+}
+
+/// A response with its trailers, as a client got it.
+#[derive(Debug)]
+pub struct Trailed {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Trailed {
+    pub fn trailer(&self, name: &str) -> Option<String> {
+        self.trailers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+    }
+}
+
+/// A POST over h2c whose body (`body`, then the `trailers`) comes as two frames, with `headers`.
+pub fn h2c_post_with_trailers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    trailers: &[(&str, &str)],
+) -> Trailed {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+        let mut end = hyper::HeaderMap::new();
+        for (k, v) in trailers {
+            end.append(
+                hyper::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                hyper::header::HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        let mut req = Request::builder().method("POST").uri(format!("http://bitbucket.test{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(ProxyTestBody::Trailed(Some(Bytes::copy_from_slice(body)), Some(end))).expect("request");
+        let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await.expect("in time").expect("h2 response");
+        let status = resp.status().as_u16();
+        let collected = resp.into_body().collect().await.expect("body");
+        let trailers = collected
+            .trailers()
+            .map(|t| {
+                t.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+            })
+            .unwrap_or_default();
+        Trailed { status, body: collected.to_bytes().to_vec(), trailers }
+    })
+}
+
+/// A chunked HTTP/1.1 POST (`Connection: close`) whose body ends with `trailers` (declared in
+/// the `trailer` header), asking for response trailers (`TE: trailers`); the response read raw,
+/// its chunked body and trailers decoded.
+pub fn http1_chunked_with_trailers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    trailers: &[(&str, &str)],
+) -> Trailed {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ebb proxy");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nhost: bitbucket.test\r\nconnection: close\r\ntransfer-encoding: chunked\r\nte: trailers\r\n"
+    );
+    if !trailers.is_empty() {
+        let names: Vec<&str> = trailers.iter().map(|(k, _)| *k).collect();
+        req.push_str(&format!("trailer: {}\r\n", names.join(", ")));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("\r\n{:x}\r\n", body.len()));
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    raw.extend_from_slice(b"\r\n0\r\n");
+    for (k, v) in trailers {
+        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    stream.write_all(&raw).expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let reply = parse_response(&raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    let trailers = chunked_trailers(&raw[split..]);
+    Trailed { status: reply.status, body: reply.body, trailers }
+}
+
+/// The trailer fields after a chunked body's last chunk.
+fn chunked_trailers(mut data: &[u8]) -> Vec<(String, String)> {
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            let rest = String::from_utf8_lossy(&data[eol + 2..]).into_owned();
+            return rest
+                .split("\r\n")
+                .take_while(|l| !l.is_empty())
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+        }
+        data = &data[eol + 2 + size + 2..];
+    }
+    Vec::new()
 }
 
 /// GET over HTTP/2 with prior knowledge (h2c), with hyper's client.
@@ -386,8 +530,14 @@ static_resources:
 /// `single_filter_bootstrap` plus the same code as a bootstrap Wasm service, with the same plugin
 /// `configuration` for the filter and the service.
 pub fn with_configured_service(code: &Path, singleton: bool, configuration: &str) -> PathBuf {
+    with_service(code, singleton, configuration, configuration)
+}
+
+/// `single_filter_bootstrap` with the filter's `filter_config`, plus the same code as a bootstrap
+/// Wasm service (vm_id `service`, root_id `service`) with `configuration`.
+pub fn with_service(code: &Path, singleton: bool, filter_config: &str, configuration: &str) -> PathBuf {
     let base =
-        std::fs::read_to_string(configured_filter_bootstrap(code, "FAIL_CLOSED", configuration)).expect("bootstrap");
+        std::fs::read_to_string(configured_filter_bootstrap(code, "FAIL_CLOSED", filter_config)).expect("bootstrap");
     write_temp(&format!(
         r#"bootstrap_extensions:
 - name: envoy.bootstrap.wasm

@@ -102,9 +102,11 @@ fn header_map(st: &mut HostState, map_type: i32, write: bool) -> Result<&mut Hea
         Ok(&mut side.headers)
     } else {
         if !side.has_trailers {
-            // Envoy lets a filter add trailers in the last body callback (`addDecodedTrailers`).
+            // Envoy lets a filter add trailers in the last body callback (`addDecodedTrailers`):
+            // they are its own, so it is not called with them; they go on with its body.
             if side.body_visible && side.end_stream && write {
                 side.has_trailers = true;
+                side.trailers_delivered = true;
                 side.trailers.clear();
             } else {
                 return Err(status::BAD_ARGUMENT);
@@ -830,8 +832,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         Ok(flat((|| {
             let (mem, st) = split(&mut c)?;
             let name = slice(mem, np, nl)?;
-            let registrant = Registrant { instance: st.instance, root_context: st.root_context };
-            let token = lock(&st.shared.queues).register(name, registrant);
+            let registrant =
+                Registrant { mailbox: st.shared.mailbox.clone(), instance: st.instance, root_context: st.root_context };
+            let token = lock(&st.shared.queues).register(st.shared.vm_id.as_bytes(), name, registrant);
             write_u32(mem, ret, token)?;
             Ok(status::OK)
         })()))
@@ -847,11 +850,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
                 let (mem, st) = split(&mut c)?;
                 let vm_id = slice(mem, vp, vl)?;
                 let name = slice(mem, np, nl)?;
-                // Queues of other vm_ids live in other proxies, which this one cannot see.
-                if !vm_id.is_empty() && vm_id != st.shared.vm_id.as_bytes() {
-                    return Err(status::NOT_FOUND);
-                }
-                let token = lock(&st.shared.queues).resolve(name).ok_or(status::NOT_FOUND)?;
+                // Any vm_id of the process, as given (cpp-host's `resolveQueue`).
+                let token = lock(&st.shared.queues).resolve(vm_id, name).ok_or(status::NOT_FOUND)?;
                 write_u32(mem, ret, token)?;
                 Ok(status::OK)
             })()))
@@ -863,11 +863,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         Ok(flat((|| {
             let (mem, st) = split(&mut c)?;
             let value = slice(mem, vp, vl)?;
-            let s = lock(&st.shared.queues).enqueue(token as u32, value);
-            if s == status::OK {
-                st.shared.queue_ready.store(true, std::sync::atomic::Ordering::Release);
-            }
-            Ok(s)
+            let registrant = lock(&st.shared.queues).enqueue(token as u32, value)?;
+            // Posted once the registry's lock is let go: the registrant may be on another thread.
+            registrant.mailbox.post(registrant.instance, registrant.root_context, token as u32);
+            Ok(status::OK)
         })()))
     })?;
 

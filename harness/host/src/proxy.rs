@@ -2,7 +2,6 @@
 // VM plus W worker VMs, as Envoy runs it; owns their timers, calls, metrics, logs and shared data.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +11,10 @@ use super::error::{HostError, Thread};
 use super::logs::{LogLevel, LogRecord, LogSink};
 use super::metrics::{render_prometheus, Metric, Registry};
 use super::module::Plugin;
+use super::process::Process;
 use super::profile::HostProfile;
 use super::properties::{path_key, PropertyMap};
-use super::shared::{Queues, SharedData};
+use super::shared::{Mailbox, SharedData};
 use super::state::{lock, ProxyShared};
 use super::stream::{Http, StreamData, StreamId, Tcp};
 use super::upstream::Upstreams;
@@ -215,20 +215,43 @@ impl Proxy {
     /// A VM that fails or rejects its configuration fails the whole proxy, as Envoy refuses
     /// the filter.
     pub fn new(plugin: &Plugin, options: ProxyOptions, clock: Clock) -> Result<Proxy, HostError> {
-        Proxy::start(plugin, options, clock, Arc::default(), Arc::default())
+        Proxy::new_in(&Process::new(), plugin, options, clock)
+    }
+
+    /// Like `new`, in `process`: the proxy's VMs reach the shared queues of every other proxy
+    /// of that process by (vm_id, name), as filters of one Envoy do across vm_ids and threads.
+    /// Shared data and stats stay its own (see `new_beside`).
+    pub fn new_in(process: &Process, plugin: &Plugin, options: ProxyOptions, clock: Clock) -> Result<Proxy, HostError> {
+        Proxy::start(plugin, options, clock, process.clone(), Arc::default(), Arc::default())
     }
 
     /// Starts a second filter configuration in the same Envoy and `vm_id` as `self` — the
     /// network filter beside the HTTP one, say. Like Envoy, it shares `self`'s shared data and
-    /// stats (same name, same stat); its VMs, timers, calls, logs and queues are its own.
+    /// stats (same name, same stat) and its process's shared queues; its VMs, timers, calls and
+    /// logs are its own.
     pub fn new_beside(&self, plugin: &Plugin, options: ProxyOptions, clock: Clock) -> Result<Proxy, HostError> {
-        Proxy::start(plugin, options, clock, self.shared.shared_data.clone(), self.shared.metrics.clone())
+        let process = Process { queues: self.shared.queues.clone() };
+        Proxy::start(plugin, options, clock, process, self.shared.shared_data.clone(), self.shared.metrics.clone())
+    }
+
+    /// The process this proxy runs in (for `new_in`).
+    pub fn process(&self) -> Process {
+        Process { queues: self.shared.queues.clone() }
+    }
+
+    /// Called, from whatever thread enqueues, each time an item is queued for one of this
+    /// proxy's VMs (the registrant of a shared queue): the owner should then step the proxy
+    /// (`tick`, or any stream step) on its own thread, which delivers `proxy_on_queue_ready`,
+    /// as Envoy posts it to the registrant's thread. Without a waker, the next step delivers it.
+    pub fn set_queue_waker(&self, wake: impl Fn() + Send + Sync + 'static) {
+        self.shared.mailbox.set_waker(Some(Arc::new(wake)));
     }
 
     fn start(
         plugin: &Plugin,
         options: ProxyOptions,
         clock: Clock,
+        process: Process,
         shared_data: Arc<Mutex<SharedData>>,
         metrics: Arc<Mutex<Registry>>,
     ) -> Result<Proxy, HostError> {
@@ -271,11 +294,11 @@ impl Proxy {
             properties,
             logs: Mutex::new(LogSink::new(options.max_log_records)),
             shared_data,
-            queues: Mutex::new(Queues::default()),
+            queues: process.queues,
+            mailbox: Arc::new(Mailbox::default()),
             metrics,
             calls: Mutex::new(Calls::default()),
             any_calls: Default::default(),
-            queue_ready: Default::default(),
             unknown_clusters: Default::default(),
             random_seed: options.random_seed,
         });
@@ -438,6 +461,8 @@ impl Proxy {
     /// ticks due at the same time). On a real-time clock fires what is due now. Returns the
     /// failures that happened (those VMs are now failed).
     pub fn advance_to(&mut self, t_ns: u64) -> Vec<HostError> {
+        // Notifications another thread posted since this proxy's last step.
+        self.after_step();
         let mut errors: Vec<HostError> = self.poll_upstreams().into_iter().filter_map(|a| a.error).collect();
         // The clock is reached through `self.shared` each time rather than cloned once: this runs
         // before every simulated event, and a clone and drop are two locked instructions.
@@ -694,28 +719,26 @@ impl Proxy {
     }
 
     /// Items waiting in a shared queue, None if it was never registered.
+    /// (This proxy's vm_id's queues; the process holds those of every vm_id.)
     pub fn queue_depth(&self, name: &str) -> Option<usize> {
-        lock(&self.shared.queues).depth(name.as_bytes())
+        lock(&self.shared.queues).depth(self.shared.vm_id.as_bytes(), name.as_bytes())
     }
 
-    /// Delivers pending `proxy_on_queue_ready` notifications (cpp-host posts them to the
-    /// registrant's thread: they run after the step that enqueued, never inside it).
+    /// Delivers pending `proxy_on_queue_ready` notifications to this proxy's VMs, whichever
+    /// thread enqueued (cpp-host posts them to the registrant's thread: they run after the step
+    /// that enqueued, never inside it).
     pub(crate) fn after_step(&mut self) {
-        // A plain load first: the swap is a locked instruction, and this runs on every step.
-        if !self.shared.queue_ready.load(Ordering::Acquire) || !self.shared.queue_ready.swap(false, Ordering::AcqRel) {
-            return;
-        }
         for _ in 0..MAX_QUEUE_ROUNDS {
-            let ready = std::mem::take(&mut lock(&self.shared.queues).ready);
+            let ready = self.shared.mailbox.take();
             if ready.is_empty() {
                 return;
             }
-            for (registrant, token) in ready {
-                let slot = registrant.instance.checked_sub(self.first);
+            for (instance, root_context, token) in ready {
+                let slot = instance.checked_sub(self.first);
                 if let Some(vm) = slot.and_then(|s| self.vms.get_mut(s)) {
                     if vm.failed.is_none() {
                         // A failure is recorded on the VM and logged; streams see it next.
-                        let _ = vm.queue_ready(registrant.root_context, token);
+                        let _ = vm.queue_ready(root_context, token);
                     }
                 }
             }
@@ -725,6 +748,14 @@ impl Proxy {
             LogLevel::Warn,
             format!("more than {MAX_QUEUE_ROUNDS} rounds of queue notifications in one step; the rest wait for the next step"),
         );
-        self.shared.queue_ready.store(true, Ordering::Release);
+        self.shared.mailbox.repost();
+    }
+}
+
+impl Drop for Proxy {
+    /// Notifications for VMs that are gone are dropped from then on (the registry may outlive
+    /// the proxy in its process).
+    fn drop(&mut self) {
+        self.shared.mailbox.close();
     }
 }

@@ -14,7 +14,7 @@ use super::logs::{LogLevel, LogRecord, LogSink};
 use super::metrics::Registry;
 use super::profile::HostProfile;
 use super::properties::PropertyMap;
-use super::shared::{Queues, SharedData};
+use super::shared::{Mailbox, Queues, SharedData};
 use super::stream::{HttpData, LocalReply, StreamData};
 use crate::clock::Clock;
 
@@ -47,14 +47,15 @@ pub(crate) struct ProxyShared {
     pub logs: Mutex<LogSink>,
     /// Shared per vm_id: a proxy started `beside` another shares its data (see `Proxy::new_beside`).
     pub shared_data: Arc<Mutex<SharedData>>,
-    pub queues: Mutex<Queues>,
+    /// The process's shared queues, by (vm_id, name) across every proxy of the process.
+    pub queues: Arc<Mutex<Queues>>,
+    /// Where queue notifications for this proxy's VMs are posted, from any thread.
+    pub mailbox: Arc<Mailbox>,
     /// Envoy's stats are process-wide by name: shared like `shared_data`.
     pub metrics: Arc<Mutex<Registry>>,
     pub calls: Mutex<Calls>,
     /// Set once any call was made, so that finishing a stream skips the calls lock until then.
     pub any_calls: AtomicBool,
-    /// Set when a queue notification waits, so that steps skip the queues lock otherwise.
-    pub queue_ready: AtomicBool,
     /// Clusters the filter called that no `clusters`/`upstreams` entry names (refused as Envoy
     /// refuses unknown clusters), first call first, each once.
     pub unknown_clusters: Mutex<Vec<String>>,

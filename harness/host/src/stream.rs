@@ -416,7 +416,11 @@ fn apply_action(h: &mut HttpData, which: Which, stage: Paused, action: i32) {
     side.paused = Paused::No;
     match stage {
         Paused::Headers => side.headers_forwarded = true,
-        Paused::Body => side.forward_body(),
+        Paused::Body => {
+            side.forward_body();
+            // Trailers the filter added in its last body callback follow its body.
+            side.trailers_forwarded |= side.has_trailers && side.trailers_delivered;
+        }
         Paused::Trailers => {
             side.forward_body();
             side.trailers_forwarded = true;
@@ -788,6 +792,9 @@ impl Vm {
                 side.forward_body();
                 if side.has_trailers && !side.trailers_delivered {
                     let _ = self.deliver_trailers(ctx, which);
+                } else {
+                    // Added by the filter in its last body callback: they follow its body.
+                    side.trailers_forwarded |= side.has_trailers;
                 }
             }
             Paused::Trailers => {
@@ -1206,6 +1213,23 @@ impl Http<'_> {
     /// Takes the response body the filter has let through so far (see `take_request_body`).
     pub fn take_response_body(&mut self) -> Vec<u8> {
         self.take_body(Which::Response)
+    }
+
+    /// The request trailers the filter let through (given ones, possibly changed, or ones it
+    /// added in its last body callback), None while it holds them or if there are none.
+    pub fn request_trailers_out(&mut self) -> Option<HeaderMap> {
+        self.trailers_out(Which::Request)
+    }
+
+    /// The response trailers the filter let through (see `request_trailers_out`).
+    pub fn response_trailers_out(&mut self) -> Option<HeaderMap> {
+        self.trailers_out(Which::Response)
+    }
+
+    fn trailers_out(&mut self, which: Which) -> Option<HeaderMap> {
+        let ctx = self.id.context;
+        let side = self.vm().http(ctx)?.side(which);
+        side.trailers_forwarded.then(|| side.trailers.clone())
     }
 
     /// Request body bytes the filter holds (buffered while it pauses), not let through yet:

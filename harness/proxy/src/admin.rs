@@ -41,12 +41,24 @@ pub fn run(shared: Arc<Shared>, main: Vec<Proxy>, socket: Option<std::net::TcpLi
         });
         // The main VMs: ticked here, read by every admin request. Never borrowed across an await.
         let main = Rc::new(RefCell::new(main));
+        // An item queued for a main-thread VM, from any worker, wakes this loop at once.
+        let queued = Arc::new(tokio::sync::Notify::new());
+        for proxy in main.borrow().iter() {
+            let queued = queued.clone();
+            proxy.set_queue_waker(move || queued.notify_one());
+        }
         let mut every = tokio::time::interval(TICK_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            let woken = async {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = queued.notified() => {}
+                }
+            };
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = every.tick() => {
+                _ = woken => {
                     for (i, proxy) in main.borrow_mut().iter_mut().enumerate() {
                         for e in proxy.tick() {
                             eprintln!("[error][main] {e}");

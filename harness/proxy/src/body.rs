@@ -1,5 +1,5 @@
 // The bodies ebb proxy sends on, either way: whole (local replies, what a filter buffered to the
-// end), a peer's body passed on untouched (no filter in the way), or chunks as filters let them go.
+// end), a peer's body passed on untouched (no filter in the way), or frames as filters let them go.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,8 +17,9 @@ pub struct Aborted(pub &'static str);
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Chunks of a body on their way, as a pump task sends them; `Err` aborts the body.
-pub type ChunkSender = mpsc::Sender<Result<Bytes, Aborted>>;
+/// Frames of a body on their way (data, then trailers if any), as a pump task sends them; `Err`
+/// aborts the body.
+pub type ChunkSender = mpsc::Sender<Result<Frame<Bytes>, Aborted>>;
 
 /// Chunks in flight per streamed body: the pump waits for the peer beyond that (backpressure),
 /// so a large body never sits whole in the proxy.
@@ -30,8 +31,8 @@ pub enum ProxyBody {
     /// The other side's body, frames (trailers too) passed as they come; an upstream's keeps
     /// its endpoint claimed until it has gone.
     Peer { body: Incoming, _claim: Option<Claim> },
-    /// Chunks from a pump task; the body ends when the sender is dropped.
-    Chunks(mpsc::Receiver<Result<Bytes, Aborted>>),
+    /// Frames from a pump task; the body ends when the sender is dropped.
+    Chunks(mpsc::Receiver<Result<Frame<Bytes>, Aborted>>),
 }
 
 impl ProxyBody {
@@ -69,7 +70,7 @@ impl Body for ProxyBody {
             ProxyBody::Whole(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
             ProxyBody::Peer { body: incoming, .. } => Pin::new(incoming).poll_frame(cx).map_err(Into::into),
             ProxyBody::Chunks(rx) => match rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,

@@ -1,11 +1,11 @@
 // The bootstrap's Wasm filters started through ebb-host the way Envoy starts them: per vm_id one
-// shared-data and stats namespace, a main-thread VM, and one VM per worker thread.
+// shared-data and stats namespace, one process's shared queues, a main-thread VM, one per worker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ebb_host::{Clock, FailurePolicy, LogLevel, Plugin, Proxy, ProxyOptions};
+use ebb_host::{Clock, FailurePolicy, LogLevel, Plugin, Process, Proxy, ProxyOptions};
 
 use crate::bootstrap::{self, Bootstrap};
 
@@ -36,6 +36,8 @@ pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, So
     // The first main-thread proxy of each vm_id: the others of that vm_id start beside it and so
     // share its shared data and stats, as filters with one vm_id do in Envoy.
     let mut anchors: HashMap<String, usize> = HashMap::new();
+    // One process: every filter reaches every vm_id's shared queues, from any thread.
+    let process = Process::new();
     let mut filters = Filters {
         main: Vec::new(),
         workers: (0..concurrency).map(|_| Vec::new()).collect(),
@@ -73,7 +75,7 @@ pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, So
         let clock = Clock::real();
         let main = match anchors.get(&wasm.vm_id) {
             Some(&i) => filters.main[i].new_beside(&plugin, options(0), clock.clone()),
-            None => Proxy::new(&plugin, options(0), clock.clone()),
+            None => Proxy::new_in(&process, &plugin, options(0), clock.clone()),
         }
         .map_err(|e| format!("{at}: {e}"))?;
         let index = filters.main.len();

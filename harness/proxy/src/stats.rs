@@ -38,6 +38,8 @@ impl RequestStats {
 
 #[derive(Default)]
 pub struct Histogram {
+    /// Per bucket, the values that fell in it and in no lower one: one atomic add per record on
+    /// the request path (not one per bucket it is under); the page sums them up.
     buckets: [AtomicU64; TIME_BUCKETS_MS.len()],
     count: AtomicU64,
     /// Sum in microseconds, so it stays an integer.
@@ -46,13 +48,20 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn record(&self, ms: f64) {
-        for (bound, bucket) in TIME_BUCKETS_MS.iter().zip(&self.buckets) {
-            if ms <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(bucket) = TIME_BUCKETS_MS.iter().position(|bound| ms <= *bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add((ms * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// The cumulative count of each bucket (values ≤ its bound), as Prometheus shows them.
+    pub fn cumulative(&self) -> [u64; TIME_BUCKETS_MS.len()] {
+        let mut total = 0u64;
+        std::array::from_fn(|i| {
+            total = total.saturating_add(self.buckets[i].load(Ordering::Relaxed));
+            total
+        })
     }
 }
 
@@ -168,8 +177,7 @@ impl Page {
 
     /// A histogram in milliseconds.
     pub fn histogram(&mut self, tagger: &Tagger, stat: &str, h: &Histogram) {
-        let buckets =
-            TIME_BUCKETS_MS.iter().map(|b| b.to_string()).zip(h.buckets.iter().map(|c| c.load(Ordering::Relaxed)));
+        let buckets = TIME_BUCKETS_MS.iter().map(|b| b.to_string()).zip(h.cumulative());
         let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
         self.histogram_lines(tagger, stat, buckets, h.count.load(Ordering::Relaxed), &sum.to_string());
     }
@@ -267,6 +275,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ebb_armed{} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn time_buckets_are_cumulative_on_the_page() {
+        let h = Histogram::default();
+        for ms in [0.2, 0.5, 3.0, 7000.0, 4_000_000.0] {
+            h.record(ms);
+        }
+        let c = h.cumulative();
+        // ≤0.5: 2, ≤1: 2, ≤5: 3, ... ≤10000: 4, ≤3600000: 4 (the last is over every bound).
+        assert_eq!((c[0], c[1], c[2], c[11], c[12], c[18]), (2, 2, 3, 3, 4, 4));
+        let mut page = Page::default();
+        page.histogram(&tagger(&[]).unwrap(), "cluster.web.upstream_rq_time", &h);
+        let text = page.render();
+        assert!(text.contains("le=\"0.5\"} 2\n"), "{text}");
+        assert!(text.contains("le=\"5\"} 3\n"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 5\n"), "{text}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ebb_host::{int_value, HeaderMap, Proxy, Step, StreamId};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -78,7 +79,13 @@ pub fn run(index: usize, filters: Vec<Proxy>, shared: Arc<Shared>, listeners: Ve
             shared: shared.clone(),
             client,
         });
-        let ticker = tokio::task::spawn_local(tick_loop(worker.clone()));
+        // An item queued for one of this worker's VMs, from any thread, wakes its loop at once.
+        let queued = Arc::new(tokio::sync::Notify::new());
+        for proxy in worker.filters.borrow().iter() {
+            let queued = queued.clone();
+            proxy.set_queue_waker(move || queued.notify_one());
+        }
+        let ticker = tokio::task::spawn_local(tick_loop(worker.clone(), queued));
         let mut accepts = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let listener = match listener.try_clone().and_then(|l| {
@@ -106,12 +113,15 @@ pub fn run(index: usize, filters: Vec<Proxy>, shared: Arc<Shared>, listeners: Ve
     });
 }
 
-async fn tick_loop(worker: Rc<Worker>) {
+async fn tick_loop(worker: Rc<Worker>, queued: Arc<tokio::sync::Notify>) {
     let mut every = tokio::time::interval(TICK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let thread = format!("worker_{}", worker.index);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = queued.notified() => {}
+        }
         {
             let mut filters = worker.filters.borrow_mut();
             for (i, proxy) in filters.iter_mut().enumerate() {
@@ -311,6 +321,9 @@ enum Answer {
     /// The claim on the endpoint is held until the body has gone, as Envoy counts a request
     /// active (breakers, least request) until it completes.
     Upstream(HeaderMap, Incoming, Claim),
+    /// The upstream's response as hyper read it, for a route with no Wasm filter: passed on as
+    /// it is (hop-by-hop headers removed), with no header map conversion either way.
+    Direct(hyper::http::response::Parts, Incoming, Claim),
 }
 
 /// Why the request body's pump stopped the exchange before the upstream answered.
@@ -444,7 +457,8 @@ async fn exchange(
                 tokio::task::spawn_local(pump);
                 (upstream_body, Some(verdict))
             };
-            let upstream = forward(worker, &name, timeout, &mut ex, upstream_body);
+            let direct = open.streams.is_empty();
+            let upstream = forward(worker, &name, timeout, &mut ex, upstream_body, direct);
             match verdict {
                 None => upstream.await,
                 Some(mut verdict) => {
@@ -564,8 +578,9 @@ fn finish(worker: &Rc<Worker>, filter: usize, id: StreamId) {
 
 /// What one chunk of body came to after the filters.
 enum Through {
-    /// What the last filter let go (empty while one of them buffers).
-    Data(Bytes),
+    /// What the last filter let go (empty while one of them buffers), and the trailers that end
+    /// the body after it, if any.
+    Data(Bytes, Option<HeaderMap>),
     /// A filter buffered more than the buffer limit.
     Over(usize),
     /// A filter answered (local reply, or fail-closed).
@@ -583,6 +598,29 @@ fn body_step(worker: &Rc<Worker>, filter: usize, id: StreamId, request: bool, da
     }
 }
 
+/// The trailers step of a filter's stream: request or response side.
+fn trailers_step(worker: &Rc<Worker>, filter: usize, id: StreamId, request: bool, trailers: &HeaderMap) -> Step {
+    let mut filters = worker.filters.borrow_mut();
+    let pairs: Vec<(&[u8], &[u8])> = trailers.iter().collect();
+    match filters[filter].http_stream(id) {
+        Some(mut http) if request => http.request_trailers(&pairs),
+        Some(mut http) => http.response_trailers(&pairs),
+        None => Step::Closed { details: "stream gone".into() },
+    }
+}
+
+/// The trailers a filter let go on one side (given ones as it left them, or ones it added at
+/// the end of its body).
+fn trailers_out(worker: &Rc<Worker>, filter: usize, id: StreamId, request: bool) -> Option<HeaderMap> {
+    let mut filters = worker.filters.borrow_mut();
+    let mut http = filters[filter].http_stream(id)?;
+    if request {
+        http.request_trailers_out()
+    } else {
+        http.response_trailers_out()
+    }
+}
+
 /// Takes what the filter let go on one side, and says how much it still holds.
 fn let_go(worker: &Rc<Worker>, filter: usize, id: StreamId, request: bool) -> (Bytes, usize) {
     let mut filters = worker.filters.borrow_mut();
@@ -593,72 +631,148 @@ fn let_go(worker: &Rc<Worker>, filter: usize, id: StreamId, request: bool) -> (B
     }
 }
 
-/// One chunk of body through the filters in `streams` order, as Envoy's filter chain passes
-/// data: a filter that continues lets it go on, one that pauses (StopIterationAndBuffer) holds
-/// it and sees it again with the next chunks, up to `limit` bytes held; at the end of the
-/// stream a paused filter is waited for.
+/// How one filter's step on a chunk ended.
+enum One {
+    /// It let these bytes go on (and continued, or holds the rest).
+    Out(Bytes),
+    Stopped(Through),
+}
+
+/// Waits out one filter's step on the end of a stream or on a chunk: a pause mid-stream holds
+/// the data (the filter sees it again with the next chunks), at the end it is waited for.
+async fn settle_one(
+    worker: &Rc<Worker>,
+    filter: usize,
+    id: StreamId,
+    request: bool,
+    mut step: Step,
+    at_end: bool,
+    limit: usize,
+) -> One {
+    loop {
+        match step {
+            Step::Pause => {
+                let (out, held) = let_go(worker, filter, id, request);
+                if held > limit {
+                    return One::Stopped(Through::Over(filter));
+                }
+                if !at_end {
+                    return One::Out(out);
+                }
+                // The end of the stream is in the filter's hands: wait for it to let go.
+                step = worker.resumed(filter, id).await;
+            }
+            Step::Continue => return One::Out(let_go(worker, filter, id, request).0),
+            Step::Failed(_) if worker.shared.fail_open[filter] => {
+                return One::Out(let_go(worker, filter, id, request).0)
+            }
+            Step::LocalReply(_) | Step::Failed(_) => {
+                let mut filters = worker.filters.borrow_mut();
+                return One::Stopped(
+                    match filters[filter].http_stream(id).and_then(|mut http| http.client_response()) {
+                        Some(m) => Through::Reply(filter, m.headers, Bytes::from(m.body)),
+                        None => Through::Reset,
+                    },
+                );
+            }
+            Step::Closed { .. } => return One::Stopped(Through::Reset),
+        }
+    }
+}
+
+/// One chunk of body (and the trailers that end it, if they came) through the filters in
+/// `streams` order, as Envoy's filter chain passes data: a filter that continues lets it go on,
+/// one that pauses (StopIterationAndBuffer) holds it and sees it again with the next chunks, up
+/// to `limit` bytes held; at the end of the stream a paused filter is waited for. Trailers go to
+/// each filter's `on_*_trailers` after its body; trailers a filter adds in its last body
+/// callback go to the filters after it (Envoy's `addDecodedTrailers`).
 async fn through_body(
     worker: &Rc<Worker>,
     streams: &[(usize, StreamId)],
     request: bool,
-    chunk: Bytes,
-    eos: bool,
+    chunk: Chunk,
     limit: usize,
 ) -> Through {
-    let mut data = chunk;
+    let Chunk { mut data, eos, mut trailers } = chunk;
     for &(filter, id) in streams {
         if data.is_empty() && !eos {
             break;
         }
-        let mut step = body_step(worker, filter, id, request, &data, eos);
-        loop {
-            match step {
-                Step::Pause => {
-                    let (out, held) = let_go(worker, filter, id, request);
-                    if held > limit {
-                        return Through::Over(filter);
-                    }
-                    if !eos {
-                        // Buffered: later chunks come, and the filter sees them with these.
-                        data = out;
-                        break;
-                    }
-                    // The end of the stream is in the filter's hands: wait for it to let go.
-                    step = worker.resumed(filter, id).await;
-                }
-                Step::Continue => {
-                    data = let_go(worker, filter, id, request).0;
-                    break;
-                }
-                Step::Failed(_) if worker.shared.fail_open[filter] => {
-                    data = let_go(worker, filter, id, request).0;
-                    break;
-                }
-                Step::LocalReply(_) | Step::Failed(_) => {
-                    let mut filters = worker.filters.borrow_mut();
-                    return match filters[filter].http_stream(id).and_then(|mut http| http.client_response()) {
-                        Some(m) => Through::Reply(filter, m.headers, Bytes::from(m.body)),
-                        None => Through::Reset,
-                    };
-                }
-                Step::Closed { .. } => return Through::Reset,
+        let body_eos = eos && trailers.is_none();
+        if !data.is_empty() || body_eos {
+            let step = body_step(worker, filter, id, request, &data, body_eos);
+            data = match settle_one(worker, filter, id, request, step, body_eos, limit).await {
+                One::Out(out) => out,
+                One::Stopped(stop) => return stop,
+            };
+            if body_eos {
+                trailers = trailers_out(worker, filter, id, request);
+                continue;
             }
         }
+        let Some(given) = trailers.take() else { continue };
+        let step = trailers_step(worker, filter, id, request, &given);
+        let released = match settle_one(worker, filter, id, request, step, true, limit).await {
+            One::Out(out) => out,
+            One::Stopped(stop) => return stop,
+        };
+        // What the filter held of the body goes on before its trailers.
+        if !released.is_empty() {
+            data = if data.is_empty() { released } else { [data, released].concat().into() };
+        }
+        trailers = trailers_out(worker, filter, id, request);
     }
-    Through::Data(data)
+    Through::Data(data, trailers)
 }
 
-/// The next chunk of a peer's body and whether it ends the body; Err if the peer reset.
-/// Trailers end the body (they are not handed to the filters).
-async fn next_chunk(body: &mut Incoming) -> Result<(Bytes, bool), ()> {
+/// A piece of a peer's body: data, whether it ends the body, and the trailers that end it.
+struct Chunk {
+    data: Bytes,
+    eos: bool,
+    trailers: Option<HeaderMap>,
+}
+
+/// The next piece of a peer's body; Err if the peer reset.
+async fn next_chunk(body: &mut Incoming) -> Result<Chunk, ()> {
+    let end = Chunk { data: Bytes::new(), eos: true, trailers: None };
     match body.frame().await {
-        None => Ok((Bytes::new(), true)),
+        None => Ok(end),
         Some(Err(_)) => Err(()),
         Some(Ok(frame)) => match frame.into_data() {
-            Ok(data) => Ok((data, body.is_end_stream())),
-            Err(_) => Ok((Bytes::new(), true)),
+            Ok(data) => Ok(Chunk { data, eos: body.is_end_stream(), trailers: None }),
+            Err(frame) => match frame.into_trailers() {
+                Ok(map) => {
+                    let mut trailers = HeaderMap::new();
+                    for (k, v) in &map {
+                        trailers.add(k.as_str().as_bytes(), v.as_bytes());
+                    }
+                    Ok(Chunk { trailers: Some(trailers), ..end })
+                }
+                Err(_) => Ok(end),
+            },
         },
     }
+}
+
+/// The frames that end a body: its last data, then its trailers (names and values the peer
+/// would refuse are left out).
+fn end_frames(data: Bytes, trailers: Option<HeaderMap>) -> Vec<Frame<Bytes>> {
+    let mut frames = Vec::with_capacity(2);
+    if !data.is_empty() {
+        frames.push(Frame::data(data));
+    }
+    if let Some(trailers) = trailers {
+        let mut map = hyper::HeaderMap::new();
+        for (k, v) in trailers.iter() {
+            if let (Ok(k), Ok(v)) =
+                (hyper::header::HeaderName::from_bytes(k), hyper::header::HeaderValue::from_bytes(v))
+            {
+                map.append(k, v);
+            }
+        }
+        frames.push(Frame::trailers(map));
+    }
+    frames
 }
 
 /// Streams the client's request body through the filters to the upstream, chunk by chunk.
@@ -673,13 +787,16 @@ async fn pump_request(
     limit: usize,
 ) {
     let stop = loop {
-        let Ok((chunk, eos)) = next_chunk(&mut body).await else {
+        let Ok(chunk) = next_chunk(&mut body).await else {
             break Stop::Reset;
         };
-        match through_body(&worker, &streams, true, chunk, eos, limit).await {
-            Through::Data(out) => {
-                if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
-                    return;
+        let eos = chunk.eos;
+        match through_body(&worker, &streams, true, chunk, limit).await {
+            Through::Data(out, trailers) => {
+                for frame in end_frames(out, trailers) {
+                    if tx.send(Ok(frame)).await.is_err() {
+                        return;
+                    }
                 }
                 if eos {
                     return;
@@ -699,8 +816,10 @@ async fn pump_request(
     drop(tx);
     // The rest of the upload is read and dropped for a while, so that the client, still
     // writing, reads the answer instead of a reset.
-    let _ =
-        tokio::time::timeout(DRAIN_UNREAD, async { while let Ok((_, false)) = next_chunk(&mut body).await {} }).await;
+    let _ = tokio::time::timeout(DRAIN_UNREAD, async {
+        while let Ok(Chunk { eos: false, .. }) = next_chunk(&mut body).await {}
+    })
+    .await;
 }
 
 /// The router: the request to one endpoint of the cluster, with Envoy's errors. The upstream's
@@ -711,6 +830,7 @@ async fn forward(
     timeout: Option<Duration>,
     ex: &mut Exchange,
     body: ProxyBody,
+    direct: bool,
 ) -> Answer {
     let local = |status, text, extra| {
         let (headers, body) = local_parts(status, text, extra);
@@ -741,24 +861,10 @@ async fn forward(
     };
     let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
     router.route_in_place(&mut ex.headers);
-    let path = ex.header(":path").unwrap_or_else(|| "/".into());
-    let uri = format!("http://{}{}", claim.address(), path);
-    let mut builder = Request::builder().method(ex.header(":method").unwrap_or_else(|| "GET".into()).as_str()).uri(uri);
-    if let Some(authority) = ex.header(":authority") {
-        builder = builder.header("host", authority);
-    }
-    // A whole body's length is hyper's to set; a streamed one keeps the client's.
-    let whole = body.is_whole();
-    for (k, v) in ex.headers.iter() {
-        if k.starts_with(b":")
-            || matches!(k, b"host" | b"transfer-encoding" | b"connection")
-            || (whole && k == b"content-length")
-        {
-            continue;
-        }
-        builder = builder.header(k, v);
-    }
-    let Ok(request) = builder.body(body) else {
+    // A whole body's length is hyper's to set; a streamed one keeps the client's, unless
+    // trailers are declared: HTTP/1.1 carries them only in a chunked body.
+    let drop_length = body.is_whole() || ex.headers.get(b"trailer").is_some();
+    let Some(request) = upstream_request(ex, claim.address(), body, drop_length) else {
         return local(400, "Bad Request", &[]);
     };
     let started = tokio::time::Instant::now();
@@ -779,8 +885,15 @@ async fn forward(
             local(503, RESET_BEFORE_HEADERS, &[])
         }
         Ok(Ok(response)) => {
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
             stats.rq.record(parts.status.as_u16(), elapsed);
+            if direct {
+                parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+                parts.headers.remove(hyper::header::CONNECTION);
+                parts.version = hyper::Version::default();
+                parts.extensions = Default::default();
+                return Answer::Direct(parts, body, claim);
+            }
             let mut headers = HeaderMap::new();
             headers.add(b":status", parts.status.as_str().as_bytes());
             for (k, v) in &parts.headers {
@@ -792,6 +905,37 @@ async fn forward(
             Answer::Upstream(headers, body, claim)
         }
     }
+}
+
+/// The request the router sends to `address`, built in place (a builder moves its parts at every
+/// header), or None if a header is not valid HTTP.
+fn upstream_request(ex: &Exchange, address: SocketAddr, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
+    use hyper::header::{HeaderName, HeaderValue, HOST};
+    let mut request = Request::new(body);
+    *request.method_mut() = match ex.headers.get(b":method") {
+        Some(m) => hyper::Method::from_bytes(m).ok()?,
+        None => hyper::Method::GET,
+    };
+    let path = ex.headers.get(b":path").unwrap_or(b"/");
+    let mut uri = Vec::with_capacity(path.len() + 32);
+    write!(uri, "http://{address}").ok()?;
+    uri.extend_from_slice(path);
+    *request.uri_mut() = hyper::Uri::from_maybe_shared(Bytes::from(uri)).ok()?;
+    let headers = request.headers_mut();
+    headers.reserve(ex.headers.len());
+    if let Some(authority) = ex.headers.get(b":authority") {
+        headers.insert(HOST, HeaderValue::from_bytes(authority).ok()?);
+    }
+    for (k, v) in ex.headers.iter() {
+        if k.starts_with(b":")
+            || matches!(k, b"host" | b"transfer-encoding" | b"connection")
+            || (drop_length && k == b"content-length")
+        {
+            continue;
+        }
+        headers.append(HeaderName::from_bytes(k).ok()?, HeaderValue::from_bytes(v).ok()?);
+    }
+    Some(request)
 }
 
 /// The response's body while it goes back through the filters: whole, or the upstream's still
@@ -808,6 +952,9 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
     let (mut headers, mut body) = match answer {
         Answer::Local(headers, body) => (headers, Back::Whole(body)),
         Answer::Upstream(headers, body, claim) => (headers, Back::Streamed(body, claim)),
+        Answer::Direct(parts, body, claim) => {
+            return Response::from_parts(parts, ProxyBody::peer(body, Some(claim)));
+        }
     };
     let streams: Vec<(usize, StreamId)> = open.streams.iter().rev().copied().collect();
     for &(filter, id) in &streams {
@@ -864,28 +1011,26 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
     };
     // The headers wait for the first chunk the filters let go: a filter that buffers the whole
     // body over the limit still gets Envoy's 500 instead of a response cut short.
-    let mut first = Vec::new();
-    loop {
-        let Ok((chunk, eos)) = next_chunk(&mut upstream).await else {
+    let (first, ended) = loop {
+        let Ok(chunk) = next_chunk(&mut upstream).await else {
             return text_response(503, "upstream reset after headers", &[]);
         };
-        match through_body(worker, &streams, false, chunk, eos, limit).await {
-            Through::Data(out) => {
-                if !out.is_empty() {
-                    first.push(out);
-                }
-                if eos {
-                    return client_response(&headers, ProxyBody::whole(first.concat().into()));
-                }
-                if !first.is_empty() {
-                    break;
+        let eos = chunk.eos;
+        match through_body(worker, &streams, false, chunk, limit).await {
+            Through::Data(out, None) if eos => {
+                return client_response(&headers, ProxyBody::whole(out));
+            }
+            Through::Data(out, trailers) => {
+                let frames = end_frames(out, trailers);
+                if !frames.is_empty() {
+                    break (frames, eos);
                 }
             }
             Through::Over(_) => return text_response(500, "Internal Server Error", &[]),
             Through::Reply(_, headers, body) => return client_response(&headers, ProxyBody::whole(body)),
             Through::Reset => return text_response(503, "", &[]),
         }
-    }
+    };
     let (tx, client_body) = ProxyBody::channel();
     let streams_left = std::mem::take(&mut open.streams);
     let worker = worker.clone();
@@ -893,20 +1038,26 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
         // The streams are finished (on_log) when the body has gone, or the client went away.
         let open = Open { worker: worker.clone(), streams: streams_left };
         let _claim = claim;
-        for chunk in first {
-            if tx.send(Ok(chunk)).await.is_err() {
+        for frame in first {
+            if tx.send(Ok(frame)).await.is_err() {
                 return;
             }
         }
+        if ended {
+            return;
+        }
         loop {
-            let Ok((chunk, eos)) = next_chunk(&mut upstream).await else {
+            let Ok(chunk) = next_chunk(&mut upstream).await else {
                 let _ = tx.send(Err(Aborted("upstream reset"))).await;
                 return;
             };
-            match through_body(&worker, &streams, false, chunk, eos, limit).await {
-                Through::Data(out) => {
-                    if !out.is_empty() && tx.send(Ok(out)).await.is_err() {
-                        return;
+            let eos = chunk.eos;
+            match through_body(&worker, &streams, false, chunk, limit).await {
+                Through::Data(out, trailers) => {
+                    for frame in end_frames(out, trailers) {
+                        if tx.send(Ok(frame)).await.is_err() {
+                            return;
+                        }
                     }
                     if eos {
                         drop(open);
@@ -925,13 +1076,14 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
 }
 
 /// The client's response from the filters' headers. A whole body's length is hyper's to set;
-/// a streamed one keeps the upstream's content-length.
+/// a streamed one keeps the upstream's content-length (unless trailers are declared).
 fn client_response(headers: &HeaderMap, body: ProxyBody) -> Response<Body> {
     let status = headers.get(b":status").and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok()).unwrap_or(502);
-    let whole = body.is_whole();
+    // Declared trailers need a chunked body on HTTP/1.1 (see `forward`).
+    let drop_length = body.is_whole() || headers.get(b"trailer").is_some();
     let mut builder = Response::builder().status(status);
     for (k, v) in headers.iter() {
-        if k.starts_with(b":") || (whole && k == b"content-length") {
+        if k.starts_with(b":") || (drop_length && k == b"content-length") {
             continue;
         }
         builder = builder.header(k, v);

@@ -3,6 +3,7 @@
 //! command (`probe <cmd> => <result>`), so that tests can assert the host's behaviour.
 //! Root behaviour comes from the plugin configuration, `key=value;key=value`:
 //! `tick=MS` (then `tick_again=MS` sets it a second time), `queue=NAME`, `shared_tick=KEY`,
+//! `tick_enqueue=[VM_ID/]NAME=VALUE` (enqueued once, on the first tick that finds the queue),
 //! `reject=1`, `type=tcp`, `declare=NAME` (declares a read-only property in on_configure),
 //! `tcp_cluster=NAME` (a TCP connection sets Envoy's `envoy.tcp_proxy.cluster` filter state).
 
@@ -78,6 +79,25 @@ struct Root {
 
 impl Context for Root {}
 
+/// Enqueues `value` on queue `target`: `NAME` in the filter's own vm_id, or `VM_ID/NAME`.
+fn enqueue(target: &str, value: &str) -> String {
+    let own = || {
+        hostcalls::get_property(vec!["plugin_vm_id"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default()
+    };
+    let (vm, name) = match target.split_once('/') {
+        Some((vm, name)) => (vm.to_owned(), name),
+        None => (own(), target),
+    };
+    match hostcalls::resolve_shared_queue(&vm, name) {
+        Ok(Some(id)) => format!("{:?}", hostcalls::enqueue_shared_queue(id, Some(value.as_bytes()))),
+        _ => "no such queue".into(),
+    }
+}
+
 /// Adds 1 to a shared-data counter with compare-and-swap; returns the value written.
 fn shared_increment(key: &str) -> Result<u64, Status> {
     for _ in 0..8 {
@@ -138,6 +158,15 @@ impl RootContext for Root {
         if let Some(id) = self.ticks {
             let _ = hostcalls::increment_metric(id, 1);
         }
+        if let Some(target) = self.config.get("tick_enqueue").cloned() {
+            // Once the queue exists: the value is enqueued on the first tick that finds it.
+            let (q, v) = kv(&target);
+            let result = enqueue(q, v);
+            info!("probe tick_enqueue {target} => {result}");
+            if result == "Ok(())" {
+                self.config.remove("tick_enqueue");
+            }
+        }
         if let Some(key) = self.config.get("shared_tick") {
             info!("probe shared_tick => {:?}", shared_increment(key));
         }
@@ -158,6 +187,8 @@ impl RootContext for Root {
             response_local_reply: None,
             stream: None,
             wait_stream: false,
+            add_trailer: None,
+            add_response_trailer: None,
         }))
     }
 
@@ -190,6 +221,16 @@ struct Probe {
     stream: Option<u32>,
     /// `stream-wait`: the request waits for the stream to close (resumed on status 0).
     wait_stream: bool,
+    /// `add-trailer:K=V`: added to the request trailers (to the given ones in
+    /// on_request_trailers, else as new ones in the last body callback).
+    add_trailer: Option<(String, String)>,
+    /// `add-response-trailer:K=V`: the same on the response.
+    add_response_trailer: Option<(String, String)>,
+}
+
+/// Header pairs as `k=v|k=v`.
+fn pairs(pairs: Vec<(String, String)>) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("|")
 }
 
 /// Metadata as `k=v|k=v`.
@@ -441,12 +482,7 @@ impl Probe {
             }
             "enqueue" => {
                 let (q, v) = kv(arg);
-                let vm =
-                    self.get_property(vec!["plugin_vm_id"]).and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
-                match self.resolve_shared_queue(&vm, q) {
-                    Some(id) => format!("{:?}", self.enqueue_shared_queue(id, Some(v.as_bytes()))),
-                    None => "no such queue".into(),
-                }
+                enqueue(q, v)
             }
             "metric" => {
                 // metric:KIND:NAME=DELTA (increment, raw status)
@@ -488,6 +524,18 @@ impl Probe {
             }
             "buffer-body" => {
                 self.buffer_body = true;
+                "armed".into()
+            }
+            // The name is also declared in the `trailer` header, as HTTP/1.1 wants it before the body.
+            "add-trailer" => {
+                let (k, v) = kv(arg);
+                self.add_http_request_header("trailer", k);
+                self.add_trailer = Some((k.to_owned(), v.to_owned()));
+                "armed".into()
+            }
+            "add-response-trailer" => {
+                let (k, v) = kv(arg);
+                self.add_response_trailer = Some((k.to_owned(), v.to_owned()));
                 "armed".into()
             }
             "buffer-response-body" => {
@@ -592,6 +640,9 @@ impl HttpContext for Probe {
 
     fn on_http_request_body(&mut self, size: usize, eos: bool) -> Action {
         info!("on_request_body id={} size={size} eos={eos}", self.id);
+        if let Some((k, v)) = self.add_trailer.take_if(|_| eos) {
+            self.add_http_request_trailer(&k, &v);
+        }
         if !self.buffer_body {
             return Action::Continue;
         }
@@ -607,7 +658,18 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_trailers(&mut self, n: usize) -> Action {
-        info!("on_request_trailers id={} n={n}", self.id);
+        info!("on_request_trailers id={} n={n} {}", self.id, pairs(self.get_http_request_trailers()));
+        if let Some((k, v)) = self.add_trailer.take() {
+            self.add_http_request_trailer(&k, &v);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, n: usize) -> Action {
+        info!("on_response_trailers id={} n={n} {}", self.id, pairs(self.get_http_response_trailers()));
+        if let Some((k, v)) = self.add_response_trailer.take() {
+            self.add_http_response_trailer(&k, &v);
+        }
         Action::Continue
     }
 
@@ -615,6 +677,9 @@ impl HttpContext for Probe {
         let status = self.get_http_response_header(":status").unwrap_or_default();
         info!("on_response_headers id={} n={n} eos={eos} status={status}", self.id);
         self.set_http_response_header("x-probe-seen", Some("1"));
+        if let Some((k, _)) = &self.add_response_trailer {
+            self.add_http_response_header("trailer", k);
+        }
         if let Some(code) = self.response_local_reply.take() {
             self.send_http_response(code, vec![], Some(b"replaced by probe"));
             return Action::Pause;
@@ -624,6 +689,9 @@ impl HttpContext for Probe {
 
     fn on_http_response_body(&mut self, size: usize, eos: bool) -> Action {
         info!("on_response_body id={} size={size} eos={eos}", self.id);
+        if let Some((k, v)) = self.add_response_trailer.take_if(|_| eos) {
+            self.add_http_response_trailer(&k, &v);
+        }
         if self.buffer_response && !eos {
             return Action::Pause;
         }
