@@ -21,6 +21,7 @@ mod hardening;
 mod judging;
 mod model;
 mod properties;
+mod published;
 mod recovery;
 mod reports;
 mod rolls;
