@@ -7,18 +7,17 @@ pub mod episodes;
 mod html;
 pub mod impact;
 mod junit;
+pub mod local;
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::time::clock_label;
-use crate::scenario::ClockTime;
-
 pub use build::{build, Observed};
 pub use episodes::Episode;
 pub use html::html;
 pub use junit::junit;
+pub use local::{TimeZone, ZoneOffset};
 
 /// The report format version.
 pub const VERSION: u32 = 1;
@@ -30,6 +29,9 @@ pub struct Report {
     pub description: String,
     /// UTC clock time of t = 0.
     pub start: String,
+    /// The scenario's time zone (with `timezone` or `date`): local times of every `*_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZone>,
     pub seed: u64,
     pub duration_s: f64,
     /// `pass` when every SLO was met.
@@ -154,11 +156,6 @@ impl Report {
         self.verdict == "pass"
     }
 
-    fn clock(&self, t: f64) -> String {
-        let start = ClockTime::parse(&self.start).unwrap_or_default();
-        clock_label(start, t)
-    }
-
     /// The terminal rendering: timeline, pools, verdict table. `color` adds ANSI colours.
     pub fn render(&self, color: bool) -> String {
         let paint =
@@ -166,10 +163,10 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} ({} from {} UTC, seed {})",
+            "{} ({} from {}, seed {})",
             paint("1", &self.scenario),
             human(self.duration_s),
-            self.start,
+            self.start_words(),
             self.seed
         );
         match &self.live {
@@ -195,7 +192,14 @@ impl Report {
         if self.requests.filter_failures > 0 {
             let _ = writeln!(out, "{}", paint("31", &format!("filter failures: {}", self.requests.filter_failures)));
         }
-        let _ = writeln!(out, "\ntimeline (UTC):");
+        match &self.timezone {
+            Some(zone) if self.clock_and_utc(0.0) != self.clock(0.0) => {
+                let _ = writeln!(out, "\ntimeline ({}, UTC in brackets):", zone.name);
+            }
+            _ => {
+                let _ = writeln!(out, "\ntimeline (UTC):");
+            }
+        }
         for e in &self.events {
             let code = match e.kind.as_str() {
                 "alert" | "impact_start" | "capacity_lost" | "refused" | "filter_failure" | "crash"
@@ -203,13 +207,22 @@ impl Report {
                 "recovery" | "resolved" | "capacity_restored" | "impact_end" | "restart" | "registered" => "32",
                 _ => "0",
             };
-            let _ = writeln!(out, "  {}  {:<17} {}", self.clock(e.t_s), paint(code, &e.kind), e.text);
+            let _ = writeln!(out, "  {}  {:<17} {}", self.clock_and_utc(e.t_s), paint(code, &e.kind), e.text);
         }
-        let _ = writeln!(out, "\npools:");
+        match &self.timezone {
+            Some(zone) => {
+                let _ = writeln!(out, "\npools ({}):", zone.name);
+            }
+            None => {
+                let _ = writeln!(out, "\npools:");
+            }
+        }
         let at = |t: Option<f64>| t.map_or("-".to_string(), |t| self.clock(t));
+        // Times are 8 columns in UTC, more with a zone's abbreviation.
+        let w = self.clock(0.0).len().max(8) + 1;
         let _ = writeln!(
             out,
-            "  {:<8} {:>9} {:>9} {:>9} {:>15} {:>9} {:>9}",
+            "  {:<8} {:>w$} {:>w$} {:>w$} {:>15} {:>9} {:>9}",
             "pool", "lost", "detected", "restored", "impact", "min cap", "errors"
         );
         for p in &self.pools {
@@ -234,7 +247,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "  {:<8} {:>9} {:>9} {:>9} {:>15} {:>9} {:>9}",
+                    "  {:<8} {:>w$} {:>w$} {:>w$} {:>15} {:>9} {:>9}",
                     name,
                     at(e.map(|e| e.lost_s)),
                     at(e.and_then(|e| e.detected_s)),

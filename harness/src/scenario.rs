@@ -11,6 +11,7 @@ mod position;
 mod shape;
 mod source;
 pub mod time;
+pub mod zone;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Problem, ScenarioError};
 pub use time::{At, ClockTime};
+pub use zone::{Day, Zone};
 
 /// The scenario format version this harness reads.
 pub const VERSION: u32 = 1;
@@ -44,7 +46,15 @@ pub struct Scenario {
     /// The verdict this scenario is meant to produce (shipped scenarios state it; tests check it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Verdict>,
-    /// UTC clock time at which the replay starts. Default `00:00`.
+    /// IANA time zone of every clock time in this file (`"America/New_York"`); needs `date`.
+    /// Reports show that zone's times with their abbreviation, and UTC. Default: clock times in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<Zone>,
+    /// The day the replay starts on, `YYYY-MM-DD` (in `timezone`): it fixes the offset from UTC
+    /// and any DST change in the replay. Default: 2021-02-05.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<Day>,
+    /// Clock time at which the replay starts (in `timezone`, else UTC). Default `00:00`.
     #[serde(default)]
     pub start: ClockTime,
     /// How long to replay, e.g. `10h`: 1ms to 7d. No duration in a scenario may exceed 7d.
@@ -855,11 +865,6 @@ impl Scenario {
             .filter(|(_, r)| r.run.is_some())
             .map(|(i, r)| (format!("recovery[{i}].run"), r))
             .collect()
-    }
-
-    /// Milliseconds from the start to `at`.
-    pub fn offset_ms(&self, at: At) -> u64 {
-        at.offset_ms(self.start)
     }
 
     /// The control API key the replay signs with (derived from the seed; never a secret).

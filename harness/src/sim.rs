@@ -32,8 +32,6 @@ pub use budget::{estimate, Budget, Estimate};
 use stats::{Bucket, Sample};
 use traffic::Curve;
 
-/// 2021-02-05T00:00:00Z: replays run on the incident's day, so the filter sees plausible times.
-const EPOCH_DAY_S: u64 = 1_612_483_200;
 /// How often paused requests (delays, queues) are looked at, in ms.
 const POLL_MS: u64 = 10;
 /// Filter failures reported one by one in the timeline; the rest are counted.
@@ -286,7 +284,7 @@ impl<'s> Sim<'s> {
         host: HostSettings,
     ) -> Result<Sim<'s>, ReplayError> {
         let config = serde_json::to_vec(&scenario.plugin_config()).map_err(|e| ReplayError::Config(e.to_string()))?;
-        let start_ns = ns((EPOCH_DAY_S * 1000).saturating_add(scenario.start.millis()));
+        let start_ns = ns(scenario.start_epoch_ms());
         // Each simulated Envoy runs the HTTP filter (root_id `ebb`) and, when a pool is TCP, the
         // network filter (root_id `ebb_tcp`) beside it on the same vm_id, as deploy/envoy does:
         // they share data and stats, so commands sent to the HTTP side reach the TCP side.
@@ -463,7 +461,7 @@ impl<'s> Sim<'s> {
             }
             self.meter.steps(1);
             if let Some(what) = self.meter.exceeded() {
-                let at = crate::scenario::time::clock_label(self.scenario.start, self.t_s(t));
+                let at = self.scenario.clock_label(self.t_s(t));
                 return Err(ReplayError::OverBudget { what, at });
             }
             match ev {
@@ -891,7 +889,7 @@ impl<'s> Sim<'s> {
         let outcome = match rules.evaluate(t / 1_000_000, series) {
             Ok(outcome) => outcome,
             Err(reason) => {
-                let at = crate::scenario::time::clock_label(self.scenario.start, self.t_s(t));
+                let at = self.scenario.clock_label(self.t_s(t));
                 self.rules_error = Some(ReplayError::Rules { at, reason });
                 // Nothing more happens: the replay ends here with the error.
                 self.queue.clear();

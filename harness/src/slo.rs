@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use ebb_engine::Duration;
 
 use crate::report::{AlertResult, Episode, PoolResult, SloResult};
-use crate::scenario::time::clock_label;
 use crate::scenario::{Scenario, Slo};
 use crate::sim::stats::{window, Sample};
 
@@ -102,7 +101,7 @@ fn per_episode(scenario: &Scenario, episodes: &[Episode], max_s: f64, measure: M
         .iter()
         .zip(&measured)
         .map(|(e, (ok, words))| {
-            format!("{} {words}{}", &clock_label(scenario.start, e.lost_s)[..5], if *ok { "" } else { " (missed)" })
+            format!("{} {words}{}", &scenario.clock_label(e.lost_s)[..5], if *ok { "" } else { " (missed)" })
         })
         .collect();
     (pass, format!("{} losses: {}", episodes.len(), listed.join("; ")))

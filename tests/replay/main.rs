@@ -18,6 +18,7 @@ mod util;
 mod expiry;
 mod formatting;
 mod hardening;
+mod incidents;
 mod judging;
 mod model;
 mod properties;
@@ -28,6 +29,7 @@ mod rolls;
 mod rules;
 mod schema_docs;
 mod traps;
+mod zones;
 
 fn root() -> PathBuf {
     util::workspace()

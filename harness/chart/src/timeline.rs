@@ -49,10 +49,13 @@ pub struct PoolTimeline {
 }
 
 /// How the time axis is labelled.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum TimeAxis {
     /// UTC clock times; `start_s` is t = 0 as seconds since midnight (a replay's scenario clock).
     Clock { start_s: f64 },
+    /// Local clock times of a time zone: `start_s` as for `Clock`, and from each `(t_s, shift_s)`
+    /// on, the clock reads `shift_s` seconds more than at the start (a DST change: 3600 or -3600).
+    Zoned { start_s: f64, shifts: Vec<(f64, f64)> },
     /// Time since the start, `m:ss` or `h:mm` (a game day running now, possibly time-scaled).
     Elapsed,
 }
@@ -257,7 +260,7 @@ pub fn pool_chart(timeline: &PoolTimeline) -> String {
     let pool = timeline.pool.as_str();
     let end = timeline.end_s.max(1.0);
     let start_s = match timeline.time_axis {
-        TimeAxis::Clock { start_s } => start_s,
+        TimeAxis::Clock { start_s } | TimeAxis::Zoned { start_s, .. } => start_s,
         TimeAxis::Elapsed => 0.0,
     };
     let right = WIDTH - RIGHT;
@@ -335,8 +338,13 @@ pub fn pool_chart(timeline: &PoolTimeline) -> String {
     let mut t = first;
     while t <= end + 1e-9 {
         let px = x.at(t);
-        let label = match timeline.time_axis {
+        let label = match &timeline.time_axis {
             TimeAxis::Clock { .. } => clock(start_s, t, step),
+            TimeAxis::Zoned { shifts, .. } => {
+                let shift = shifts.iter().rev().find(|(at, _)| *at <= t).map_or(0.0, |(_, s)| *s);
+                // A day added: a clock set back never reads before midnight.
+                clock(start_s + shift + 86_400.0, t, step)
+            }
             TimeAxis::Elapsed => elapsed(t),
         };
         let _ = writeln!(

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 
 use crate::report::{self, episodes, impact, AlertResult, Event, PoolResult, PoolSeries, Report, Requests};
-use crate::scenario::time::clock_label;
-use crate::scenario::Scenario;
+use crate::scenario::{ClockTime, Scenario};
 use crate::sim::stats::{Bucket, Sample};
 use crate::slo;
 
@@ -46,7 +45,7 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
         let episodes = episodes::episodes(scenario, &name, s, &fired);
         let impacts = impact::spans(scenario, s);
         let min_ratio = s.iter().map(Sample::available_ratio).fold(1.0, f64::min);
-        let clock = |t: f64| clock_label(scenario.start, t);
+        let clock = |t: f64| scenario.clock_label(t);
         for (n, e) in episodes.iter().enumerate() {
             let nth = if n == 0 { String::new() } else { format!(" (loss {})", n + 1) };
             // A registration fault is told apart from a drain: the hosts exist, the balancer
@@ -105,7 +104,12 @@ pub fn build(scenario: &Scenario, observed: Observed<'_>) -> Report {
         version: report::VERSION,
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
-        start: scenario.start.to_string(),
+        // UTC, whatever the zone: a consumer adds `*_s` to it.
+        start: match scenario.zone() {
+            None => scenario.start.to_string(),
+            Some(_) => ClockTime(scenario.start_epoch_ms() % 86_400_000).to_string(),
+        },
+        timezone: report::local::time_zone(scenario, duration_s),
         seed: scenario.seed,
         duration_s,
         verdict: verdict.into(),

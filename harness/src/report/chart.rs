@@ -6,7 +6,6 @@ use ebb_chart::timeline::{
 };
 
 use super::{human, Report};
-use crate::scenario::ClockTime;
 
 /// Seconds in one point of the report's series.
 const INTERVAL_S: f64 = 60.0;
@@ -39,7 +38,21 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
     let series = report.series.get(index)?;
     let pool = series.pool.as_str();
     let end = report.duration_s.max(1.0);
-    let start_s = ClockTime::parse(&report.start).unwrap_or_default().millis() as f64 / 1000.0;
+    let start_s = report.local_start_s();
+    // Times in titles: UTC clock times as always, or local ones with the zone's abbreviation.
+    let label = |t: f64, step: f64| match &report.timezone {
+        None => clock(start_s, t, step),
+        Some(_) => {
+            let local = report.clock(t);
+            if step < 60.0 {
+                local
+            } else {
+                // `06:22:00 EDT` to `06:22 EDT`.
+                local.get(..5).map_or_else(|| local.clone(), |hm| format!("{hm}{}", &local[8..]))
+            }
+        }
+    };
+    let utc = if report.timezone.is_none() { " UTC" } else { "" };
     let sample = f64::from(report.requests.sample.max(1));
 
     let n = series.t_s.len().min(series.requests.len()).min(series.errors.len());
@@ -93,11 +106,7 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
                 .map(|x| Span {
                     from_s: x.start_s,
                     to_s: x.end_s,
-                    title: format!(
-                        "customers impaired {}–{} UTC",
-                        clock(start_s, x.start_s, 60.0),
-                        clock(start_s, x.end_s, 60.0)
-                    ),
+                    title: format!("customers impaired {}–{}{utc}", label(x.start_s, 60.0), label(x.end_s, 60.0)),
                 })
                 .collect()
         })
@@ -110,7 +119,7 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
             spans(&alert.fired_s, &alert.resolved_s, end).into_iter().map(|(from, to)| Span {
                 from_s: from,
                 to_s: to,
-                title: format!("{} firing {}–{} UTC", alert.name, clock(start_s, from, 1.0), clock(start_s, to, 1.0)),
+                title: format!("{} firing {}–{}{utc}", alert.name, label(from, 1.0), label(to, 1.0)),
             })
         })
         .collect();
@@ -125,7 +134,7 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
                 t_s: e.t_s,
                 kind,
                 label: (i + 1).to_string(),
-                title: format!("#{} {} +{}: {}", i + 1, clock(start_s, e.t_s, 1.0), human(e.t_s), e.text),
+                title: format!("#{} {} +{}: {}", i + 1, label(e.t_s, 1.0), human(e.t_s), e.text),
             })
         })
         .collect();
@@ -133,7 +142,21 @@ pub fn pool_timeline(report: &Report, index: usize) -> Option<PoolTimeline> {
     Some(PoolTimeline {
         pool: pool.to_string(),
         end_s: end,
-        time_axis: TimeAxis::Clock { start_s },
+        time_axis: match &report.timezone {
+            None => TimeAxis::Clock { start_s },
+            // Each DST change moves the local clock by the difference of offsets.
+            Some(zone) => TimeAxis::Zoned {
+                start_s,
+                shifts: zone
+                    .offsets
+                    .iter()
+                    .map(|o| {
+                        let first = zone.offsets.first().map_or(0, |f| f.utc_offset_s);
+                        (o.t_s, f64::from(o.utc_offset_s.saturating_sub(first)))
+                    })
+                    .collect(),
+            },
+        },
         values: Values::Traffic(Traffic { interval_s: INTERVAL_S, points, capacity, unregistered }),
         impacts,
         alerts,

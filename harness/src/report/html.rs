@@ -68,12 +68,25 @@ pub fn html(report: &Report) -> String {
     timelines(&mut out, report);
     pools(&mut out, report);
     events(&mut out, report);
-    let _ = writeln!(
-        out,
-        "<footer>ebb replay · report format v{} · times in UTC from {} (+offset from the start)</footer>",
-        report.version,
-        text(&report.start)
-    );
+    match &report.timezone {
+        None => {
+            let _ = writeln!(
+                out,
+                "<footer>ebb replay · report format v{} · times in UTC from {} (+offset from the start)</footer>",
+                report.version,
+                text(&report.start)
+            );
+        }
+        Some(zone) => {
+            let _ = writeln!(
+                out,
+                "<footer>ebb replay · report format v{} · times in {} from {} (+offset from the start)</footer>",
+                report.version,
+                text(&zone.name),
+                text(&report.start_words())
+            );
+        }
+    }
     let _ = writeln!(out, "</main>\n</body>\n</html>");
     out
 }
@@ -109,9 +122,9 @@ fn header(out: &mut String, report: &Report, verdict: &str) {
             fact(
                 "played live",
                 format!(
-                    "{} from {} UTC at {}x against {}; {}",
+                    "{} from {} at {}x against {}; {}",
                     human(report.duration_s),
-                    text(&report.start),
+                    text(&report.start_words()),
                     live.time_scale,
                     text(&live.targets.join(", ")),
                     text(&live.ended)
@@ -126,9 +139,9 @@ fn header(out: &mut String, report: &Report, verdict: &str) {
             fact(
                 "replayed",
                 format!(
-                    "{} from {} UTC, seed <code>{}</code>",
+                    "{} from {}, seed <code>{}</code>",
                     human(report.duration_s),
-                    text(&report.start),
+                    text(&report.start_words()),
                     report.seed
                 ),
             );
@@ -294,9 +307,15 @@ fn pools(out: &mut String, report: &Report) {
 fn events(out: &mut String, report: &Report) {
     let _ = writeln!(out, r#"<section id="events">"#);
     let _ = writeln!(out, "<h2>Events</h2>");
+    // With a zone, local time with UTC beside it; the column says which zone.
+    let zone = match &report.timezone {
+        Some(zone) => format!("{} (UTC)", zone.name),
+        None => "UTC".into(),
+    };
     let _ = writeln!(
         out,
-        "<table>\n<thead><tr><th class=\"num\">#</th><th>UTC</th><th class=\"num\">since start</th><th>kind</th><th>what</th></tr></thead>\n<tbody>"
+        "<table>\n<thead><tr><th class=\"num\">#</th><th>{}</th><th class=\"num\">since start</th><th>kind</th><th>what</th></tr></thead>\n<tbody>",
+        text(&zone)
     );
     for (i, e) in report.events.iter().enumerate() {
         let class = match e.kind.as_str() {
@@ -310,7 +329,7 @@ fn events(out: &mut String, report: &Report) {
             out,
             r#"<tr><td class="num">{}</td><td>{}</td><td class="num">+{}</td><td><span class="kind {class}">{}</span></td><td>{}</td></tr>"#,
             i + 1,
-            report.clock(e.t_s),
+            report.clock_and_utc(e.t_s),
             human(e.t_s),
             text(&e.kind.replace('_', " ")),
             text(&e.text)

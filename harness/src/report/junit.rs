@@ -28,7 +28,7 @@ pub fn junit(report: &Report, time_s: f64) -> String {
     let mut property = |name: &str, value: &str| {
         let _ = writeln!(out, r#"      <property name="{name}" value="{}"/>"#, attr(value));
     };
-    property("start", &format!("{} UTC", report.start));
+    property("start", &report.start_words());
     property("duration", &human(report.duration_s));
     property("seed", &report.seed.to_string());
     property("verdict", &report.verdict);

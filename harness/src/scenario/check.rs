@@ -151,6 +151,11 @@ impl Scenario {
     }
 
     fn check_run(&self, p: &mut Problems) {
+        if self.timezone.is_some() && self.date.is_none() {
+            p.add("timezone", || {
+                "a timezone needs a `date` (\"YYYY-MM-DD\", the day the replay starts): without the day, its offset from UTC and any DST change are unknown".into()
+            });
+        }
         Self::check_duration(p, "duration".into(), within(self.duration, Duration::from_millis(1), MAX_DURATION));
         if !(1..=MAX_SAMPLE).contains(&self.sample) {
             p.add("sample", || format!("must be between 1 and {}", thousands(MAX_SAMPLE.into())));

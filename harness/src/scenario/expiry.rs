@@ -7,7 +7,6 @@ use ebb_engine::fault::{FaultKind, OnAbort};
 use ebb_engine::{Duration, FaultRequest};
 
 use super::error::{Problem, ScenarioError};
-use super::time::clock_label;
 use super::{position, source, Scenario};
 
 /// One fault the scenario starts, and when its TTL ends it.
@@ -55,7 +54,7 @@ impl Scenario {
             if fault.expires_ms >= end_ms {
                 continue;
             }
-            let clock = |ms: u64| clock_label(self.start, ms as f64 / 1000.0);
+            let clock = |ms: u64| self.clock_label(ms as f64 / 1000.0);
             let ttl = match fault.defaulted {
                 Some(limit) => format!("its ttl is {limit}, {}: none is given", fault.ttl),
                 None => format!("ttl {}", fault.ttl),

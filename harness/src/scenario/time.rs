@@ -1,5 +1,5 @@
-// Moments in a scenario: a clock time in UTC ("07:10", as incidents are told) or an offset
-// from the start ("+90m"). Both resolve to milliseconds since the scenario's start.
+// Moments in a scenario: a clock time ("07:10", as incidents are told; UTC, or the scenario's
+// zone: zone.rs) or an offset from the start ("+90m"). Both resolve to ms since the start.
 
 use std::fmt;
 
@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const DAY_MS: u64 = 86_400_000;
 
-/// A time of day, `HH:MM` or `HH:MM:SS`, UTC.
+/// A time of day, `HH:MM` or `HH:MM:SS` (UTC, or in the scenario's `timezone`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClockTime(pub u64);
 
@@ -66,7 +66,8 @@ pub enum At {
 }
 
 impl At {
-    /// Milliseconds since the scenario's start, which is at clock time `start`.
+    /// Milliseconds since the scenario's start, which is at clock time `start`, both in UTC
+    /// (`Scenario::offset_ms` reads them in the scenario's zone).
     pub fn offset_ms(self, start: ClockTime) -> u64 {
         match self {
             At::Offset(d) => d.as_millis(),
@@ -114,7 +115,7 @@ impl schemars::JsonSchema for ClockTime {
         schemars::json_schema!({
             "type": "string",
             "pattern": CLOCK_PATTERN,
-            "description": "A time of day in UTC, `HH:MM` or `HH:MM:SS`.",
+            "description": "A time of day, `HH:MM` or `HH:MM:SS`: UTC, or in the scenario's `timezone`.",
             "examples": ["07:10", "23:59:30"]
         })
     }
@@ -129,7 +130,7 @@ impl schemars::JsonSchema for At {
         schemars::json_schema!({
             "type": "string",
             "pattern": format!("{CLOCK_PATTERN}|{OFFSET_PATTERN}"),
-            "description": "A moment of the scenario: a UTC clock time (`07:10`: the next such time at or after the start) or an offset from the start (`+90m`).",
+            "description": "A moment of the scenario: a clock time (`07:10`, UTC or in the scenario's `timezone`: the next such time at or after the start) or an offset from the start (`+90m`).",
             "examples": ["07:10", "+90m"]
         })
     }

@@ -24,7 +24,7 @@ impl Curve {
             }
             if let Some(d) = &t.diurnal {
                 // Seconds from the start to the next trough.
-                let trough = (d.trough.millis() as f64 - scenario.start.millis() as f64) / 1000.0;
+                let trough = scenario.clock_offset_s(d.trough);
                 curve.diurnal = Some((d.min, d.max, trough));
             }
             for b in &t.bursts {
