@@ -22,7 +22,6 @@ mod incidents;
 mod judging;
 mod model;
 mod properties;
-mod published;
 mod recovery;
 mod reports;
 mod rolls;
