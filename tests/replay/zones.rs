@@ -123,6 +123,9 @@ fn bad_zones_are_refused_with_their_position_and_the_nearest_name() {
     assert!(err.contains("abbreviation"), "{err}");
     let err = refused(r#""timezone": "America/New_York","#);
     assert!(err.starts_with("dst.json:4:") && err.contains(": timezone: a timezone needs a `date`"), "{err}");
+    let text = across_dst(r#""timezone": "America/New_York", "date": "2018-03-11","#).replace("\"00:30\"", "\"02:30\"");
+    let err = Scenario::parse(Path::new("dst.json"), text.as_bytes()).map(|_| ()).expect_err("02:30").to_string();
+    assert!(err.contains(": start: 02:30 does not exist on 2018-03-11 in America/New_York"), "{err}");
     let err = refused(r#""timezone": "America/New_York", "date": "2018-03-32","#);
     assert!(err.contains("date: expected a date like \"2018-04-18\" (YYYY-MM-DD)"), "{err}");
 }

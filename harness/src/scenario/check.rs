@@ -156,6 +156,18 @@ impl Scenario {
                 "a timezone needs a `date` (\"YYYY-MM-DD\", the day the replay starts): without the day, its offset from UTC and any DST change are unknown".into()
             });
         }
+        // A start the clocks skip would silently begin an hour later, and push the clock times
+        // written before the jump's end to the next day.
+        if let (Some(zone), Some(date), Some(read)) = (&self.timezone, self.date, self.reading(0.0)) {
+            if read.local_s.saturating_mul(1000) != self.start.millis() {
+                p.add("start", || {
+                    format!(
+                        "{} does not exist on {date} in {zone}: the clocks skip it (a DST change); start before the jump or after it",
+                        self.start
+                    )
+                });
+            }
+        }
         Self::check_duration(p, "duration".into(), within(self.duration, Duration::from_millis(1), MAX_DURATION));
         if !(1..=MAX_SAMPLE).contains(&self.sample) {
             p.add("sample", || format!("must be between 1 and {}", thousands(MAX_SAMPLE.into())));
