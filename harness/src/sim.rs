@@ -957,7 +957,8 @@ impl<'s> Sim<'s> {
 
     /// A restore the filter accepted (`POST /.ebb/v1/pools/<pool>/restore`, from the timeline, a
     /// runbook or a recovery program) also adds the pool's launched but unregistered hosts to
-    /// the load balancer, as an operator restoring a pool does (sim/scaling.rs).
+    /// the load balancer and restarts its crashed hosts, as an operator restoring a pool does
+    /// (sim/scaling.rs, sim/overload.rs).
     fn restored(&mut self, t: u64, method: &str, path: &str) {
         let path = path.split('?').next().unwrap_or_default();
         let Some(name) = path.strip_prefix("/.ebb/v1/pools/").and_then(|rest| rest.strip_suffix("/restore")) else {
@@ -971,9 +972,17 @@ impl<'s> Sim<'s> {
         let joined = p.hosts.register_all(t);
         if joined > 0 {
             if let Some(o) = p.overload.as_mut() {
-                o.started(t, joined);
+                o.registered_now(t, joined);
             }
             self.event(t, "registered", format!("{name}: {joined} launched hosts added to the load balancer"));
+        }
+        let restarted = self.pools[pool].overload.as_mut().map_or(0, |o| o.restart_all(t));
+        if restarted > 0 {
+            self.event(
+                t,
+                "restart",
+                format!("{name}: {restarted} crashed host(s) restarted by the restore, warming up"),
+            );
         }
     }
 

@@ -92,3 +92,99 @@ fn interact_2018_04_18() {
     fixed.near("restore (AWS resolves the ELB incident)", loss.restored_s, "07:05");
     assert!(fixed.event("runbook", "").is_none() && fixed.event("recovery", "").is_none(), "no DR plan needed");
 }
+
+/// The share of `pool`'s requests that failed in the minute starting at `clock` (local, as the
+/// incident report gives it).
+fn minute_error_share(r: &Replayed, pool: &str, clock: &str) -> f64 {
+    let at = At::parse(clock).unwrap_or_else(|e| panic!("{e}"));
+    let t = r.scenario.offset_ms(at) as f64 / 1000.0;
+    let series = r.report.series.iter().find(|s| s.pool == pool).unwrap_or_else(|| panic!("no series of {pool}"));
+    let i = series.t_s.iter().position(|&s| s == t).unwrap_or_else(|| panic!("{}: no minute {clock}", r.name));
+    series.errors[i] as f64 / series.requests[i].max(1) as f64
+}
+
+/// The SLOs of the replay that failed.
+fn failed_slos(r: &Replayed) -> Vec<&str> {
+    r.report.slos.iter().filter(|s| !s.pass).map(|s| s.name.as_str()).collect()
+}
+
+/// NamePros, 2022-05-24 (times EDT): 3 of 4 web servers unusable from 04:45 and never replaced;
+/// the last one offline at 07:13, back at 07:17, offline again at 07:20 (the failed manual
+/// replacement), and the site back at 07:31 when the autoscaling configuration was reset.
+#[test]
+fn namepros_2022_05_24() {
+    let r = replayed("namepros-2022-05-24");
+    r.verdict("fail");
+    let web = r.pool("web");
+    assert_eq!(web.episodes.len(), 1, "one loss, from 04:45 to 07:31: {:?}", web.episodes);
+    r.near("capacity lost (all but one server unusable)", web.capacity_lost_s, "04:45");
+    r.near("the last server drops offline", r.event("crash", ""), "07:13");
+    r.near("detection (the error alert pages as the site goes offline)", web.detected_s, "07:13");
+    r.near("the server recovers", r.event("restart", ""), "07:17");
+    r.near("the failed manual replacement", r.event("runbook", "attempt 1 of 2 fails"), "07:20");
+    let second = r.report.events.iter().filter(|e| e.kind == "crash").nth(1).map(|e| e.t_s);
+    r.near("offline again", second, "07:20");
+    r.near("restore (the autoscaling configuration reset)", web.restored_s, "07:31");
+    assert_eq!(web.impacts.len(), 1, "one outage of customers, not three: {:?}", web.impacts);
+    r.near("customers impaired", web.impact_start_s, "07:13");
+    r.near("customers served again", web.impact_end_s, "07:31");
+    assert!(minute_error_share(&r, "web", "07:22") > 0.99, "offline at 07:22");
+    assert!(minute_error_share(&r, "web", "07:33") < 0.01, "serving at 07:33");
+    let failed = failed_slos(&r);
+    for slo in ["web: time to restore capacity", "web: error budget at 0.999"] {
+        assert!(failed.contains(&slo), "{slo} must fail: {failed:?}");
+    }
+    let text = r.report.render(false);
+    assert!(text.contains("07:13:00 EDT (11:13:00 UTC)"), "the timeline reads in EDT and UTC:\n{text}");
+
+    let fixed = replayed("namepros-2022-05-24-autoscaler-replaces");
+    fixed.verdict("pass");
+    let web = fixed.pool("web");
+    fixed.near("the same servers fail", web.capacity_lost_s, "04:45");
+    fixed.near("the autoscaler's replacements in service", web.restored_s, "04:53");
+    assert!(fixed.event("crash", "").is_none(), "the last server is never alone under morning traffic");
+    assert_eq!(web.errors, 0, "{}", fixed.report.render(false));
+    assert!(fixed.report.alerts.iter().all(|a| a.fired_s.is_empty()), "nothing pages: {:?}", fixed.report.alerts);
+}
+
+/// Inkling, 2024-04-09 (times PDT): a scale-in at 11:58 after a drop in traffic, a scale-out
+/// whose instances were slow to come online, intermittent timeouts, then downtime from 12:30 to
+/// 12:38, ended by adding capacity and restarting the core services.
+#[test]
+fn inkling_2024_04_09() {
+    let r = replayed("inkling-2024-04-09");
+    r.verdict("fail");
+    let api = r.pool("api");
+    r.near("the scale-in", r.event("scale", "scales in"), "11:58");
+    let crashes: Vec<f64> = r.report.events.iter().filter(|e| e.kind == "crash").map(|e| e.t_s).collect();
+    assert_eq!(crashes.len(), 3, "the 3 hosts left crash one after another: {crashes:?}");
+    r.near("the downtime (no host left serving)", crashes.last().copied(), "12:30");
+    r.near("detection (the downtime page)", api.detected_s, "12:30");
+    // The restore restarts the crashed hosts (their own restart is 30 minutes away) and adds the
+    // ones still booting (they would join at 12:40): the platform is back at 12:38.
+    r.near("restore (capacity added, core services restarted)", api.restored_s, "12:38");
+    for minute in ["12:31", "12:34", "12:37"] {
+        assert!(minute_error_share(&r, "api", minute) > 0.99, "downtime at {minute}");
+    }
+    assert!(minute_error_share(&r, "api", "12:39") < 0.01, "serving again at 12:39");
+    // Latency first: the 3 hosts queue before requests time out, and both before the downtime.
+    let series = &r.report.series[0];
+    let slow = series.p90_s.iter().position(|&p| p > 2.0).expect("the queue shows as latency");
+    let erring = series.errors.iter().position(|&e| e > 0).expect("then timeouts");
+    assert!(slow < erring, "latency (minute {slow}) before timeouts (minute {erring})");
+    assert!(series.t_s[erring] + 60.0 < crashes[0], "intermittent timeouts before the first crash");
+    let failed = failed_slos(&r);
+    for slo in ["api: error ratio per 5m", "api: error budget at 0.999"] {
+        assert!(failed.contains(&slo), "{slo} must fail: {failed:?}");
+    }
+
+    let fixed = replayed("inkling-2024-04-09-capacity-floor");
+    fixed.verdict("pass");
+    let api = fixed.pool("api");
+    assert!(fixed.event("crash", "").is_none(), "{}", fixed.report.render(false));
+    assert_eq!(api.errors, 0, "{}", fixed.report.render(false));
+    assert!(fixed.report.alerts.iter().all(|a| a.fired_s.is_empty()), "nothing pages: {:?}", fixed.report.alerts);
+    // The scale-out's hosts still boot for 25 minutes and warm up only once they join: until
+    // then they slow no request, and the p99 SLO passes.
+    fixed.near("the new hosts join the load balancer", api.restored_s, "12:40");
+}

@@ -20,8 +20,19 @@ pub struct Overload {
     hot_since: Option<u64>,
     /// When each crashed host is back, earliest first.
     crashed: VecDeque<u64>,
-    /// Until when each warming host serves slower, earliest first.
-    warming: VecDeque<u64>,
+    /// Hosts that serve slower from `from` until `until`: restarted, or launched and joining the
+    /// load balancer at `from` (a step's `register_after` may put that in the future).
+    warming: Vec<Warming>,
+    /// Hosts warming at the last scrape or start: the share of requests served slower.
+    warm_now: u64,
+}
+
+/// Hosts that warm up together.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Warming {
+    from: u64,
+    until: u64,
+    hosts: u64,
 }
 
 /// What changed at a scrape, for the timeline.
@@ -45,7 +56,8 @@ impl Overload {
             factor: o.warmup_factor,
             hot_since: None,
             crashed: VecDeque::new(),
-            warming: VecDeque::new(),
+            warming: Vec::new(),
+            warm_now: 0,
         }
     }
 
@@ -54,15 +66,39 @@ impl Overload {
         self.crashed.len() as u64
     }
 
-    /// `hosts` hosts start now (launched or restarted): they warm up.
+    /// `hosts` hosts start serving at `t` (launched, restarted, or joining the load balancer
+    /// later): they warm up from then, and slow no request before.
     pub fn started(&mut self, t: u64, hosts: u64) {
-        if self.warmup_ns == 0 {
+        if self.warmup_ns == 0 || hosts == 0 {
             return;
         }
-        let until = t.saturating_add(self.warmup_ns);
-        // Bounded by the pool's hosts: a step launches at most 100,000.
-        let n = hosts.min(crate::scenario::limits::MAX_HOSTS.into());
-        self.warming.extend(std::iter::repeat_n(until, usize::try_from(n).unwrap_or(0)));
+        self.warming.push(Warming { from: t, until: t.saturating_add(self.warmup_ns), hosts });
+    }
+
+    /// A restore at `t` adds `hosts` launched hosts to the load balancer now: those still
+    /// waiting to join warm up from now, not again when they would have joined.
+    pub fn registered_now(&mut self, t: u64, hosts: u64) {
+        self.warming.retain(|w| w.from <= t);
+        self.started(t, hosts);
+        self.recount(t);
+    }
+
+    /// Forgets warm-ups over by `t` and counts the hosts warming at `t`.
+    fn recount(&mut self, t: u64) {
+        self.warming.retain(|w| w.until > t);
+        self.warm_now = self.warming.iter().filter(|w| w.from <= t).map(|w| w.hosts).fold(0, u64::saturating_add);
+    }
+
+    /// A restore of the pool at `t`: the operator restarts every crashed host now rather than
+    /// waiting for its restart delay (they warm up), and the fresh hosts get a whole `for` before
+    /// the next crash. Returns how many came back.
+    pub fn restart_all(&mut self, t: u64) -> u64 {
+        let n = self.crashed();
+        self.crashed.clear();
+        self.started(t, n);
+        self.recount(t);
+        self.hot_since = None;
+        n
     }
 
     /// The scrape at `t`: `load` requests in service or waiting on `serving` hosts, of which
@@ -75,9 +111,7 @@ impl Overload {
             change.restarted += 1;
         }
         self.started(t, change.restarted);
-        while self.warming.front().is_some_and(|&until| until <= t) {
-            self.warming.pop_front();
-        }
+        self.recount(t);
         // A host removed by a scale-in cannot stay crashed.
         while self.crashed() > members {
             self.crashed.pop_back();
@@ -101,10 +135,10 @@ impl Overload {
     /// host is warming (a share `warming / serving` of requests), else 1. Draws only while a host
     /// warms, so replays without warming hosts draw as they always did.
     pub fn service_factor(&self, serving: u64, rng: &mut Rng) -> f64 {
-        if self.warming.is_empty() || serving == 0 {
+        if self.warm_now == 0 || serving == 0 {
             return 1.0;
         }
-        let share = (self.warming.len() as f64 / serving as f64).min(1.0);
+        let share = (self.warm_now as f64 / serving as f64).min(1.0);
         if rng.roll(100.0 * share) {
             self.factor
         } else {
@@ -157,6 +191,43 @@ mod tests {
         assert_eq!(o.scrape(211 * S, 0, 10, 10).restarted, 1);
         o.scrape(300 * S, 0, 10, 10);
         assert_eq!(o.service_factor(10, &mut rng), 1.0, "both warm after 60s");
+    }
+
+    #[test]
+    fn a_restore_restarts_crashed_hosts_at_once_and_they_warm_up() {
+        let mut o = overload();
+        o.scrape(0, 50, 10, 10);
+        assert!(o.scrape(30 * S, 50, 10, 10).crashed);
+        assert_eq!(o.restart_all(40 * S), 1, "back at the restore, not 120s after the crash");
+        assert_eq!(o.crashed(), 0);
+        let mut rng = Rng::new(1);
+        assert!((0..100).any(|_| o.service_factor(10, &mut rng) > 1.0), "warming until 100s");
+        assert_eq!(o.scrape(150 * S, 0, 10, 10).restarted, 0, "no second restart of the same host");
+        assert!(!o.scrape(160 * S, 50, 10, 10).crashed, "a whole `for` again before the next crash");
+        assert!(!o.scrape(175 * S, 50, 10, 10).crashed);
+        assert!(o.scrape(190 * S, 50, 10, 10).crashed);
+    }
+
+    #[test]
+    fn hosts_that_join_later_slow_no_request_before_they_join() {
+        let mut o = overload();
+        // Launched at 0, joining the load balancer at 600s (a step's register_after).
+        o.started(600 * S, 7);
+        o.scrape(15 * S, 0, 3, 3);
+        let mut rng = Rng::new(1);
+        assert!((0..1000).all(|_| o.service_factor(3, &mut rng) == 1.0), "booting hosts serve nothing yet");
+        o.scrape(615 * S, 0, 10, 10);
+        let slow = (0..1000).filter(|_| o.service_factor(10, &mut rng) > 1.0).count();
+        assert!(slow > 500, "7 of 10 hosts warming once they joined: {slow} of 1000 slow");
+        o.scrape(700 * S, 0, 10, 10);
+        assert_eq!(o.service_factor(10, &mut rng), 1.0, "warm 60s after they joined");
+        // A restore that registers them early starts their warm-up then, and only once.
+        let mut o = overload();
+        o.started(600 * S, 7);
+        o.registered_now(100 * S, 7);
+        assert!((0..100).any(|_| o.service_factor(10, &mut rng) > 1.0), "warming from the restore");
+        o.scrape(615 * S, 0, 10, 10);
+        assert_eq!(o.service_factor(10, &mut rng), 1.0, "not warming again at 600s");
     }
 
     #[test]
