@@ -266,10 +266,12 @@ impl Report {
         }
         let _ = writeln!(out, "\nSLOs:");
         let width = self.slos.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-        let _ = writeln!(out, "  {:<6} {:<width$}  {:<12} measured", "", "slo", "target");
+        // A long target (an error budget's) widens its column rather than running into the value.
+        let target = self.slos.iter().map(|s| s.target.chars().count()).max().unwrap_or(0).max(12);
+        let _ = writeln!(out, "  {:<6} {:<width$}  {:<target$} measured", "", "slo", "target");
         for s in &self.slos {
             let mark = if s.pass { paint("32", "pass  ") } else { paint("31", "FAIL  ") };
-            let _ = writeln!(out, "  {mark} {:<width$}  {:<12} {}", s.name, s.target, s.measured);
+            let _ = writeln!(out, "  {mark} {:<width$}  {:<target$} {}", s.name, s.target, s.measured);
         }
         let verdict = if self.passed() { paint("1;32", "PASS") } else { paint("1;31", "FAIL") };
         let expected = match &self.expected {
