@@ -50,7 +50,8 @@ impl CompileCache {
             let off = ["off", "0", "false", "no"].iter().any(|o| v.eq_ignore_ascii_case(o));
             return (!off).then(|| CompileCache::new(v));
         }
-        let base = var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| var("HOME").map(|h| Path::new(&h).join(".cache")))?;
+        let base =
+            var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| var("HOME").map(|h| Path::new(&h).join(".cache")))?;
         Some(CompileCache::new(base.join("ebb")))
     }
 
@@ -95,7 +96,9 @@ impl CompileCache {
         let module = Module::new(engine, bytes)?;
         let written = store(&path, &module);
         let warning = match (stale, written) {
-            (Some(why), _) => Some(format!("compile cache entry {} was {why}; compiled the filter again", path.display())),
+            (Some(why), _) => {
+                Some(format!("compile cache entry {} was {why}; compiled the filter again", path.display()))
+            }
             (None, Err(e)) => Some(format!("compile cache {}: cannot write an entry ({e})", self.dir.display())),
             (None, Ok(())) => None,
         };
@@ -185,7 +188,10 @@ mod tests {
         // Rewritten whole: the next load is a hit again.
         assert_eq!(cache.module(&engine, WAT_FREE_MODULE).expect("loads").1, Outcome::Hit);
         std::fs::write(&entry, b"short").expect("truncate");
-        assert!(matches!(cache.module(&engine, WAT_FREE_MODULE).expect("compiles").1, Outcome::Compiled { warning: Some(_) }));
+        assert!(matches!(
+            cache.module(&engine, WAT_FREE_MODULE).expect("compiles").1,
+            Outcome::Compiled { warning: Some(_) }
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -208,7 +214,10 @@ mod tests {
         let file = tempdir("unwritable");
         std::fs::write(&file, b"a file, not a directory").expect("write");
         let (_, outcome) = CompileCache::new(&file).module(&engine(), WAT_FREE_MODULE).expect("compiles");
-        assert!(matches!(outcome, Outcome::Compiled { warning: Some(ref w) } if w.contains("cannot write")), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Compiled { warning: Some(ref w) } if w.contains("cannot write")),
+            "{outcome:?}"
+        );
         let _ = std::fs::remove_file(&file);
     }
 
@@ -223,7 +232,10 @@ mod tests {
             dir(CompileCache::from_vars(vars(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/c")]))),
             Some("/c/ebb".into())
         );
-        assert_eq!(dir(CompileCache::from_vars(vars(&[("HOME", "/h"), (CACHE_ENV, "/elsewhere")]))), Some("/elsewhere".into()));
+        assert_eq!(
+            dir(CompileCache::from_vars(vars(&[("HOME", "/h"), (CACHE_ENV, "/elsewhere")]))),
+            Some("/elsewhere".into())
+        );
         assert_eq!(dir(CompileCache::from_vars(vars(&[("HOME", "/h"), (CACHE_ENV, "off")]))), None);
         assert_eq!(dir(CompileCache::from_vars(vars(&[("HOME", "/h"), (CACHE_ENV, "0")]))), None);
         assert_eq!(dir(CompileCache::from_vars(vars(&[]))), None);

@@ -42,8 +42,8 @@ mod wasi;
 mod worker;
 
 pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
-pub use compile_cache::{CompileCache, CACHE_ENV};
 pub use clock::Clock;
+pub use compile_cache::{CompileCache, CACHE_ENV};
 pub use conn_manager::ConnectionManager;
 pub use error::{FailureKind, Fault, HostError, Thread};
 pub use foreign::TCP_PROXY_CLUSTER;
