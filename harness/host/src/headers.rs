@@ -322,7 +322,8 @@ mod tests {
         map.remove(b"x-ebb-command");
         assert_eq!(map.to_strings(), before, "an absent key leaves the map as it was");
         map.remove(b"X-EBB-SIG");
-        let left: Vec<(String, String)> = [("a", "1"), ("b", "3"), ("c", "5")].map(|(k, v)| (k.into(), v.into())).to_vec();
+        let left: Vec<(String, String)> =
+            [("a", "1"), ("b", "3"), ("c", "5")].map(|(k, v)| (k.into(), v.into())).to_vec();
         assert_eq!(map.to_strings(), left);
         map.replace(b"a", b"9");
         assert_eq!(map.get(b"a"), Some(&b"9"[..]));
