@@ -22,6 +22,7 @@ pub mod clock;
 
 mod abi;
 mod calls;
+mod compile_cache;
 mod conn_manager;
 mod error;
 mod foreign;
@@ -43,6 +44,7 @@ mod worker;
 
 pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
 pub use clock::Clock;
+pub use compile_cache::{CompileCache, CACHE_ENV};
 pub use conn_manager::ConnectionManager;
 pub use error::{FailureKind, Fault, HostError, Thread};
 pub use foreign::TCP_PROXY_CLUSTER;

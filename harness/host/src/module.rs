@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, ExternType, InstancePre, Linker, Module, Val, ValType};
 
 use super::abi::{self, status};
+use super::compile_cache::{CompileCache, Outcome};
 use super::error::HostError;
 use super::logs::LogLevel;
 use super::state::{AbiVersion, HostState};
@@ -70,6 +71,11 @@ impl Plugin {
     /// Loads a module from a `.wasm` (or `.wat`-free binary) file; the filter is named after
     /// the file name.
     pub fn load(path: impl AsRef<Path>) -> Result<Plugin, HostError> {
+        Plugin::load_cached(path, None)
+    }
+
+    /// [`Plugin::load`] through a compile cache (see [`Plugin::from_bytes_cached`]).
+    pub fn load_cached(path: impl AsRef<Path>, cache: Option<&CompileCache>) -> Result<Plugin, HostError> {
         let path = path.as_ref();
         let name: Arc<str> = path
             .file_name()
@@ -81,15 +87,32 @@ impl Plugin {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        Plugin::from_bytes(&name, &bytes)
+        Plugin::from_bytes_cached(&name, &bytes, cache)
     }
 
     /// Compiles and validates module bytes; `name` names the filter in every error and log.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Plugin, HostError> {
+        Plugin::from_bytes_cached(name, bytes, None)
+    }
+
+    /// [`Plugin::from_bytes`], the machine code taken from `cache` when it holds a verified
+    /// entry for these bytes (and stored there otherwise). A cache that cannot be used adds a
+    /// warning to [`Plugin::warnings`]; the filter loads either way.
+    pub fn from_bytes_cached(name: &str, bytes: &[u8], cache: Option<&CompileCache>) -> Result<Plugin, HostError> {
         let filter: Arc<str> = name.into();
         let invalid = |message: String| HostError::InvalidModule { filter: filter.clone(), message };
         let engine = engine().map_err(|e| invalid(format!("cannot create the engine: {e}")))?;
-        let module = Module::new(engine, bytes).map_err(|e| invalid(format!("{e:?}")))?;
+        let mut warnings = Vec::new();
+        let module = match cache {
+            None => Module::new(engine, bytes),
+            Some(cache) => cache.module(engine, bytes).map(|(module, outcome)| {
+                if let Outcome::Compiled { warning: Some(w) } = outcome {
+                    warnings.push(w);
+                }
+                module
+            }),
+        }
+        .map_err(|e| invalid(format!("{e:?}")))?;
 
         let exports: Vec<String> = module.exports().map(|e| e.name().to_owned()).collect();
         let has = |n: &str| exports.iter().any(|e| e == n);
@@ -119,7 +142,6 @@ impl Plugin {
         // Imports the host does not provide get a stub answering UNIMPLEMENTED (WASI: ENOSYS)
         // and a warning when called, so that a module linking more than it uses still loads —
         // Envoy's own host traps only when such a function is actually reached.
-        let mut warnings = Vec::new();
         for import in module.imports() {
             let (m, n) = (import.module(), import.name());
             let ty = match import.ty() {

@@ -112,7 +112,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rules = if rule_files.is_empty() { None } else { Some(RuleFiles::load(&rule_files)?) };
     let budget = Budget::new(args.allow_large);
     let plugin_path = find_plugin(args.plugin.as_deref())?;
-    let plugin = Plugin::load(&plugin_path).with_context(|| format!("loading {}", plugin_path.display()))?;
+    // Compiled once per filter build and kept (see docs/benchmarks.md, "Replay"); EBB_COMPILE_CACHE=off
+    // compiles every time.
+    let cache = ebb_harness::host::CompileCache::from_env();
+    let plugin = Plugin::load_cached(&plugin_path, cache.as_ref())
+        .with_context(|| format!("loading {}", plugin_path.display()))?;
+    for w in plugin.warnings() {
+        eprintln!("warning: {w}");
+    }
     let tty = std::io::stderr().is_terminal();
     let mut last = -1i64;
     let mut progress = |done: f64| {

@@ -207,7 +207,8 @@ struct Report {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let plugin = Plugin::load(&args.plugin).context("cannot load the filter")?;
+    let cache = ebb_harness::host::CompileCache::from_env();
+    let plugin = Plugin::load_cached(&args.plugin, cache.as_ref()).context("cannot load the filter")?;
     let calls: Vec<CallResponse> =
         args.call_responses.iter().map(|v| parse_call_response(v)).collect::<anyhow::Result<_>>()?;
     let callback_deadline = args::duration(&args.callback_deadline).context("--callback-deadline")?;
