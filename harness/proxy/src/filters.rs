@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ebb_host::{Clock, FailurePolicy, LogLevel, Plugin, Process, Proxy, ProxyOptions};
+use ebb_host::{Clock, CompileCache, FailurePolicy, LogLevel, Plugin, Process, Proxy, ProxyOptions};
 
 use crate::bootstrap::{self, Bootstrap};
 
@@ -31,7 +31,12 @@ fn policy(p: bootstrap::FailurePolicy) -> FailurePolicy {
 
 /// Loads and starts every filter. `upstreams` are the clusters' first endpoints, which the
 /// filters' `proxy_http_call`/`proxy_grpc_call` reach.
-pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, SocketAddr)]) -> Result<Filters, String> {
+pub fn start(
+    bootstrap: &Bootstrap,
+    concurrency: usize,
+    upstreams: &[(String, SocketAddr)],
+    cache: Option<&CompileCache>,
+) -> Result<Filters, String> {
     let mut plugins: HashMap<PathBuf, Plugin> = HashMap::new();
     // The first main-thread proxy of each vm_id: the others of that vm_id start beside it and so
     // share its shared data and stats, as filters with one vm_id do in Envoy.
@@ -51,7 +56,11 @@ pub fn start(bootstrap: &Bootstrap, concurrency: usize, upstreams: &[(String, So
         let plugin = match plugins.get(&wasm.code) {
             Some(p) => p.clone(),
             None => {
-                let p = Plugin::load(&wasm.code).map_err(|e| format!("{at}: {e}"))?;
+                let p = Plugin::load_cached(&wasm.code, cache).map_err(|e| format!("{at}: {e}"))?;
+                // A stale cache entry recompiled, an import the host does not implement.
+                for w in p.warnings() {
+                    eprintln!("[warning][main] {at}: {w}");
+                }
                 plugins.insert(wasm.code.clone(), p.clone());
                 p
             }

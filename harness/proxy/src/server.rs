@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ebb_host::ConnectionManager;
+use ebb_host::{CompileCache, ConnectionManager};
 use tokio::sync::watch;
 
 use crate::bootstrap::{Bootstrap, HttpFilter, ListenerKind};
@@ -32,6 +32,8 @@ pub struct Options {
     /// Wasm code files read from another path than the bootstrap names (`/etc/envoy/ebb.wasm`
     /// → `dist/ebb.wasm`), so a staging bootstrap runs unchanged on a laptop.
     pub code: Vec<(PathBuf, PathBuf)>,
+    /// Where compiled filters are kept between runs (none: compiled at every start).
+    pub compile_cache: Option<CompileCache>,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             clusters: Vec::new(),
             drain_time: Duration::from_secs(5),
             code: Vec::new(),
+            compile_cache: None,
         }
     }
 }
@@ -182,7 +185,8 @@ impl Server {
         let call_targets: Vec<(String, SocketAddr)> =
             upstreams.iter().filter_map(|u| u.endpoints().first().map(|a| (u.name.clone(), *a))).collect();
         let concurrency = options.concurrency.max(1);
-        let started = filters::start(&bootstrap, concurrency, &call_targets).map_err(StartError::Filter)?;
+        let started = filters::start(&bootstrap, concurrency, &call_targets, options.compile_cache.as_ref())
+            .map_err(StartError::Filter)?;
         let (mut http_filter_base, mut network_filter_base) = (Vec::new(), Vec::new());
         let mut next = 0;
         for l in &bootstrap.listeners {

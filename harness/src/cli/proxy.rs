@@ -102,6 +102,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         clusters: args.clusters,
         drain_time: args.drain_time,
         code: args.code,
+        // As `ebb replay`: $EBB_COMPILE_CACHE, else the user's cache folder (`off` to compile each time).
+        compile_cache: ebb_host::CompileCache::from_env(),
     };
     let server = match Server::start(bootstrap, options) {
         Ok(s) => s,
