@@ -344,6 +344,22 @@ fn shared_queues_are_one_per_process_across_threads_and_vm_ids() {
     proxy.wait_for_log("probe enqueue:to_main=x => no such queue");
 }
 
+/// A `/trailers` exchange with the client's trailer `x-client: c` and a probe that adds
+/// `x-filter: f` to the request's and `x-filter-resp: r` to the response's: the upstream got
+/// both request trailers, and the client both the upstream's (`x-upstream-trailer: up`) and the filter's.
+fn trailers_went_both_ways(r: &support::Trailed, web: &Upstream, proxy: &Proxy) {
+    assert_eq!((r.status, r.body.as_slice()), (200, b"web trailers abc".as_slice()), "{r:?}");
+    let seen = web.last();
+    assert_eq!(
+        seen.trailers,
+        vec![("x-client".to_string(), "c".to_string()), ("x-filter".into(), "f".into())],
+        "{seen:?}\n{}",
+        proxy.logs()
+    );
+    assert_eq!(r.trailer("x-upstream-trailer").as_deref(), Some("up"), "{r:?}");
+    assert_eq!(r.trailer("x-filter-resp").as_deref(), Some("r"), "{r:?}");
+}
+
 #[test]
 fn trailers_go_through_wasm_filters_over_h2c() {
     let web = Upstream::http("web");
@@ -363,16 +379,7 @@ fn trailers_go_through_wasm_filters_over_h2c() {
         b"abc",
         &[("x-client", "c")],
     );
-    assert_eq!((r.status, r.body.as_slice()), (200, b"web trailers abc".as_slice()), "{r:?}");
-    let seen = web.last();
-    assert_eq!(
-        seen.trailers,
-        vec![("x-client".to_string(), "c".to_string()), ("x-filter".into(), "f".into())],
-        "{seen:?}\n{}",
-        proxy.logs()
-    );
-    assert_eq!(r.trailer("x-upstream-trailer").as_deref(), Some("up"), "{r:?}");
-    assert_eq!(r.trailer("x-filter-resp").as_deref(), Some("r"), "{r:?}");
+    trailers_went_both_ways(&r, &web, &proxy);
     let logs = proxy.wait_for_log("on_response_trailers");
     assert!(logs.contains(" n=1 x-client=c"), "on_request_trailers saw the client's:\n{logs}");
     assert!(logs.contains(" n=1 x-upstream-trailer=up"), "on_response_trailers saw the upstream's:\n{logs}");
@@ -392,16 +399,7 @@ fn trailers_go_through_wasm_filters_over_http1_chunked() {
         b"abc",
         &[("x-client", "c")],
     );
-    assert_eq!((r.status, r.body.as_slice()), (200, b"web trailers abc".as_slice()), "{r:?}");
-    let seen = web.last();
-    assert_eq!(
-        seen.trailers,
-        vec![("x-client".to_string(), "c".to_string()), ("x-filter".into(), "f".into())],
-        "{seen:?}\n{}",
-        proxy.logs()
-    );
-    assert_eq!(r.trailer("x-upstream-trailer").as_deref(), Some("up"), "{r:?}");
-    assert_eq!(r.trailer("x-filter-resp").as_deref(), Some("r"), "{r:?}");
+    trailers_went_both_ways(&r, &web, &proxy);
 
     // No trailers given: the filter adds them in its last body callback (Envoy's
     // addDecodedTrailers / addEncodedTrailers), on the request and on a response that had none.

@@ -323,6 +323,22 @@ impl Trailed {
     }
 }
 
+/// An HTTP/2 connection with prior knowledge (h2c), its driver spawned on the current runtime.
+async fn h2c_connect<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// A POST over h2c whose body (`body`, then the `trailers`) comes as two frames, with `headers`.
 pub fn h2c_post_with_trailers(
     addr: SocketAddr,
@@ -333,12 +349,7 @@ pub fn h2c_post_with_trailers(
 ) -> Trailed {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .expect("h2c handshake");
-        tokio::spawn(conn);
+        let mut sender = h2c_connect(addr).await;
         let mut end = hyper::HeaderMap::new();
         for (k, v) in trailers {
             end.append(
@@ -425,12 +436,7 @@ fn chunked_trailers(mut data: &[u8]) -> Vec<(String, String)> {
 pub fn h2c_get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .expect("h2c handshake");
-        tokio::spawn(conn);
+        let mut sender = h2c_connect(addr).await;
         let req = Request::builder()
             .uri(format!("http://bitbucket.test{path}"))
             .body(Full::new(Bytes::new()))

@@ -775,6 +775,16 @@ fn end_frames(data: Bytes, trailers: Option<HeaderMap>) -> Vec<Frame<Bytes>> {
     frames
 }
 
+/// Sends `frames` down a streamed body; false once its reader has gone (the peer left).
+async fn send_frames(tx: &ChunkSender, frames: Vec<Frame<Bytes>>) -> bool {
+    for frame in frames {
+        if tx.send(Ok(frame)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Streams the client's request body through the filters to the upstream, chunk by chunk.
 /// A filter that answers on the body, or that buffers past the limit (413), stops the
 /// exchange through `verdict`; the upstream's body is then cut short.
@@ -793,10 +803,8 @@ async fn pump_request(
         let eos = chunk.eos;
         match through_body(&worker, &streams, true, chunk, limit).await {
             Through::Data(out, trailers) => {
-                for frame in end_frames(out, trailers) {
-                    if tx.send(Ok(frame)).await.is_err() {
-                        return;
-                    }
+                if !send_frames(&tx, end_frames(out, trailers)).await {
+                    return;
                 }
                 if eos {
                     return;
@@ -1038,10 +1046,8 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
         // The streams are finished (on_log) when the body has gone, or the client went away.
         let open = Open { worker: worker.clone(), streams: streams_left };
         let _claim = claim;
-        for frame in first {
-            if tx.send(Ok(frame)).await.is_err() {
-                return;
-            }
+        if !send_frames(&tx, first).await {
+            return;
         }
         if ended {
             return;
@@ -1054,10 +1060,8 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
             let eos = chunk.eos;
             match through_body(&worker, &streams, false, chunk, limit).await {
                 Through::Data(out, trailers) => {
-                    for frame in end_frames(out, trailers) {
-                        if tx.send(Ok(frame)).await.is_err() {
-                            return;
-                        }
+                    if !send_frames(&tx, end_frames(out, trailers)).await {
+                        return;
                     }
                     if eos {
                         drop(open);
