@@ -42,6 +42,9 @@ pub(crate) struct Vm {
     pub pending: Vec<http::Pending>,
     /// Each pool's admission counter in shared data, by pool index.
     pub slots: Vec<shared::Counter>,
+    /// Slots taken on the timer for requests that waited (context id, pool index), returned
+    /// when the request ends; a request admitted at once keeps its slot in its own context.
+    pub late_slots: Vec<(u32, usize)>,
     /// Every request reads two headers or more (see `http::Lazy`): fetch its header map at once.
     pub headers_at_once: bool,
 }
@@ -147,6 +150,7 @@ impl Root {
                 faults_cas: 0,
                 pending: Vec::new(),
                 slots: Vec::new(),
+                late_slots: Vec::new(),
                 headers_at_once: false,
             })),
             kind: ContextType::HttpContext,

@@ -303,7 +303,7 @@ fn a_drain_queue_admits_when_a_slot_frees_and_sheds_at_its_timeout() {
     let queue = r#","faults":[{"id":"q","drain":{"pool":"web","hosts":2,"queue":{"max":2,"timeout":"500ms"}}}]"#;
     let mut p = proxy(&config(queue), 1);
     let (a, _) = open(&mut p, 0, &get("web.example"));
-    let (_b, _) = open(&mut p, 0, &get("web.example"));
+    let (b, _) = open(&mut p, 0, &get("web.example"));
     let (c, step) = open(&mut p, 0, &get("web.example"));
     assert!(matches!(step, Step::Pause), "over capacity with a queue: wait, {step:?}");
     complete(&mut p, a);
@@ -316,6 +316,16 @@ fn a_drain_queue_admits_when_a_slot_frees_and_sheds_at_its_timeout() {
     assert_eq!(reply.headers.get_str(":status").as_deref(), Some("503"));
     assert_eq!(gauge(&p, "ebb.pool.web.queued_total"), 2);
     assert_eq!(gauge(&p, "ebb.pool.web.shed_total"), 1);
+    // The slot the queued request took on the timer is returned when it ends, as one taken at
+    // once is: both slots serve new requests again.
+    complete(&mut p, b);
+    complete(&mut p, c);
+    for _ in 0..2 {
+        let (_, step) = open(&mut p, 0, &get("web.example"));
+        assert!(matches!(step, Step::Continue), "a returned slot admits at once: {step:?}");
+    }
+    let (_, step) = open(&mut p, 0, &get("web.example"));
+    assert!(matches!(step, Step::Pause), "and the capacity is still 2: {step:?}");
 }
 
 #[test]

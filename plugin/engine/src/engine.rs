@@ -1,7 +1,7 @@
 // The decisions: which pool a request or connection belongs to, what state each pool is in at a
 // given time, and what happens to a request (blackhole, delay, abort, admission under capacity).
 
-use crate::config::{Config, Protocol};
+use crate::config::{Config, PoolConfig, Protocol};
 use crate::duration::Duration;
 use crate::fault::{DrainMode, Fault, FaultSpec, Queue};
 use crate::request::Request;
@@ -83,12 +83,34 @@ impl Plan {
 pub struct Engine {
     config: Config,
     faults: FaultSet,
+    /// The configured pool each fault of `faults` names (by index), found once per fault set
+    /// so that a request's decision compares indices, not names.
+    fault_pools: Vec<Option<usize>>,
     rng: Rng,
+}
+
+/// What the faults active on one pool add up to at one moment.
+#[derive(Default)]
+struct Load {
+    capacity_drained: u32,
+    blackhole_drained: u32,
+    queue: Option<Queue>,
+    limiting_fault: Option<usize>,
+    blackhole_fault: Option<usize>,
+}
+
+impl Load {
+    /// The hosts `pool` has left and the concurrent requests they serve.
+    fn remaining(&self, pool: &PoolConfig) -> (u32, u64) {
+        let drained = self.capacity_drained.saturating_add(self.blackhole_drained).min(pool.hosts);
+        let available = pool.hosts - drained;
+        (available, u64::from(available) * u64::from(pool.capacity_per_host))
+    }
 }
 
 impl Engine {
     pub fn new(config: Config, seed: u64) -> Self {
-        Engine { config, faults: FaultSet::default(), rng: Rng::new(seed) }
+        Engine { config, faults: FaultSet::default(), fault_pools: Vec::new(), rng: Rng::new(seed) }
     }
 
     pub fn config(&self) -> &Config {
@@ -101,6 +123,8 @@ impl Engine {
 
     /// Replaces this VM's view with the proxy's shared fault set.
     pub fn set_faults(&mut self, faults: FaultSet) {
+        let config = &self.config;
+        self.fault_pools = faults.faults.iter().map(|f| config.pool(f.pool()?).map(|(i, _)| i)).collect();
         self.faults = faults;
     }
 
@@ -125,15 +149,7 @@ impl Engine {
             if let Some(authority) = &m.authority {
                 match req.header(":authority") {
                     Some(got) => {
-                        let got: &str = &got;
-                        let host = got.rsplit_once(':').map_or(got, |(h, port)| {
-                            if port.bytes().all(|b| b.is_ascii_digit()) {
-                                h
-                            } else {
-                                got
-                            }
-                        });
-                        if !host.eq_ignore_ascii_case(authority) {
+                        if !crate::ascii::eq_ignore_case(without_port(got.as_bytes()), authority.as_bytes()) {
                             return false;
                         }
                     }
@@ -157,7 +173,7 @@ impl Engine {
 
     /// The state of pool `index` at `now`.
     pub fn pool_status(&self, index: usize, now: u64) -> Option<PoolStatus> {
-        self.status(index, now, true)
+        self.status(index, now)
     }
 
     /// The id of fault `index`, or "" if the fault set changed since it was found.
@@ -165,33 +181,43 @@ impl Engine {
         self.faults.faults.get(index).map_or("", |f| f.id.as_str())
     }
 
-    /// `pool_status`; without `named`, the name and fault ids are left empty so the request
-    /// path allocates nothing.
-    fn status(&self, index: usize, now: u64, named: bool) -> Option<PoolStatus> {
+    /// The state of pool `index` at `now`, with its name and the ids of its active faults.
+    fn status(&self, index: usize, now: u64) -> Option<PoolStatus> {
         let pool = self.config.pools.get(index)?;
-        let mut status = PoolStatus {
-            name: if named { pool.name.clone() } else { String::new() },
+        let (mut faults, mut deploy_in_progress) = (Vec::new(), false);
+        let load = self.load(index, now, |fault| {
+            faults.push(fault.id.clone());
+            deploy_in_progress |= fault.deploying(now);
+        });
+        let (available_hosts, capacity) = load.remaining(pool);
+        Some(PoolStatus {
+            name: pool.name.clone(),
             protocol: pool.protocol,
             expected_hosts: pool.hosts,
-            available_hosts: pool.hosts,
-            capacity: 0,
-            deploy_in_progress: false,
-            capacity_drained: 0,
-            blackhole_drained: 0,
-            queue: None,
-            limiting_fault: None,
-            blackhole_fault: None,
-            faults: Vec::new(),
-        };
+            available_hosts,
+            capacity,
+            deploy_in_progress,
+            capacity_drained: load.capacity_drained,
+            blackhole_drained: load.blackhole_drained,
+            queue: load.queue,
+            limiting_fault: load.limiting_fault,
+            blackhole_fault: load.blackhole_fault,
+            faults,
+        })
+    }
+
+    /// What the faults active on pool `index` at `now` add up to; `each` sees every one of them.
+    /// The request path calls it with a no-op `each`, so a decision allocates nothing.
+    fn load(&self, index: usize, now: u64, mut each: impl FnMut(&Fault)) -> Load {
+        let mut load = Load::default();
+        let Some(pool) = self.config.pools.get(index) else { return load };
         for (i, fault) in self.faults.faults.iter().enumerate() {
-            if !fault.active(now) || fault.pool() != Some(pool.name.as_str()) {
+            if self.fault_pools.get(i).copied().flatten() != Some(index) || !fault.active(now) {
                 continue;
             }
-            if named {
-                status.faults.push(fault.id.clone());
-            }
-            status.deploy_in_progress |= fault.deploying(now);
-            let drained = fault.drained_hosts(pool.hosts, now);
+            each(fault);
+            // Active, so started: `now - start_ms` cannot wrap.
+            let drained = fault.spec.kind().drained_hosts(pool.hosts, now - fault.start_ms);
             if drained == 0 {
                 continue;
             }
@@ -202,22 +228,43 @@ impl Engine {
             };
             match mode {
                 DrainMode::Capacity => {
-                    status.capacity_drained = status.capacity_drained.saturating_add(drained);
-                    status.limiting_fault.get_or_insert(i);
-                    if status.queue.is_none() {
-                        status.queue = queue;
+                    load.capacity_drained = load.capacity_drained.saturating_add(drained);
+                    load.limiting_fault.get_or_insert(i);
+                    if load.queue.is_none() {
+                        load.queue = queue;
                     }
                 }
                 DrainMode::Blackhole => {
-                    status.blackhole_drained = status.blackhole_drained.saturating_add(drained);
-                    status.blackhole_fault.get_or_insert(i);
+                    load.blackhole_drained = load.blackhole_drained.saturating_add(drained);
+                    load.blackhole_fault.get_or_insert(i);
                 }
             }
         }
-        let drained = status.capacity_drained.saturating_add(status.blackhole_drained).min(pool.hosts);
-        status.available_hosts = pool.hosts - drained;
-        status.capacity = u64::from(status.available_hosts) * u64::from(pool.capacity_per_host);
-        Some(status)
+        load
+    }
+
+    /// The plan's first part for a request or connection of `pool`: a blackhole roll, then the
+    /// admission its capacity faults ask for. `Err` carries the blackholing fault's index.
+    fn admission(&mut self, pool: Option<usize>, now: u64) -> Result<Admission, usize> {
+        let Some((index, config)) = pool.and_then(|p| Some((p, self.config.pools.get(p)?))) else {
+            return Ok(Admission::Free);
+        };
+        let load = self.load(index, now, |_| {});
+        if let Some(fault) = load.blackhole_fault {
+            let share = 100.0 * f64::from(load.blackhole_drained) / f64::from(config.hosts.max(1));
+            if self.rng.roll(share) {
+                return Err(fault);
+            }
+        }
+        if load.capacity_drained == 0 {
+            return Ok(Admission::Free);
+        }
+        Ok(Admission::Limited {
+            pool: index,
+            capacity: load.remaining(config).1,
+            queue: load.queue,
+            fault: load.limiting_fault.unwrap_or(usize::MAX),
+        })
     }
 
     /// Whether `decide_http` may plan anything but a pass (a fault is installed, or requests may
@@ -232,18 +279,15 @@ impl Engine {
         if !self.may_act_http() {
             return Plan::PASS;
         }
-        let status = pool.and_then(|p| self.status(p, now, false));
-        let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
-        let mut plan = Plan::PASS;
-        if let Some(s) = &status {
-            if let Some(fault) = s.blackhole_fault {
-                let share = 100.0 * f64::from(s.blackhole_drained) / f64::from(s.expected_hosts.max(1));
-                if self.rng.roll(share) {
-                    plan.action = Action::Blackhole { fault: self.fault_id(fault).to_string() };
-                    return plan;
-                }
+        let admission = match self.admission(pool, now) {
+            Ok(admission) => admission,
+            Err(fault) => {
+                let fault = self.fault_id(fault).to_string();
+                return Plan { action: Action::Blackhole { fault }, ..Plan::PASS };
             }
-        }
+        };
+        let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
+        let mut plan = Plan { admission, ..Plan::PASS };
         for fault in self.faults.faults.iter().filter(|f| f.active(now)) {
             let applies = |target: Option<&str>| target.is_none() || target == pool_name;
             match &fault.spec {
@@ -272,16 +316,6 @@ impl Engine {
         }
         if self.config.header_faults {
             self.header_faults(req, &mut plan);
-        }
-        if let (Some(s), Some(index)) = (&status, pool) {
-            if s.limited() {
-                plan.admission = Admission::Limited {
-                    pool: index,
-                    capacity: s.capacity,
-                    queue: s.queue,
-                    fault: s.limiting_fault.unwrap_or(usize::MAX),
-                };
-            }
         }
         plan
     }
@@ -316,37 +350,40 @@ impl Engine {
         if self.faults.faults.is_empty() {
             return Plan::PASS;
         }
-        let status = pool.and_then(|p| self.status(p, now, false));
-        let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
-        let mut plan = Plan::PASS;
-        if let Some(s) = &status {
-            if let Some(fault) = s.blackhole_fault {
-                let share = 100.0 * f64::from(s.blackhole_drained) / f64::from(s.expected_hosts.max(1));
-                if self.rng.roll(share) {
-                    plan.action = Action::Close { fault: self.fault_id(fault).to_string() };
-                    return plan;
-                }
+        let admission = match self.admission(pool, now) {
+            Ok(admission) => admission,
+            Err(fault) => {
+                let fault = self.fault_id(fault).to_string();
+                return Plan { action: Action::Close { fault }, ..Plan::PASS };
             }
-        }
+        };
+        let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
         for fault in self.faults.faults.iter().filter(|f| f.active(now)) {
             if let FaultSpec::Reset(r) = &fault.spec {
                 if (r.pool.is_none() || r.pool.as_deref() == pool_name) && self.rng.roll(r.percent) {
-                    plan.action = Action::Close { fault: fault.id.clone() };
-                    return plan;
+                    return Plan { action: Action::Close { fault: fault.id.clone() }, ..Plan::PASS };
                 }
             }
         }
-        if let (Some(s), Some(index)) = (&status, pool) {
-            if s.limited() {
-                plan.admission = Admission::Limited {
-                    pool: index,
-                    capacity: s.capacity,
-                    queue: None,
-                    fault: s.limiting_fault.unwrap_or(usize::MAX),
-                };
+        // TCP has no queue: over capacity, a connection is refused at once.
+        let admission = match admission {
+            Admission::Limited { pool, capacity, fault, .. } => {
+                Admission::Limited { pool, capacity, queue: None, fault }
             }
-        }
-        plan
+            Admission::Free => Admission::Free,
+        };
+        Plan { admission, ..Plan::PASS }
+    }
+}
+
+/// An authority without its `:port` (digits after the last colon, possibly none), from the end:
+/// the request path's one scan of the header, instead of a search for the colon and a second
+/// pass over the port.
+fn without_port(authority: &[u8]) -> &[u8] {
+    let digits = authority.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    match authority.len().checked_sub(digits + 1) {
+        Some(colon) if authority[colon] == b':' => &authority[..colon],
+        _ => authority,
     }
 }
 
@@ -381,6 +418,45 @@ mod tests {
         assert_eq!(e.match_pool(Protocol::Http, &mut StaticRequest::http("/", "other")), None);
         let mut conn = StaticRequest { port: Some(22), ..Default::default() };
         assert_eq!(e.match_pool(Protocol::Tcp, &mut conn), Some(2));
+    }
+
+    #[test]
+    fn an_authority_matches_with_or_without_a_port_and_in_any_case() {
+        let e = engine("");
+        for authority in ["bitbucket.org", "BITBUCKET.ORG:443", "bitbucket.org:", "bitbucket.org:8080"] {
+            let pool = e.match_pool(Protocol::Http, &mut StaticRequest::http("/", authority));
+            assert_eq!(pool, Some(0), "{authority}");
+        }
+        for authority in ["bitbucket.org:x", "bitbucket.org.evil", "xbitbucket.org", "bitbucket.org:1:2", ":443", ""] {
+            let pool = e.match_pool(Protocol::Http, &mut StaticRequest::http("/", authority));
+            assert_eq!(pool, None, "{authority}");
+        }
+        assert_eq!(without_port(b"[::1]:8080"), b"[::1]");
+        assert_eq!(without_port(b"[::1]"), b"[::1]");
+    }
+
+    proptest::proptest! {
+        /// The port is stripped exactly when what follows the last colon is all digits.
+        #[test]
+        fn without_port_strips_digits_after_the_last_colon(authority in "[a-z0-9:\\[\\].]{0,12}") {
+            let expected = match authority.rsplit_once(':') {
+                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+                _ => authority.as_str(),
+            };
+            proptest::prop_assert_eq!(without_port(authority.as_bytes()), expected.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_drain_limits_only_the_pool_it_names() {
+        let mut e = engine("");
+        add(&mut e, r#"{"ttl":"1m","drain":{"pool":"api","hosts":2}}"#, 0);
+        let web = e.decide_http(1, Some(0), &mut StaticRequest::http("/", "bitbucket.org"));
+        assert_eq!(web.admission, Admission::Free);
+        let api = e.decide_http(1, Some(1), &mut StaticRequest::http("/", "x").with_cluster("api"));
+        assert!(matches!(api.admission, Admission::Limited { pool: 1, .. }), "{api:?}");
+        assert_eq!(e.pool_status(1, 1).map(|s| s.faults), Some(vec![e.faults().faults[0].id.clone()]));
+        assert_eq!(e.pool_status(0, 1).map(|s| s.faults), Some(Vec::new()));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! is tested natively; `ebb-plugin` binds it to the SDK, and the harness uses it to validate
 //! commands and sign requests, never to predict behaviour (that comes from the .wasm).
 
+pub mod ascii;
 pub mod auth;
 pub mod clip;
 pub mod config;

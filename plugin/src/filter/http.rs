@@ -15,7 +15,8 @@ use proxy_wasm::types::Action;
 use super::metrics::increment;
 use super::{control, hostcall, now_ms, Vm};
 
-/// A request's accounting, shared with the timer list while it waits.
+/// A request's accounting, kept in its context (a request that waits gets its slot through
+/// `Vm::late_slots` instead, so that no request allocates for this).
 #[derive(Default)]
 pub(crate) struct ReqState {
     /// Index of its pool, when it has one.
@@ -39,7 +40,8 @@ pub(crate) struct Pending {
     pub context_id: u32,
     pub due: u64,
     pub wait: Wait,
-    pub req: Rc<RefCell<ReqState>>,
+    /// The request's pool, for its counters.
+    pub pool: Option<usize>,
 }
 
 /// A local reply to send.
@@ -187,16 +189,17 @@ fn shed_reply(pool: &str, fault: &str) -> Reply {
     }
 }
 
-/// Carries out the part of a plan after any delay: the verdict, then admission.
+/// Carries out the part of a plan after any delay: the verdict, then admission. A slot taken
+/// is written to `counted`.
 fn settle(
     vm: &mut Vm,
     context_id: u32,
-    req: &Rc<RefCell<ReqState>>,
+    pool: Option<usize>,
+    counted: &mut Option<usize>,
     verdict: Verdict,
     admission: Admission,
     now: u64,
 ) -> Outcome {
-    let pool = req.borrow().pool;
     match verdict {
         Verdict::Abort { status, grpc_status, fault } => {
             vm.metrics.add(GlobalMetric::Aborted, 1);
@@ -224,7 +227,7 @@ fn settle(
     let Some(counter) = vm.slots.get(index) else { return Outcome::Forward };
     match counter.try_acquire(capacity) {
         Some(true) => {
-            req.borrow_mut().counted = Some(index);
+            *counted = Some(index);
             Outcome::Forward
         }
         None => Outcome::Forward,
@@ -243,7 +246,7 @@ fn settle(
                             deadline: now.saturating_add(q.timeout.as_millis()),
                             fault,
                         },
-                        req: req.clone(),
+                        pool,
                     });
                     Outcome::Wait
                 }
@@ -273,7 +276,11 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
             match p.wait {
                 Wait::Delay { .. } if p.due > now => vm.pending.push(p),
                 Wait::Delay { action, admission } => {
-                    let outcome = settle(vm, p.context_id, &p.req, action, admission, now);
+                    let mut counted = None;
+                    let outcome = settle(vm, p.context_id, p.pool, &mut counted, action, admission, now);
+                    if let Some(index) = counted {
+                        vm.late_slots.push((p.context_id, index));
+                    }
                     if !matches!(outcome, Outcome::Wait) {
                         actions.push((p.context_id, outcome));
                     }
@@ -286,7 +293,7 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
                     let admitted = if full { Some(false) } else { counter.try_acquire(capacity) };
                     match admitted {
                         Some(true) => {
-                            p.req.borrow_mut().counted = Some(pool);
+                            vm.late_slots.push((p.context_id, pool));
                             actions.push((p.context_id, Outcome::Forward));
                         }
                         None => actions.push((p.context_id, Outcome::Forward)),
@@ -323,12 +330,12 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
 pub(crate) struct Http {
     context_id: u32,
     vm: Rc<RefCell<Vm>>,
-    req: Rc<RefCell<ReqState>>,
+    req: ReqState,
 }
 
 impl Http {
     pub fn new(context_id: u32, vm: Rc<RefCell<Vm>>) -> Self {
-        Http { context_id, vm, req: Rc::default() }
+        Http { context_id, vm, req: ReqState::default() }
     }
 }
 
@@ -354,13 +361,10 @@ impl HttpContext for Http {
         // hostcall, is read only when a fault may act.
         let now = if engine.may_act_http() { now_ms() } else { 0 };
         let plan = engine.decide_http(now, pool, &mut lazy);
-        {
-            let mut req = self.req.borrow_mut();
-            req.pool = pool;
-            if let Some(p) = pool {
-                req.completes = vm.metrics.pool_id(p, PoolMetric::Completed);
-                vm.metrics.pool_add(p, PoolMetric::Requests, 1);
-            }
+        self.req.pool = pool;
+        if let Some(p) = pool {
+            self.req.completes = vm.metrics.pool_id(p, PoolMetric::Completed);
+            vm.metrics.pool_add(p, PoolMetric::Requests, 1);
         }
         if let Some((delay, _fault)) = plan.delay {
             vm.metrics.add(GlobalMetric::Delayed, 1);
@@ -373,11 +377,11 @@ impl HttpContext for Http {
                 context_id: self.context_id,
                 due: now.saturating_add(delay.as_millis()),
                 wait: Wait::Delay { action: plan.action, admission: plan.admission },
-                req: self.req.clone(),
+                pool,
             });
             return Action::Pause;
         }
-        let outcome = settle(vm, self.context_id, &self.req, plan.action, plan.admission, now);
+        let outcome = settle(vm, self.context_id, pool, &mut self.req.counted, plan.action, plan.admission, now);
         drop(guard);
         match outcome {
             Outcome::Forward => Action::Continue,
@@ -391,9 +395,12 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         let mut vm = self.vm.borrow_mut();
         vm.pending.retain(|p| p.context_id != self.context_id);
-        let mut req = self.req.borrow_mut();
-        increment(req.completes.take(), 1);
-        if let Some(counter) = req.counted.take().and_then(|i| vm.slots.get(i)) {
+        increment(self.req.completes.take(), 1);
+        let counted = self.req.counted.take().or_else(|| {
+            let at = vm.late_slots.iter().position(|(id, _)| *id == self.context_id)?;
+            Some(vm.late_slots.swap_remove(at).1)
+        });
+        if let Some(counter) = counted.and_then(|i| vm.slots.get(i)) {
             counter.release();
         }
     }
