@@ -2,7 +2,6 @@
 // streams, timers and deferred actions, and a handle on the proxy-wide shared state.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -101,25 +100,9 @@ impl ProxyShared {
     }
 }
 
-/// A hasher for context ids, which are small sequential integers: identity is enough.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+/// Context ids, small sequential integers, hashed with FxHash (one multiply) as the shared-data
+/// keys are: std's SipHash would be most of a look-up. Never iterated, so order is no concern.
+pub(crate) type IdMap<V> = HashMap<u32, V, rustc_hash::FxBuildHasher>;
 
 /// Work a hostcall asks for that Envoy runs only after the VM call returns.
 #[derive(Debug)]
