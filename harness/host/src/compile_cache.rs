@@ -18,6 +18,10 @@ pub const CACHE_ENV: &str = "EBB_COMPILE_CACHE";
 /// A directory of compiled filters. Loading from it skips Cranelift (about 0.4 s of CPU for
 /// ebb.wasm); an entry that is missing, unreadable, corrupt or from another wasmtime is never
 /// used: the module is compiled as without a cache and the entry rewritten.
+///
+/// Not wasmtime's own cache (`Config::cache`, the `cache` feature): it loads any entry that
+/// decompresses, with no digest over the machine code it is about to run, reports a bad entry
+/// only through the `log` crate, and starts a background thread per engine to prune the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileCache {
     dir: PathBuf,
