@@ -244,8 +244,8 @@ impl Engine {
     }
 
     /// The plan's first part for a request or connection of `pool`: a blackhole roll, then the
-    /// admission its capacity faults ask for. `Err` carries the blackholing fault's index.
-    fn admission(&mut self, pool: Option<usize>, now: u64) -> Result<Admission, usize> {
+    /// admission its capacity faults ask for. `Err` carries the blackholing fault's id.
+    fn admission(&mut self, pool: Option<usize>, now: u64) -> Result<Admission, String> {
         let Some((index, config)) = pool.and_then(|p| Some((p, self.config.pools.get(p)?))) else {
             return Ok(Admission::Free);
         };
@@ -253,7 +253,7 @@ impl Engine {
         if let Some(fault) = load.blackhole_fault {
             let share = 100.0 * f64::from(load.blackhole_drained) / f64::from(config.hosts.max(1));
             if self.rng.roll(share) {
-                return Err(fault);
+                return Err(self.fault_id(fault).to_string());
             }
         }
         if load.capacity_drained == 0 {
@@ -281,10 +281,7 @@ impl Engine {
         }
         let admission = match self.admission(pool, now) {
             Ok(admission) => admission,
-            Err(fault) => {
-                let fault = self.fault_id(fault).to_string();
-                return Plan { action: Action::Blackhole { fault }, ..Plan::PASS };
-            }
+            Err(fault) => return Plan { action: Action::Blackhole { fault }, ..Plan::PASS },
         };
         let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
         let mut plan = Plan { admission, ..Plan::PASS };
@@ -352,10 +349,7 @@ impl Engine {
         }
         let admission = match self.admission(pool, now) {
             Ok(admission) => admission,
-            Err(fault) => {
-                let fault = self.fault_id(fault).to_string();
-                return Plan { action: Action::Close { fault }, ..Plan::PASS };
-            }
+            Err(fault) => return Plan { action: Action::Close { fault }, ..Plan::PASS },
         };
         let pool_name = pool.and_then(|p| self.config.pools.get(p)).map(|p| p.name.as_str());
         for fault in self.faults.faults.iter().filter(|f| f.active(now)) {
