@@ -63,7 +63,7 @@ impl HeaderMap {
         let name = name.as_bytes();
         self.entries.iter().find_map(|(k, v)| {
             let key = self.bytes.get(k.clone())?;
-            (key.len() == name.len() && key.eq_ignore_ascii_case(name)).then(|| self.bytes.get(v.clone())).flatten()
+            crate::ascii::eq_ignore_case(key, name).then(|| self.bytes.get(v.clone())).flatten()
         })
     }
 }
