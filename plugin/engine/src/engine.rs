@@ -147,9 +147,9 @@ impl Engine {
                 }
             }
             if let Some(authority) = &m.authority {
-                match req.header(":authority") {
+                match req.header_bytes(":authority") {
                     Some(got) => {
-                        if !crate::ascii::eq_ignore_case(without_port(got.as_bytes()), authority.as_bytes()) {
+                        if !crate::ascii::eq_ignore_case(without_port(&got), authority.as_bytes()) {
                             return false;
                         }
                     }

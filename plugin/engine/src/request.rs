@@ -11,6 +11,14 @@ pub trait Request {
     /// A request header by lower-case name (`:path`, `:authority`, ...). None on TCP. Borrowed
     /// where the implementation holds the value already: a match then allocates nothing.
     fn header(&mut self, name: &str) -> Option<Cow<'_, str>>;
+    /// The header's bytes as the host gave them, for a comparison that need not decode them
+    /// (the pool's authority): an implementation that holds raw bytes skips the UTF-8 check.
+    fn header_bytes(&mut self, name: &str) -> Option<Cow<'_, [u8]>> {
+        self.header(name).map(|value| match value {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        })
+    }
     /// Envoy's upstream cluster name, if known at this point.
     fn cluster(&mut self) -> Option<String>;
     /// The downstream connection's destination port.

@@ -86,15 +86,20 @@ pub(crate) struct Lazy {
     at_once: bool,
     /// None until fetched; Some(None) when the host gave no usable map.
     map: Option<Option<HeaderMap>>,
-    path: Option<Option<String>>,
-    authority: Option<Option<String>>,
+    /// As the host gave them: decoded only when asked for as text.
+    path: Option<Option<Vec<u8>>>,
+    authority: Option<Option<Vec<u8>>>,
 }
 
-fn fetch_header(name: &str) -> Option<String> {
-    hostcall::request_header(name).map(|v| match String::from_utf8(v) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+/// A header's value as text; bytes that are not UTF-8 are replaced, never refused.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    // `from_utf8` first: its ASCII fast path beats the lossy decoder's chunk iterator.
+    std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed)
+}
+
+/// [`text`] for a value the filter owns: no copy when it is UTF-8.
+fn owned(bytes: Vec<u8>) -> Cow<'static, str> {
+    Cow::Owned(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 impl Lazy {
@@ -124,24 +129,38 @@ impl Lazy {
     }
 }
 
+impl Lazy {
+    /// The slot `:path` and `:authority` are kept in once read header by header.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Option<Vec<u8>>>> {
+        match name {
+            ":path" => Some(&mut self.path),
+            ":authority" => Some(&mut self.authority),
+            _ => None,
+        }
+    }
+}
+
 impl Request for Lazy {
     fn header(&mut self, name: &str) -> Option<Cow<'_, str>> {
+        let value = self.header_bytes(name)?;
+        Some(match value {
+            Cow::Borrowed(bytes) => text(bytes),
+            Cow::Owned(bytes) => owned(bytes),
+        })
+    }
+
+    fn header_bytes(&mut self, name: &str) -> Option<Cow<'_, [u8]>> {
         if !self.at_once {
-            let slot = match name {
-                ":path" => &mut self.path,
-                ":authority" => &mut self.authority,
-                _ => return fetch_header(name).map(Cow::Owned),
+            return match self.slot(name) {
+                Some(slot) => slot.get_or_insert_with(|| hostcall::request_header(name)).as_deref().map(Cow::Borrowed),
+                None => hostcall::request_header(name).map(Cow::Owned),
             };
-            return slot.get_or_insert_with(|| fetch_header(name)).as_deref().map(Cow::Borrowed);
         }
         match self.map().map(|m| m.get(name)) {
-            // `from_utf8` first: its ASCII fast path beats the lossy decoder's chunk iterator.
-            Some(Some(value)) => {
-                Some(std::str::from_utf8(value).map_or_else(|_| String::from_utf8_lossy(value), Cow::Borrowed))
-            }
+            Some(Some(value)) => Some(Cow::Borrowed(value)),
             Some(None) if !name.starts_with(':') => None,
             // Pseudo-headers a host keeps out of its map, or no map at all: ask for this one.
-            _ => fetch_header(name).map(Cow::Owned),
+            _ => hostcall::request_header(name).map(Cow::Owned),
         }
     }
 
