@@ -12,6 +12,7 @@ pub mod bootstrap;
 mod cluster;
 mod dns;
 mod filters;
+mod pool;
 mod route;
 mod server;
 pub mod stats;

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -15,16 +14,14 @@ use ebb_host::{int_value, HeaderMap, Proxy, Step, StreamId};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
 use crate::body::{Aborted, ChunkSender, ProxyBody};
 use crate::bootstrap::{HttpFilter, HttpManager, ListenerKind, RouteAction};
-use crate::cluster::Claim;
 use crate::filters::print_logs;
+use crate::pool::{Failed, Pool, UpstreamBody};
 use crate::route;
 use crate::server::Shared;
 
@@ -53,7 +50,8 @@ pub struct Worker {
     filters: RefCell<Vec<Proxy>>,
     waiters: RefCell<Vec<Waiter>>,
     shared: Arc<Shared>,
-    client: Client<HttpConnector, Body>,
+    /// The worker's upstream connections.
+    pool: Rc<Pool>,
 }
 
 /// Runs worker `index` on this thread until shutdown and the drain of its connections.
@@ -68,16 +66,12 @@ pub fn run(index: usize, filters: Vec<Proxy>, shared: Arc<Shared>, listeners: Ve
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         let worker = Rc::new(Worker {
             index,
             filters: RefCell::new(filters),
             waiters: RefCell::new(Vec::new()),
             shared: shared.clone(),
-            client,
+            pool: Rc::new(Pool::default()),
         });
         // An item queued for one of this worker's VMs, from any thread, wakes its loop at once.
         let queued = Arc::new(tokio::sync::Notify::new());
@@ -318,12 +312,10 @@ struct Addresses {
 /// headers with its body still to come.
 enum Answer {
     Local(HeaderMap, Bytes),
-    /// The claim on the endpoint is held until the body has gone, as Envoy counts a request
-    /// active (breakers, least request) until it completes.
-    Upstream(HeaderMap, Incoming, Claim),
+    Upstream(HeaderMap, UpstreamBody),
     /// The upstream's response as hyper read it, for a route with no Wasm filter: passed on as
     /// it is (hop-by-hop headers removed), with no header map conversion either way.
-    Direct(hyper::http::response::Parts, Incoming, Claim),
+    Direct(hyper::http::response::Parts, UpstreamBody),
 }
 
 /// Why the request body's pump stopped the exchange before the upstream answered.
@@ -449,7 +441,7 @@ async fn exchange(
             let (upstream_body, verdict) = if end_of_request {
                 (ProxyBody::empty(), None)
             } else if open.streams.is_empty() {
-                (ProxyBody::peer(body, None), None)
+                (ProxyBody::peer(body), None)
             } else {
                 let (tx, upstream_body) = ProxyBody::channel();
                 let (verdict_tx, verdict) = oneshot::channel();
@@ -733,7 +725,7 @@ struct Chunk {
 }
 
 /// The next piece of a peer's body; Err if the peer reset.
-async fn next_chunk(body: &mut Incoming) -> Result<Chunk, ()> {
+async fn next_chunk<B: hyper::body::Body<Data = Bytes> + Unpin>(body: &mut B) -> Result<Chunk, ()> {
     let end = Chunk { data: Bytes::new(), eos: true, trailers: None };
     match body.frame().await {
         None => Ok(end),
@@ -845,9 +837,10 @@ async fn forward(
         Answer::Local(headers, body)
     };
     let shared = worker.shared.clone();
-    let Some(upstream) = shared.upstreams.iter().find(|u| u.name == cluster) else {
+    let Some(index) = shared.upstreams.iter().position(|u| u.name == cluster) else {
         return local(503, "no healthy upstream", &[]);
     };
+    let upstream = &shared.upstreams[index];
     let claim = match upstream.claim() {
         Ok(c) => c,
         Err(crate::cluster::NoClaim::NoEndpoint) => return local(503, "no healthy upstream", &[]),
@@ -872,11 +865,11 @@ async fn forward(
     // A whole body's length is hyper's to set; a streamed one keeps the client's, unless
     // trailers are declared: HTTP/1.1 carries them only in a chunked body.
     let drop_length = body.is_whole() || ex.headers.get(b"trailer").is_some();
-    let Some(request) = upstream_request(ex, claim.address(), body, drop_length) else {
+    let Some(request) = upstream_request(ex, body, drop_length) else {
         return local(400, "Bad Request", &[]);
     };
     let started = tokio::time::Instant::now();
-    let result = tokio::time::timeout(timeout, worker.client.request(request)).await;
+    let result = tokio::time::timeout(timeout, worker.pool.send(upstream, index, claim.address(), request)).await;
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     let stats = &upstream.stats;
     match result {
@@ -885,22 +878,21 @@ async fn forward(
             stats.rq.record(504, elapsed);
             local(504, "upstream request timeout", &[])
         }
-        Ok(Err(e)) => {
-            if e.is_connect() {
-                stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
-            }
+        // Envoy answers a connect timeout as a connection failure too (`onPoolFailure`).
+        Ok(Err(Failed::Connect | Failed::Reset)) => {
             stats.rq.record(503, elapsed);
             local(503, RESET_BEFORE_HEADERS, &[])
         }
-        Ok(Ok(response)) => {
+        Ok(Ok((response, lease))) => {
             let (mut parts, body) = response.into_parts();
+            let body = UpstreamBody::new(body, lease, claim);
             stats.rq.record(parts.status.as_u16(), elapsed);
             if direct {
                 parts.headers.remove(hyper::header::TRANSFER_ENCODING);
                 parts.headers.remove(hyper::header::CONNECTION);
                 parts.version = hyper::Version::default();
                 parts.extensions = Default::default();
-                return Answer::Direct(parts, body, claim);
+                return Answer::Direct(parts, body);
             }
             let mut headers = HeaderMap::new();
             headers.add(b":status", parts.status.as_str().as_bytes());
@@ -910,14 +902,14 @@ async fn forward(
                 }
                 headers.add(k.as_str().as_bytes(), v.as_bytes());
             }
-            Answer::Upstream(headers, body, claim)
+            Answer::Upstream(headers, body)
         }
     }
 }
 
-/// The request the router sends to `address`, built in place (a builder moves its parts at every
-/// header), or None if a header is not valid HTTP.
-fn upstream_request(ex: &Exchange, address: SocketAddr, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
+/// The request the router sends, built in place (a builder moves its parts at every header), or
+/// None if a header is not valid HTTP. Its URI is the origin form the connection sends as it is.
+fn upstream_request(ex: &Exchange, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
     use hyper::header::{HeaderName, HeaderValue, HOST};
     let mut request = Request::new(body);
     *request.method_mut() = match ex.headers.get(b":method") {
@@ -925,10 +917,7 @@ fn upstream_request(ex: &Exchange, address: SocketAddr, body: ProxyBody, drop_le
         None => hyper::Method::GET,
     };
     let path = ex.headers.get(b":path").unwrap_or(b"/");
-    let mut uri = Vec::with_capacity(path.len() + 32);
-    write!(uri, "http://{address}").ok()?;
-    uri.extend_from_slice(path);
-    *request.uri_mut() = hyper::Uri::from_maybe_shared(Bytes::from(uri)).ok()?;
+    *request.uri_mut() = hyper::Uri::from_maybe_shared(Bytes::copy_from_slice(path)).ok()?;
     let headers = request.headers_mut();
     headers.reserve(ex.headers.len());
     if let Some(authority) = ex.headers.get(b":authority") {
@@ -950,7 +939,7 @@ fn upstream_request(ex: &Exchange, address: SocketAddr, body: ProxyBody, drop_le
 /// to stream.
 enum Back {
     Whole(Bytes),
-    Streamed(Incoming, Claim),
+    Streamed(UpstreamBody),
 }
 
 /// Runs the response back through the filters that saw the request (last first) and builds
@@ -959,16 +948,14 @@ enum Back {
 async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, limit: usize) -> Response<Body> {
     let (mut headers, mut body) = match answer {
         Answer::Local(headers, body) => (headers, Back::Whole(body)),
-        Answer::Upstream(headers, body, claim) => (headers, Back::Streamed(body, claim)),
-        Answer::Direct(parts, body, claim) => {
-            return Response::from_parts(parts, ProxyBody::peer(body, Some(claim)));
-        }
+        Answer::Upstream(headers, body) => (headers, Back::Streamed(body)),
+        Answer::Direct(parts, body) => return Response::from_parts(parts, ProxyBody::Upstream(body)),
     };
     let streams: Vec<(usize, StreamId)> = open.streams.iter().rev().copied().collect();
     for &(filter, id) in &streams {
         let end = match &body {
             Back::Whole(b) => b.is_empty(),
-            Back::Streamed(incoming, _) => incoming.is_end_stream(),
+            Back::Streamed(incoming) => incoming.is_end_stream(),
         };
         let mut step = {
             let mut filters = worker.filters.borrow_mut();
@@ -1006,16 +993,16 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
             }
         }
     }
-    let (mut upstream, claim) = match body {
+    let mut upstream = match body {
         Back::Whole(bytes) => return client_response(&headers, ProxyBody::whole(bytes)),
-        Back::Streamed(incoming, claim) if open.streams.is_empty() => {
-            return client_response(&headers, ProxyBody::peer(incoming, Some(claim)));
+        Back::Streamed(incoming) if open.streams.is_empty() => {
+            return client_response(&headers, ProxyBody::Upstream(incoming));
         }
         // Nothing follows headers that ended the stream: the filters were told so.
-        Back::Streamed(incoming, _) if incoming.is_end_stream() => {
+        Back::Streamed(incoming) if incoming.is_end_stream() => {
             return client_response(&headers, ProxyBody::empty());
         }
-        Back::Streamed(incoming, claim) => (incoming, claim),
+        Back::Streamed(incoming) => incoming,
     };
     // The headers wait for the first chunk the filters let go: a filter that buffers the whole
     // body over the limit still gets Envoy's 500 instead of a response cut short.
@@ -1045,7 +1032,6 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
     tokio::task::spawn_local(async move {
         // The streams are finished (on_log) when the body has gone, or the client went away.
         let open = Open { worker: worker.clone(), streams: streams_left };
-        let _claim = claim;
         if !send_frames(&tx, first).await {
             return;
         }
@@ -1130,11 +1116,18 @@ async fn serve_tcp(worker: Rc<Worker>, listener: usize, mut client: tokio::net::
         return;
     };
     let connect = tokio::time::timeout(upstream.connect_timeout, tokio::net::TcpStream::connect(claim.address())).await;
-    let Ok(Ok(mut server)) = connect else {
-        upstream.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
-        finish_tcp(&worker, &streams);
-        return;
+    let mut server = match connect {
+        Ok(Ok(server)) => server,
+        failed => {
+            upstream.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            if failed.is_err() {
+                upstream.stats.cx_connect_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+            finish_tcp(&worker, &streams);
+            return;
+        }
     };
+    upstream.stats.cx_total.fetch_add(1, Ordering::Relaxed);
     let _ = server.set_nodelay(true);
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
