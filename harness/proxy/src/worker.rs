@@ -351,17 +351,16 @@ async fn exchange(
     let shared = worker.shared.clone();
     let (parts, body) = req.into_parts();
     let end_of_request = body.is_end_stream();
-    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let Some(path) = route::normalize(&raw_path, manager.normalize_path, manager.merge_slashes) else {
+    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Some(path) = route::normalize(raw_path, manager.normalize_path, manager.merge_slashes) else {
         return text_response(400, "Bad Request", &[]);
     };
     // Envoy's connection manager before any filter (ebb-host's, as `ebb request` plays it): the
     // codec's header order, Host as :authority, hop-by-hop and internal headers dropped,
     // x-forwarded-proto and x-request-id added, a request with no host refused.
-    let uri_authority = parts.uri.authority().map(|a| a.as_str().to_string());
     let mut given: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 3);
-    if let Some(a) = &uri_authority {
-        given.push((b":authority", a.as_bytes()));
+    if let Some(a) = parts.uri.authority() {
+        given.push((b":authority", a.as_str().as_bytes()));
     }
     given.push((b":path", path.as_bytes()));
     given.push((b":method", parts.method.as_str().as_bytes()));
@@ -373,20 +372,23 @@ async fn exchange(
             return text_response(u16::try_from(reply.status).unwrap_or(400), &body, &[]);
         }
     };
-    let authority = headers.get_str(":authority").unwrap_or_default();
+    // The request's head shares hyper's read buffer: let go of it before the first wait, so that
+    // the connection's next read (hyper reads ahead for the next request) reuses that buffer
+    // instead of allocating another.
+    drop(parts);
     let mut ex = Exchange { headers };
 
     // The route is chosen before any filter runs (filters see `xds.cluster_name`).
     let chosen = {
         let lookup = |name: &str| ex.header(name);
-        route::virtual_host(manager, &authority)
-            .and_then(|vh| route::route(vh, &path, &lookup).map(|r| r.action.clone()))
+        let authority = String::from_utf8_lossy(ex.headers.get(b":authority").unwrap_or_default());
+        route::virtual_host(manager, &authority).and_then(|vh| route::route(vh, &path, &lookup).map(|r| &r.action))
     };
     let Some(action) = chosen else {
         return text_response(404, "", &[]);
     };
-    let cluster_name = match &action {
-        RouteAction::Cluster { name, .. } => Some(name.clone()),
+    let cluster_name = match action {
+        RouteAction::Cluster { name, .. } => Some(name.as_str()),
         RouteAction::DirectResponse { .. } => None,
     };
 
@@ -408,15 +410,8 @@ async fn exchange(
             HttpFilter::Wasm(_) => {
                 let index = filter_base + wasm_seen;
                 wasm_seen += 1;
-                let run = run_request_filter(
-                    worker,
-                    &mut open,
-                    index,
-                    &mut ex,
-                    end_of_request,
-                    cluster_name.as_deref(),
-                    addresses,
-                );
+                let run =
+                    run_request_filter(worker, &mut open, index, &mut ex, end_of_request, cluster_name, addresses);
                 match run.await {
                     FilterOutcome::Continue => {}
                     FilterOutcome::Reply(headers, body) => {
@@ -432,7 +427,7 @@ async fn exchange(
     let answer = match (reply, action) {
         (Some((headers, body)), _) => Answer::Local(headers, body),
         (None, RouteAction::DirectResponse { status, body }) => {
-            let (headers, body) = local_parts(status, body.as_deref().unwrap_or(""), &[]);
+            let (headers, body) = local_parts(*status, body.as_deref().unwrap_or(""), &[]);
             Answer::Local(headers, body)
         }
         (None, RouteAction::Cluster { name, timeout }) => {
@@ -450,7 +445,7 @@ async fn exchange(
                 (upstream_body, Some(verdict))
             };
             let direct = open.streams.is_empty();
-            let upstream = forward(worker, &name, timeout, &mut ex, upstream_body, direct);
+            let upstream = forward(worker, name, *timeout, &mut ex, upstream_body, direct);
             match verdict {
                 None => upstream.await,
                 Some(mut verdict) => {
@@ -907,31 +902,54 @@ async fn forward(
     }
 }
 
+/// Names the connection manager and router add to every request, as constants: parsing them
+/// would copy each into an allocation of its own.
+const ADDED_NAMES: [hyper::header::HeaderName; 3] = [
+    hyper::header::HeaderName::from_static("x-forwarded-proto"),
+    hyper::header::HeaderName::from_static("x-request-id"),
+    hyper::header::HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+];
+
 /// The request the router sends, built in place (a builder moves its parts at every header), or
 /// None if a header is not valid HTTP. Its URI is the origin form the connection sends as it is.
+/// Every value (and the path) is a slice of one copy of them all, not an allocation each.
 fn upstream_request(ex: &Exchange, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
     use hyper::header::{HeaderName, HeaderValue, HOST};
     let mut request = Request::new(body);
-    *request.method_mut() = match ex.headers.get(b":method") {
-        Some(m) => hyper::Method::from_bytes(m).ok()?,
-        None => hyper::Method::GET,
-    };
-    let path = ex.headers.get(b":path").unwrap_or(b"/");
-    *request.uri_mut() = hyper::Uri::from_maybe_shared(Bytes::copy_from_slice(path)).ok()?;
+    let mut data = bytes::BytesMut::with_capacity(ex.headers.iter().map(|(_, v)| v.len()).sum());
+    for (_, v) in ex.headers.iter() {
+        data.extend_from_slice(v);
+    }
+    let data = data.freeze();
     let headers = request.headers_mut();
     headers.reserve(ex.headers.len());
-    if let Some(authority) = ex.headers.get(b":authority") {
-        headers.insert(HOST, HeaderValue::from_bytes(authority).ok()?);
-    }
+    let mut at = 0;
+    let mut path = None;
     for (k, v) in ex.headers.iter() {
-        if k.starts_with(b":")
-            || matches!(k, b"host" | b"transfer-encoding" | b"connection")
-            || (drop_length && k == b"content-length")
-        {
-            continue;
+        let value = data.slice(at..at + v.len());
+        at += v.len();
+        match k {
+            b":method" => *request.method_mut() = hyper::Method::from_bytes(v).ok()?,
+            b":path" => path = Some(value),
+            b":authority" => {
+                request.headers_mut().insert(HOST, HeaderValue::from_maybe_shared(value).ok()?);
+            }
+            _ if k.starts_with(b":")
+                || matches!(k, b"host" | b"transfer-encoding" | b"connection")
+                || (drop_length && k == b"content-length") => {}
+            _ => {
+                let name = match ADDED_NAMES.iter().find(|n| n.as_str().as_bytes() == k) {
+                    Some(known) => known.clone(),
+                    None => HeaderName::from_bytes(k).ok()?,
+                };
+                request.headers_mut().append(name, HeaderValue::from_maybe_shared(value).ok()?);
+            }
         }
-        headers.append(HeaderName::from_bytes(k).ok()?, HeaderValue::from_bytes(v).ok()?);
     }
+    *request.uri_mut() = match path {
+        Some(path) => hyper::Uri::from_maybe_shared(path).ok()?,
+        None => hyper::Uri::from_static("/"),
+    };
     Some(request)
 }
 
