@@ -11,6 +11,7 @@
 mod util;
 
 mod support;
+mod upstream;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

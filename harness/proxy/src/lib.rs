@@ -10,6 +10,7 @@ mod admin;
 mod body;
 pub mod bootstrap;
 mod cluster;
+mod direct;
 mod dns;
 mod filters;
 mod pool;

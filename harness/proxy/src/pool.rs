@@ -290,3 +290,142 @@ impl Drop for UpstreamBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::bootstrap::{Cluster, Discovery, Endpoint, LbPolicy};
+
+    fn upstream(address: SocketAddr) -> Arc<Upstream> {
+        let cluster = Cluster {
+            name: "web".into(),
+            discovery: Discovery::Static,
+            connect_timeout: Duration::from_secs(5),
+            lb_policy: LbPolicy::RoundRobin,
+            endpoints: vec![Endpoint { host: "127.0.0.1".into(), port: address.port() }],
+            max_connections: None,
+            max_requests: None,
+            dns_refresh_rate: Duration::from_secs(5),
+            dns_resolvers: Vec::new(),
+        };
+        Arc::new(Upstream::resolve(&cluster, Some(&[address])).expect("cluster"))
+    }
+
+    fn get() -> Request<ProxyBody> {
+        let mut request = Request::new(ProxyBody::empty());
+        request.headers_mut().insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("web"));
+        request
+    }
+
+    /// An upstream on a thread: on connection `i` it answers one request with body `i`. The first
+    /// connection it then closes when told to on `close`, right after writing a byte to
+    /// `signal`, and says so on `closed`.
+    fn closing_upstream(
+        signal: std::os::unix::net::UnixStream,
+    ) -> (SocketAddr, std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (close, close_now) = std::sync::mpsc::channel::<()>();
+        let (closed, closes) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut signal = signal;
+            for (i, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n{i}").as_bytes());
+                if i == 0 {
+                    if close_now.recv_timeout(Duration::from_secs(20)).is_err() {
+                        return;
+                    }
+                    let _ = signal.write_all(b"x");
+                    drop(stream);
+                    let _ = closed.send(());
+                }
+            }
+        });
+        (address, close, closes)
+    }
+
+    #[test]
+    fn a_request_an_idle_connection_closed_under_it_never_sent_goes_on_a_new_one() {
+        let (signal, signalled) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let (address, close, closes) = closing_upstream(signal);
+        let upstream = upstream(address);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            signalled.set_nonblocking(true).expect("nonblocking");
+            let signalled = tokio::net::UnixStream::from_std(signalled).expect("signal");
+            let pool = Rc::new(Pool::default());
+            let (response, lease) = pool.send(&upstream, 0, address, get()).await.expect("first response");
+            let claim = upstream.claim().expect("claim");
+            let body = UpstreamBody::new(response.into_body(), lease, claim).collect().await.expect("body");
+            assert_eq!(body.to_bytes(), "0");
+            // Read to its end: the connection is idle in the pool. The upstream signals, then
+            // closes it. This future wakes on the signal in the same turn of the event loop as
+            // the connection's task on the close, and runs first: it takes the connection
+            // before its task has seen the close, as a request does when both arrive together.
+            // hyper gives the unsent request back, and it goes on a new connection.
+            close.send(()).expect("close");
+            closes.recv_timeout(Duration::from_secs(20)).expect("closed");
+            signalled.readable().await.expect("signal");
+            let (response, lease) = pool.send(&upstream, 0, address, get()).await.expect("second response");
+            let claim = upstream.claim().expect("claim");
+            let body = UpstreamBody::new(response.into_body(), lease, claim).collect().await.expect("body");
+            assert_eq!(body.to_bytes(), "1", "answered on the second connection");
+            assert_eq!(upstream.stats.cx_total.load(Ordering::Relaxed), 2);
+        });
+    }
+
+    #[test]
+    fn a_response_read_to_its_end_lends_its_connection_again_and_one_cut_short_does_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        // Keeps every connection open and answers each request on it with a 4-byte body.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if !stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody").is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        let upstream = upstream(address);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let pool = Rc::new(Pool::default());
+            for _ in 0..3 {
+                let (response, lease) = pool.send(&upstream, 0, address, get()).await.expect("response");
+                let claim = upstream.claim().expect("claim");
+                let body = UpstreamBody::new(response.into_body(), lease, claim).collect().await.expect("body");
+                assert_eq!(body.to_bytes(), "body");
+            }
+            assert_eq!(upstream.stats.cx_total.load(Ordering::Relaxed), 1, "one connection for three requests");
+            // A response dropped before its body was read: its connection is not lent again.
+            let (response, lease) = pool.send(&upstream, 0, address, get()).await.expect("response");
+            drop((response, lease));
+            let (_response, _lease) = pool.send(&upstream, 0, address, get()).await.expect("response");
+            assert_eq!(upstream.stats.cx_total.load(Ordering::Relaxed), 2);
+        });
+    }
+}

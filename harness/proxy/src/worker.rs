@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::body::{Aborted, ChunkSender, ProxyBody};
 use crate::bootstrap::{HttpFilter, HttpManager, ListenerKind, RouteAction};
+use crate::direct::{Head, Refused, X_EXPECTED_TIMEOUT, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::filters::print_logs;
 use crate::pool::{Failed, Pool, UpstreamBody};
 use crate::route;
@@ -289,15 +290,37 @@ impl Drop for Open {
     }
 }
 
-/// The request as the filters see it: pseudo-headers first, as Envoy's codec presents them.
-/// Headers stay bytes in the host's map from the client to the upstream: no text copies.
-struct Exchange {
-    headers: HeaderMap,
+/// The request after the connection manager. With a Wasm filter on the listener, in the host's
+/// map as the filters see it (pseudo-headers first, as Envoy's codec presents them; bytes from
+/// the client to the upstream, no text copies); without, on hyper's map (`direct`), the same
+/// request without the round trip through the host's map.
+enum Exchange {
+    Host { headers: HeaderMap, path: String },
+    Direct(Head),
 }
 
 impl Exchange {
+    /// A header as the filters see it (route and RBAC matchers).
     fn header(&self, name: &str) -> Option<String> {
-        self.headers.get_str(name)
+        match self {
+            Exchange::Host { headers, .. } => headers.get_str(name),
+            Exchange::Direct(head) => head.header(name),
+        }
+    }
+
+    /// The normalised path the route is chosen by.
+    fn path(&self) -> &str {
+        match self {
+            Exchange::Host { path, .. } => path,
+            Exchange::Direct(head) => head.path(),
+        }
+    }
+
+    fn authority(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Exchange::Host { headers, .. } => String::from_utf8_lossy(headers.get(b":authority").unwrap_or_default()),
+            Exchange::Direct(head) => head.authority(),
+        }
     }
 }
 
@@ -357,32 +380,40 @@ async fn exchange(
     };
     // Envoy's connection manager before any filter (ebb-host's, as `ebb request` plays it): the
     // codec's header order, Host as :authority, hop-by-hop and internal headers dropped,
-    // x-forwarded-proto and x-request-id added, a request with no host refused.
-    let mut given: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 3);
-    if let Some(a) = parts.uri.authority() {
-        given.push((b":authority", a.as_str().as_bytes()));
-    }
-    given.push((b":path", path.as_bytes()));
-    given.push((b":method", parts.method.as_str().as_bytes()));
-    given.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
-    let headers = match shared.connection_manager.decode_request(shared.next_request(), &given) {
-        Ok(headers) => headers,
-        Err(reply) => {
-            let body = String::from_utf8_lossy(&reply.body);
-            return text_response(u16::try_from(reply.status).unwrap_or(400), &body, &[]);
+    // x-forwarded-proto and x-request-id added, a request with no host refused. With no Wasm
+    // filter to see the request, the same on hyper's map (`direct`, held to the host's by tests).
+    let n = shared.next_request();
+    let mut ex = if manager.http_filters.iter().any(|f| matches!(f, HttpFilter::Wasm(_))) {
+        let mut given: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 3);
+        if let Some(a) = parts.uri.authority() {
+            given.push((b":authority", a.as_str().as_bytes()));
+        }
+        given.push((b":path", path.as_bytes()));
+        given.push((b":method", parts.method.as_str().as_bytes()));
+        given.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
+        match shared.connection_manager.decode_request(n, &given) {
+            Ok(headers) => Exchange::Host { headers, path },
+            Err(reply) => {
+                let body = String::from_utf8_lossy(&reply.body);
+                return text_response(u16::try_from(reply.status).unwrap_or(400), &body, &[]);
+            }
+        }
+    } else {
+        match Head::decode(&shared.connection_manager, n, &parts, path) {
+            Ok(head) => Exchange::Direct(head),
+            Err(Refused(status, body)) => return text_response(status, body, &[]),
         }
     };
     // The request's head shares hyper's read buffer: let go of it before the first wait, so that
     // the connection's next read (hyper reads ahead for the next request) reuses that buffer
     // instead of allocating another.
     drop(parts);
-    let mut ex = Exchange { headers };
 
     // The route is chosen before any filter runs (filters see `xds.cluster_name`).
     let chosen = {
         let lookup = |name: &str| ex.header(name);
-        let authority = String::from_utf8_lossy(ex.headers.get(b":authority").unwrap_or_default());
-        route::virtual_host(manager, &authority).and_then(|vh| route::route(vh, &path, &lookup).map(|r| &r.action))
+        route::virtual_host(manager, &ex.authority())
+            .and_then(|vh| route::route(vh, ex.path(), &lookup).map(|r| &r.action))
     };
     let Some(action) = chosen else {
         return text_response(404, "", &[]);
@@ -410,8 +441,10 @@ async fn exchange(
             HttpFilter::Wasm(_) => {
                 let index = filter_base + wasm_seen;
                 wasm_seen += 1;
+                // A listener with a Wasm filter has its requests in the host's map.
+                let Exchange::Host { headers, .. } = &mut ex else { continue };
                 let run =
-                    run_request_filter(worker, &mut open, index, &mut ex, end_of_request, cluster_name, addresses);
+                    run_request_filter(worker, &mut open, index, headers, end_of_request, cluster_name, addresses);
                 match run.await {
                     FilterOutcome::Continue => {}
                     FilterOutcome::Reply(headers, body) => {
@@ -445,7 +478,7 @@ async fn exchange(
                 (upstream_body, Some(verdict))
             };
             let direct = open.streams.is_empty();
-            let upstream = forward(worker, name, *timeout, &mut ex, upstream_body, direct);
+            let upstream = forward(worker, name, *timeout, ex, upstream_body, direct);
             match verdict {
                 None => upstream.await,
                 Some(mut verdict) => {
@@ -499,7 +532,7 @@ async fn run_request_filter(
     worker: &Rc<Worker>,
     open: &mut Open,
     filter: usize,
-    ex: &mut Exchange,
+    request: &mut HeaderMap,
     end_of_request: bool,
     cluster: Option<&str>,
     addresses: &Addresses,
@@ -517,7 +550,7 @@ async fn run_request_filter(
         http.set_property("destination.address", addresses.destination.as_bytes());
         http.set_property("destination.port", &addresses.port);
         let id = http.id();
-        let pairs: Vec<(&[u8], &[u8])> = ex.headers.iter().collect();
+        let pairs: Vec<(&[u8], &[u8])> = request.iter().collect();
         let step = http.request_headers(&pairs, end_of_request);
         (id, step)
     };
@@ -530,7 +563,7 @@ async fn run_request_filter(
     match step {
         Step::Continue => {
             if let Some(m) = http.upstream_request() {
-                ex.headers = m.headers;
+                *request = m.headers;
             }
             FilterOutcome::Continue
         }
@@ -823,7 +856,7 @@ async fn forward(
     worker: &Rc<Worker>,
     cluster: &str,
     timeout: Option<Duration>,
-    ex: &mut Exchange,
+    ex: Exchange,
     body: ProxyBody,
     direct: bool,
 ) -> Answer {
@@ -855,12 +888,21 @@ async fn forward(
         Some(ms) => Duration::from_millis(ms),
         None => route,
     };
-    let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
-    router.route_in_place(&mut ex.headers);
     // A whole body's length is hyper's to set; a streamed one keeps the client's, unless
     // trailers are declared: HTTP/1.1 carries them only in a chunked body.
-    let drop_length = body.is_whole() || ex.headers.get(b"trailer").is_some();
-    let Some(request) = upstream_request(ex, body, drop_length) else {
+    let request = match ex {
+        Exchange::Host { mut headers, .. } => {
+            let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
+            router.route_in_place(&mut headers);
+            let drop_length = body.is_whole() || headers.get(b"trailer").is_some();
+            upstream_request(&headers, body, drop_length)
+        }
+        Exchange::Direct(head) => {
+            let drop_length = body.is_whole() || head.has("trailer");
+            head.into_request(body, u64::try_from(route.as_millis()).unwrap_or(u64::MAX), drop_length)
+        }
+    };
+    let Some(request) = request else {
         return local(400, "Bad Request", &[]);
     };
     let started = tokio::time::Instant::now();
@@ -904,28 +946,24 @@ async fn forward(
 
 /// Names the connection manager and router add to every request, as constants: parsing them
 /// would copy each into an allocation of its own.
-const ADDED_NAMES: [hyper::header::HeaderName; 3] = [
-    hyper::header::HeaderName::from_static("x-forwarded-proto"),
-    hyper::header::HeaderName::from_static("x-request-id"),
-    hyper::header::HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
-];
+const ADDED_NAMES: [hyper::header::HeaderName; 3] = [X_FORWARDED_PROTO, X_REQUEST_ID, X_EXPECTED_TIMEOUT];
 
 /// The request the router sends, built in place (a builder moves its parts at every header), or
 /// None if a header is not valid HTTP. Its URI is the origin form the connection sends as it is.
 /// Every value (and the path) is a slice of one copy of them all, not an allocation each.
-fn upstream_request(ex: &Exchange, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
+fn upstream_request(given: &HeaderMap, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
     use hyper::header::{HeaderName, HeaderValue, HOST};
     let mut request = Request::new(body);
-    let mut data = bytes::BytesMut::with_capacity(ex.headers.iter().map(|(_, v)| v.len()).sum());
-    for (_, v) in ex.headers.iter() {
+    let mut data = bytes::BytesMut::with_capacity(given.iter().map(|(_, v)| v.len()).sum());
+    for (_, v) in given.iter() {
         data.extend_from_slice(v);
     }
     let data = data.freeze();
     let headers = request.headers_mut();
-    headers.reserve(ex.headers.len());
+    headers.reserve(given.len());
     let mut at = 0;
     let mut path = None;
-    for (k, v) in ex.headers.iter() {
+    for (k, v) in given.iter() {
         let value = data.slice(at..at + v.len());
         at += v.len();
         match k {
