@@ -156,3 +156,13 @@ fn an_upstream_slower_than_the_route_timeout_is_envoys_504_and_its_connection_is
     assert_eq!((r.status, r.body), (200, b"web GET /after ".to_vec()));
     assert_eq!(web.connections(), 2);
 }
+
+#[test]
+fn a_route_timeout_of_zero_is_no_timeout_as_in_envoy() {
+    let web = Upstream::http("web");
+    let proxy = Proxy::start_yaml(&plain_bootstrap("timeout: 0s", ""), &[("backend", &web)], &[]);
+    let r = http1(proxy.ingress(), "GET", "/slow?ms=300", &[], b"");
+    assert_eq!((r.status, r.body), (200, b"web GET /slow?ms=300 ".to_vec()));
+    assert_eq!(web.last().header("x-envoy-expected-rq-timeout-ms"), None, "no timeout, no header");
+    assert_eq!(metric(&proxy, "envoy_cluster_upstream_rq_timeout"), "0");
+}

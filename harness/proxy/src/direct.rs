@@ -183,10 +183,22 @@ impl Head {
             headers.append(k.clone(), v);
         }
         if timeout_ms > 0 {
-            headers.insert(X_EXPECTED_TIMEOUT, HeaderValue::from(timeout_ms));
+            headers.insert(X_EXPECTED_TIMEOUT, expected_timeout(timeout_ms));
         }
         Some(request)
     }
+}
+
+/// The value of `x-envoy-expected-rq-timeout-ms` for `ms`, formatted once per thread while the
+/// route's timeout stays the same (it is the same for every request of a route).
+fn expected_timeout(ms: u64) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, value)) if *at == ms => value.clone(),
+        _ => last.insert((ms, HeaderValue::from(ms))).1.clone(),
+    })
 }
 
 #[cfg(test)]

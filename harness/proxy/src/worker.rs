@@ -881,11 +881,17 @@ async fn forward(
         }
     };
     // The router's timeout headers (Envoy's `FilterUtility::finalTimeout`): a filter's
-    // x-envoy-upstream-rq-timeout-ms replaces the route's; 0 is none.
+    // x-envoy-upstream-rq-timeout-ms replaces the route's (only a filter can set it: the
+    // connection manager drops a client's); 0 is none, for either.
     let route = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
-    let timeout = match ex.header("x-envoy-upstream-rq-timeout-ms").and_then(|v| v.trim().parse::<u64>().ok()) {
+    let from_filter = match &ex {
+        Exchange::Host { headers, .. } => headers.get_str("x-envoy-upstream-rq-timeout-ms"),
+        Exchange::Direct(_) => None,
+    };
+    let timeout = match from_filter.and_then(|v| v.trim().parse::<u64>().ok()) {
         Some(0) => STREAM_IDLE_TIMEOUT,
         Some(ms) => Duration::from_millis(ms),
+        None if route.is_zero() => STREAM_IDLE_TIMEOUT,
         None => route,
     };
     // A whole body's length is hyper's to set; a streamed one keeps the client's, unless
