@@ -56,10 +56,13 @@ pub struct Head {
     /// The client's Host header when the URI has an authority of its own (absolute form): the
     /// connection manager keeps it as an ordinary header then.
     host: Option<HeaderValue>,
-    /// The headers the upstream gets apart from Host and the router's, in the client's order.
+    /// The headers the upstream gets but the router's timeout: Host first, then the client's
+    /// in its order, then the added ones. Built once, in the order the router sends them.
     headers: HeaderMap,
-    /// Whether the request is an upgrade (its `connection` header then stays until the router).
-    upgrade: Option<HeaderValue>,
+    /// Headers the connection manager keeps but the router does not send: an upgrade's
+    /// `connection`, and `content-length` where hyper sets the length (or trailers follow).
+    connection: Option<HeaderValue>,
+    content_length: Option<HeaderValue>,
 }
 
 /// Why the connection manager refuses a request (no filter is called): status and body.
@@ -68,9 +71,10 @@ pub struct Refused(pub u16, pub &'static str);
 
 impl Head {
     /// The connection manager's decoding (`ConnectionManager::decode_request`) of request `n`
-    /// whose path normalised is `path`. Every value is copied into one buffer: the client's head
+    /// whose path normalised is `path`; `whole` when the request has no body to stream (its
+    /// length is then hyper's to set). Every value is copied into one buffer: the client's head
     /// shares hyper's read buffer, which can then be reused for the connection's next request.
-    pub fn decode(cm: &ConnectionManager, n: u64, parts: &Parts, path: String) -> Result<Head, Refused> {
+    pub fn decode(cm: &ConnectionManager, n: u64, parts: &Parts, path: String, whole: bool) -> Result<Head, Refused> {
         let given = &parts.headers;
         let uri_authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
         let authority = match uri_authority {
@@ -101,8 +105,12 @@ impl Head {
         };
         let mut at = 0;
         let authority = slice(&mut at, authority.len()).ok_or(Refused(400, "Bad Request"))?;
-        let mut headers = HeaderMap::with_capacity(given.len() + 2);
-        let (mut host, mut connection) = (None, None);
+        let mut headers = HeaderMap::with_capacity(given.len() + 4);
+        headers.insert(HOST, authority.clone());
+        // The router sends a streamed body's length unless trailers follow (HTTP/1.1 carries them
+        // only in a chunked body).
+        let drop_length = whole || given.contains_key(hyper::header::TRAILER);
+        let (mut host, mut connection, mut content_length) = (None, None, None);
         for (k, v) in given {
             let value = slice(&mut at, v.len()).ok_or(Refused(400, "Bad Request"))?;
             if k == HOST {
@@ -115,6 +123,10 @@ impl Head {
             let name = k.as_str();
             if upgrade && name == "connection" {
                 connection.get_or_insert(value);
+                continue;
+            }
+            if drop_length && k == hyper::header::CONTENT_LENGTH {
+                content_length.get_or_insert(value);
                 continue;
             }
             if dropped(name) && !(upgrade && name == "upgrade") {
@@ -130,7 +142,7 @@ impl Head {
                 .map_err(|_| Refused(400, "Bad Request"))?;
             headers.append(X_REQUEST_ID, id);
         }
-        Ok(Head { method: parts.method.clone(), path, authority, host, headers, upgrade: connection })
+        Ok(Head { method: parts.method.clone(), path, authority, host, headers, connection, content_length })
     }
 
     pub fn path(&self) -> &str {
@@ -139,11 +151,6 @@ impl Head {
 
     pub fn authority(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(self.authority.as_bytes())
-    }
-
-    /// Whether the request has `name` (after the connection manager).
-    pub fn has(&self, name: &str) -> bool {
-        self.headers.contains_key(name)
     }
 
     /// A header as the filters would see it after the connection manager (route and RBAC
@@ -156,35 +163,24 @@ impl Head {
             ":method" => Some(self.method.as_str().to_string()),
             ":scheme" => Some("http".into()),
             "host" => self.host.as_ref().map(text),
-            "connection" => self.upgrade.as_ref().map(text),
+            "connection" => self.connection.as_ref().map(text),
+            "content-length" => self.content_length.as_ref().or_else(|| self.headers.get(name)).map(text),
             _ => self.headers.get(name).map(text),
         }
     }
 
     /// The request the router sends (`ConnectionManager::route_in_place` with the route's
-    /// timeout, then the HTTP/1.1 request line and Host): `x-envoy-expected-rq-timeout-ms` unless
-    /// the timeout is zero, no `connection`, no `content-length` when `drop_length`. None if the
-    /// path is not a valid URI.
-    pub fn into_request(self, body: ProxyBody, timeout_ms: u64, drop_length: bool) -> Option<Request<ProxyBody>> {
+    /// timeout, then the HTTP/1.1 request line): `x-envoy-expected-rq-timeout-ms` unless the
+    /// timeout is zero. None if the path is not a valid URI.
+    pub fn into_request(self, body: ProxyBody, timeout_ms: u64) -> Option<Request<ProxyBody>> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
         *request.uri_mut() = Uri::from_maybe_shared(Bytes::from(self.path)).ok()?;
-        let headers = request.headers_mut();
-        headers.reserve(self.headers.len() + 2);
-        headers.insert(HOST, self.authority);
-        let mut name = None;
-        for (k, v) in self.headers {
-            // Repeated values of one name come with the name only on the first.
-            name = k.or(name);
-            let Some(k) = &name else { continue };
-            if drop_length && k == hyper::header::CONTENT_LENGTH {
-                continue;
-            }
-            headers.append(k.clone(), v);
-        }
+        let mut headers = self.headers;
         if timeout_ms > 0 {
             headers.insert(X_EXPECTED_TIMEOUT, expected_timeout(timeout_ms));
         }
+        *request.headers_mut() = headers;
         Some(request)
     }
 }
@@ -255,7 +251,7 @@ mod tests {
         parts: &Parts,
         path: &str,
         timeout: Duration,
-        drop_length: bool,
+        whole: bool,
     ) -> Result<(Vec<(String, String)>, Vec<(String, Option<String>)>), u16> {
         let mut given: Vec<(&[u8], &[u8])> = Vec::new();
         if let Some(a) = parts.uri.authority() {
@@ -272,6 +268,7 @@ mod tests {
             .collect();
         let router = ConnectionManager { route_timeout: timeout, ..cm.clone() };
         router.route_in_place(&mut decoded);
+        let drop_length = whole || decoded.get(b"trailer").is_some();
         let mut sent = vec![
             ("method".to_string(), String::from_utf8_lossy(decoded.get(b":method").unwrap_or_default()).into_owned()),
             ("uri".to_string(), String::from_utf8_lossy(decoded.get(b":path").unwrap_or_default()).into_owned()),
@@ -299,16 +296,16 @@ mod tests {
         parts: &Parts,
         path: &str,
         timeout: Duration,
-        drop_length: bool,
+        whole: bool,
     ) -> Result<(Vec<(String, String)>, Vec<(String, Option<String>)>), u16> {
-        let head = Head::decode(cm, n, parts, path.to_string()).map_err(|r| r.0)?;
+        let head = Head::decode(cm, n, parts, path.to_string(), whole).map_err(|r| r.0)?;
         let seen = NAMES
             .iter()
             .chain(&[":authority", ":path", ":method", ":scheme"])
             .map(|name| (name.to_string(), head.header(name)))
             .collect();
         let ms = u64::try_from(timeout.as_millis()).unwrap();
-        let request = head.into_request(ProxyBody::empty(), ms, drop_length).unwrap();
+        let request = head.into_request(ProxyBody::empty(), ms).unwrap();
         let mut sent =
             vec![("method".to_string(), request.method().to_string()), ("uri".to_string(), request.uri().to_string())];
         sent.extend(
@@ -367,7 +364,7 @@ mod tests {
             method in prop::sample::select(vec!["GET", "POST", "HEAD", "OPTIONS"]),
             headers in prop::collection::vec((prop::sample::select(NAMES), prop::sample::select(VALUES)), 0..10),
             timeout_ms in prop::sample::select(vec![0u64, 1, 15_000]),
-            drop_length in any::<bool>(),
+            whole in any::<bool>(),
             n in any::<u64>(),
         ) {
             let cm = ConnectionManager { seed: 11, ..ConnectionManager::default() };
@@ -375,8 +372,8 @@ mod tests {
             let p = parts(method, uri, &headers);
             let timeout = Duration::from_millis(timeout_ms);
             prop_assert_eq!(
-                through_direct(&cm, n, &p, "/p?q=1", timeout, drop_length),
-                through_host(&cm, n, &p, "/p?q=1", timeout, drop_length)
+                through_direct(&cm, n, &p, "/p?q=1", timeout, whole),
+                through_host(&cm, n, &p, "/p?q=1", timeout, whole)
             );
         }
     }

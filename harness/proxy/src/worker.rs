@@ -399,7 +399,7 @@ async fn exchange(
             }
         }
     } else {
-        match Head::decode(&shared.connection_manager, n, &parts, path) {
+        match Head::decode(&shared.connection_manager, n, &parts, path, end_of_request) {
             Ok(head) => Exchange::Direct(head),
             Err(Refused(status, body)) => return text_response(status, body, &[]),
         }
@@ -903,10 +903,7 @@ async fn forward(
             let drop_length = body.is_whole() || headers.get(b"trailer").is_some();
             upstream_request(&headers, body, drop_length)
         }
-        Exchange::Direct(head) => {
-            let drop_length = body.is_whole() || head.has("trailer");
-            head.into_request(body, u64::try_from(route.as_millis()).unwrap_or(u64::MAX), drop_length)
-        }
+        Exchange::Direct(head) => head.into_request(body, u64::try_from(route.as_millis()).unwrap_or(u64::MAX)),
     };
     let Some(request) = request else {
         return local(400, "Bad Request", &[]);
