@@ -243,6 +243,10 @@ mod tests {
 
     const VALUES: &[&str] = &["http", "https", "Upgrade", "keep-alive, upgrade", "close", "7", "0", "api.example", ""];
 
+    /// What a path made of a request: the request line and headers sent upstream, and what the
+    /// route and RBAC matchers read for each name of the vocabulary.
+    type Outcome = (Vec<(String, String)>, Vec<(String, Option<String>)>);
+
     /// What the host's path gives: decode_request, route_in_place, and the router's request as
     /// `worker::upstream_request` builds it from the host's map.
     fn through_host(
@@ -252,7 +256,7 @@ mod tests {
         path: &str,
         timeout: Duration,
         whole: bool,
-    ) -> Result<(Vec<(String, String)>, Vec<(String, Option<String>)>), u16> {
+    ) -> Result<Outcome, u16> {
         let mut given: Vec<(&[u8], &[u8])> = Vec::new();
         if let Some(a) = parts.uri.authority() {
             given.push((b":authority", a.as_str().as_bytes()));
@@ -297,7 +301,7 @@ mod tests {
         path: &str,
         timeout: Duration,
         whole: bool,
-    ) -> Result<(Vec<(String, String)>, Vec<(String, Option<String>)>), u16> {
+    ) -> Result<Outcome, u16> {
         let head = Head::decode(cm, n, parts, path.to_string(), whole).map_err(|r| r.0)?;
         let seen = NAMES
             .iter()
