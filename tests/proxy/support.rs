@@ -42,8 +42,9 @@ pub struct Upstream {
     seen: Arc<Mutex<VecDeque<Seen>>>,
     /// `/hold` requests wait until this is set (or the tests' longest wait).
     released: Arc<std::sync::atomic::AtomicBool>,
-    /// Connections accepted so far.
+    /// Connections accepted so far, and open now.
     accepted: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -61,7 +62,8 @@ impl Upstream {
         let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let gate = released.clone();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, live) = (accepted.clone(), open.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
@@ -69,7 +71,8 @@ impl Upstream {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { return };
                     count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                    let (log, gate) = (log.clone(), gate.clone());
+                    live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    let (log, gate, live) = (log.clone(), gate.clone(), live.clone());
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (log, gate) = (log.clone(), gate.clone());
                         async move { Ok::<_, Infallible>(answer(name, req, log, gate).await) }
@@ -78,11 +81,12 @@ impl Upstream {
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
+                        live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     });
                 }
             });
         });
-        Upstream { addr, seen, released, accepted }
+        Upstream { addr, seen, released, accepted, open }
     }
 
     /// An HTTP/1.1 upstream that answers `200 NAME` on a keep-alive connection (no
@@ -110,12 +114,17 @@ impl Upstream {
                 // Dropped: closed with no warning, between requests.
             }
         });
-        Upstream { addr, seen, released: Arc::default(), accepted }
+        Upstream { addr, seen, released: Arc::default(), accepted, open: Arc::default() }
     }
 
     /// Connections the upstream accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Connections open now (`http` upstreams).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Lets every `/hold` request answer.
@@ -139,7 +148,13 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen: Arc::default(), released: Arc::default(), accepted: Arc::default() }
+        Upstream {
+            addr,
+            seen: Arc::default(),
+            released: Arc::default(),
+            accepted: Arc::default(),
+            open: Arc::default(),
+        }
     }
 
     pub fn count(&self) -> usize {

@@ -158,6 +158,11 @@ impl Upstream {
         self.current().endpoints.clone()
     }
 
+    /// Whether `address` is one of the endpoints now.
+    pub fn has_endpoint(&self, address: SocketAddr) -> bool {
+        self.current().endpoints.contains(&address)
+    }
+
     fn current(&self) -> Arc<Hosts> {
         self.hosts.read().unwrap_or_else(PoisonError::into_inner).clone()
     }

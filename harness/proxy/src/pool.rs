@@ -54,6 +54,8 @@ struct Endpoint {
     open: usize,
     /// Requests waiting for a connection (the cluster is at max_connections), oldest first.
     waiting: VecDeque<oneshot::Sender<Handoff>>,
+    /// The cluster no longer has the endpoint (DNS moved it): connections let go are closed.
+    removed: bool,
 }
 
 /// What `checkout` found.
@@ -108,11 +110,13 @@ impl Pool {
         let at = match endpoints.iter().position(|e| e.key == key) {
             Some(at) => at,
             None => {
-                endpoints.push(Endpoint { key, idle: Vec::new(), open: 0, waiting: VecDeque::new() });
+                endpoints.push(Endpoint { key, idle: Vec::new(), open: 0, waiting: VecDeque::new(), removed: false });
                 endpoints.len() - 1
             }
         };
         let endpoint = &mut endpoints[at];
+        // Chosen by its cluster: the endpoint is the cluster's (again).
+        endpoint.removed = false;
         let mut i = endpoint.idle.len();
         while i > 0 {
             i -= 1;
@@ -177,6 +181,9 @@ impl Pool {
         }
         let mut endpoints = self.endpoints.borrow_mut();
         let Some(endpoint) = endpoints.iter_mut().find(|e| e.key == key) else { return };
+        if endpoint.removed {
+            return;
+        }
         while let Some(waiter) = endpoint.waiting.pop_front() {
             match waiter.send(Handoff::Conn(sender)) {
                 Ok(()) => return,
@@ -186,6 +193,20 @@ impl Pool {
             }
         }
         endpoint.idle.push(sender);
+    }
+
+    /// Closes the idle connections to endpoints their cluster no longer has (a DNS resolution
+    /// moved it), as Envoy drains the pools of removed hosts; busy ones are closed when their
+    /// request lets them go. Fixed clusters never change and are not looked at.
+    pub fn forget_removed(&self, upstreams: &[Arc<Upstream>]) {
+        let mut endpoints = self.endpoints.borrow_mut();
+        for endpoint in endpoints.iter_mut() {
+            let Some(upstream) = upstreams.get(endpoint.key.cluster) else { continue };
+            if upstream.names.is_some() && !upstream.has_endpoint(endpoint.key.address) {
+                endpoint.removed = true;
+                endpoint.idle.clear();
+            }
+        }
     }
 
     /// A connection of `key` closed, or never opened: one fewer, and the oldest waiting request

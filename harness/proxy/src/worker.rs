@@ -112,10 +112,15 @@ async fn tick_loop(worker: Rc<Worker>, queued: Arc<tokio::sync::Notify>) {
     let mut every = tokio::time::interval(TICK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let thread = format!("worker_{}", worker.index);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
-            _ = every.tick() => {}
+            _ = every.tick() => ticks = ticks.wrapping_add(1),
             _ = queued.notified() => {}
+        }
+        // About once a second: connections to endpoints DNS took out of their cluster.
+        if ticks % 200 == 0 {
+            worker.pool.forget_removed(&worker.shared.upstreams);
         }
         {
             let mut filters = worker.filters.borrow_mut();
