@@ -119,7 +119,7 @@ async fn tick_loop(worker: Rc<Worker>, queued: Arc<tokio::sync::Notify>) {
             _ = queued.notified() => {}
         }
         // About once a second: connections to endpoints DNS took out of their cluster.
-        if ticks % 200 == 0 {
+        if ticks.is_multiple_of(200) {
             worker.pool.forget_removed(&worker.shared.upstreams);
         }
         {
