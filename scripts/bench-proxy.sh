@@ -5,7 +5,8 @@
 # at this load. All in one run, interleaved, on loopback; then memory over a 1-minute run at 1,000
 # connections (MEMORY_DURATION=0 skips it); or, with INSTRUCTIONS=1, instructions per request under
 # callgrind. EBB_B=PATH adds a second ebb binary's no-filter row to every round (A B A B) and prints
-# the medians. Figures go to docs/benchmarks.md by hand.
+# the medians. SEPARATE_UPSTREAM=1 runs the upstream as an nginx of its own rather than inside the
+# reference nginx proxy's processes. Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EBB=${EBB:-target/release/ebb}
@@ -24,22 +25,34 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# The upstream: nginx answering 200 "ok" from memory, one worker process.
+# The upstream: nginx answering 200 "ok" from memory. By default the reference nginx proxy runs in
+# the same two worker processes as the upstream, so that a request can cross the proxy and the
+# upstream within one process; SEPARATE_UPSTREAM=1 runs the upstream as an nginx of its own (two
+# more worker processes), as it is for ebb proxy, so that both proxies meet the same arrangement.
 UP=$(free_port); NG=$(free_port)
-cat > "$work/nginx.conf" <<EOF
+upstream_server="server { listen 127.0.0.1:$UP; location / { return 200 \"ok\"; } }"
+proxy_server="server { listen 127.0.0.1:$NG; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx_conf() { # $1 = name, $2 = its servers
+  cat > "$work/$1.conf" <<EOF
 worker_processes 2;
 daemon off;
-pid $work/nginx.pid;
-error_log $work/error.log;
+pid $work/$1.pid;
+error_log $work/$1.error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok"; } }
-  server { listen 127.0.0.1:$NG; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  $2
 }
 EOF
-nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+  nginx -c "$work/$1.conf" -p "$work" & pids+=($!)
+}
+if [ "${SEPARATE_UPSTREAM:-0}" = 1 ]; then
+  nginx_conf upstream "$upstream_server"
+  nginx_conf nginx "$proxy_server"
+else
+  nginx_conf nginx "$upstream_server $proxy_server"
+fi
 
 bootstrap() { # $1 = with wasm (0/1)
   local filters="" 
@@ -171,7 +184,6 @@ median() { # file of "rps cpu" lines: the median of each column
   printf ' req/s, '
   awk '{print $2}' "$1" | sort -n | awk '{c[NR]=$1} END{printf "%s µs/request\n", c[int((NR+1)/2)]}'
 }
-NGINX_PID=$(cat "$work/nginx.pid" 2>/dev/null || echo -)
 nginx_cpu_pid=- # nginx runs as several processes: its CPU is not attributed here
 echo "| path | requests/s | p50 | p99 | proxy CPU µs/request |"
 echo "|---|---|---|---|---|"

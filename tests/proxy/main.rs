@@ -11,6 +11,7 @@
 mod util;
 
 mod support;
+mod upstream;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -560,6 +561,13 @@ fn a_strict_dns_cluster_follows_its_name_at_the_dns_refresh_rate() {
     assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
     for _ in 0..5 {
         assert_eq!(upstream().as_deref(), Some("second"));
+    }
+    // The idle connections to the address the name left are closed, as Envoy drains the pools of
+    // removed hosts (within a second or so of the change).
+    let start = Instant::now();
+    while first.open_connections() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "connections to the old address stay open");
+        std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
         proxy.logs().contains("cluster backend: DNS resolution changed the hosts to [127.0.0.2:"),

@@ -42,6 +42,9 @@ pub struct Upstream {
     seen: Arc<Mutex<VecDeque<Seen>>>,
     /// `/hold` requests wait until this is set (or the tests' longest wait).
     released: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections accepted so far, and open now.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -58,13 +61,18 @@ impl Upstream {
         let log = seen.clone();
         let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let gate = released.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, live) = (accepted.clone(), open.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { return };
-                    let (log, gate) = (log.clone(), gate.clone());
+                    count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    let (log, gate, live) = (log.clone(), gate.clone(), live.clone());
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (log, gate) = (log.clone(), gate.clone());
                         async move { Ok::<_, Infallible>(answer(name, req, log, gate).await) }
@@ -73,11 +81,50 @@ impl Upstream {
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
+                        live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                     });
                 }
             });
         });
-        Upstream { addr, seen, released }
+        Upstream { addr, seen, released, accepted, open }
+    }
+
+    /// An HTTP/1.1 upstream that answers `200 NAME` on a keep-alive connection (no
+    /// `connection: close`) and then closes it at once, as a server whose keep-alive timeout
+    /// ran out does: every request after the first finds the proxy's pooled connection closed.
+    pub fn closing_after_each_response(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<VecDeque<Seen>>> = Arc::default();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (log, count) = (seen.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let _ = stream.set_read_timeout(Some(WAIT));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                log.lock().expect("seen").push_back(Seen { headers: Vec::new(), trailers: Vec::new() });
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}", name.len());
+                let _ = stream.write_all(reply.as_bytes());
+                // Dropped: closed with no warning, between requests.
+            }
+        });
+        Upstream { addr, seen, released: Arc::default(), accepted, open: Arc::default() }
+    }
+
+    /// Connections the upstream accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Connections open now (`http` upstreams).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Lets every `/hold` request answer.
@@ -101,7 +148,13 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen: Arc::default(), released: Arc::default() }
+        Upstream {
+            addr,
+            seen: Arc::default(),
+            released: Arc::default(),
+            accepted: Arc::default(),
+            open: Arc::default(),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -503,6 +556,20 @@ pub fn configured_filter_bootstrap(code: &Path, policy: &str, configuration: &st
     ))
 }
 
+/// A bootstrap with no Wasm filter (the router only): everything to the cluster `backend`, its
+/// route's fields `route` (`timeout: 0.2s`) and the cluster's `cluster` (`connect_timeout: …`,
+/// `circuit_breakers: …`), each a YAML flow-mapping's inside.
+pub fn plain_bootstrap(route: &str, cluster: &str) -> PathBuf {
+    let listener = ingress_to_backend("")
+        .replace("route: { cluster: backend }", &format!("route: {{ cluster: backend, {route} }}"));
+    write_temp(&format!(
+        r#"{listener}  clusters:
+  - {{ name: backend, type: STATIC, {cluster}
+      load_assignment: {{ cluster_name: backend, endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }} }} ] }} ] }} }}
+"#
+    ))
+}
+
 /// The admin and one HTTP listener routing everything to the cluster `backend`, through
 /// `http_filters` (YAML list items, indented for the list) and the router; clusters go after it.
 fn ingress_to_backend(http_filters: &str) -> String {
@@ -598,7 +665,10 @@ impl Proxy {
 
     pub fn start_yaml(yaml: &Path, clusters: &[(&str, &Upstream)], extra: &[&str]) -> Proxy {
         let mut cmd = Command::new(util::ebb_binary());
-        cmd.arg("proxy").arg(yaml).arg("--concurrency=2").arg("--admin=127.0.0.1:0").arg("--drain-time=5s");
+        cmd.arg("proxy").arg(yaml).arg("--admin=127.0.0.1:0").arg("--drain-time=5s");
+        if !extra.iter().any(|e| e.starts_with("--concurrency")) {
+            cmd.arg("--concurrency=2");
+        }
         let text = std::fs::read_to_string(yaml).expect("bootstrap");
         for name in ["ingress_http", "ingress_ssh", "ebb_control"] {
             let overridden = extra.iter().any(|e| e.starts_with(&format!("--listener={name}=")));
@@ -745,6 +815,30 @@ pub fn ctl(proxy: &Proxy, args: &[&str]) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "ebb-ctl {args:?} failed: {text}");
     text
+}
+
+/// A loopback endpoint that never completes a connection: a listener with no room in its
+/// accept queue (backlog 0, one connection already waiting, never accepted), so the kernel drops
+/// every further SYN and a connect waits until its own timeout.
+pub struct Silent {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _waiting: TcpStream,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Silent {
+    pub fn new() -> Silent {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let listener = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+            socket.listen(0).expect("listen")
+        });
+        let addr = listener.local_addr().expect("addr");
+        let waiting = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("fill the accept queue");
+        Silent { addr, _listener: listener, _waiting: waiting, _rt: rt }
+    }
 }
 
 /// A loopback port free a moment ago.

@@ -114,12 +114,15 @@ fn render_pages(shared: &Shared, main: &[Proxy]) -> Pages {
             let n = class.load(Ordering::Relaxed);
             scalar(&mut page, format!("cluster.{c}.upstream_rq_{}xx", i + 1), MetricKind::Counter, n);
         }
-        scalar(
-            &mut page,
-            format!("cluster.{c}.upstream_cx_connect_fail"),
-            MetricKind::Counter,
-            s.cx_connect_fail.load(Ordering::Relaxed),
-        );
+        for (name, counter) in [
+            ("upstream_cx_total", &s.cx_total),
+            ("upstream_cx_overflow", &s.cx_overflow),
+            ("upstream_cx_connect_fail", &s.cx_connect_fail),
+            ("upstream_cx_connect_timeout", &s.cx_connect_timeout),
+        ] {
+            scalar(&mut page, format!("cluster.{c}.{name}"), MetricKind::Counter, counter.load(Ordering::Relaxed));
+        }
+        scalar(&mut page, format!("cluster.{c}.upstream_cx_active"), MetricKind::Gauge, u.connections());
         scalar(
             &mut page,
             format!("cluster.{c}.upstream_rq_timeout"),

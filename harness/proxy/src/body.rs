@@ -8,7 +8,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
-use crate::cluster::Claim;
+use crate::pool::UpstreamBody;
 
 /// Why a streamed body was cut short (the peer sees a reset).
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +28,10 @@ pub const CHUNKS_IN_FLIGHT: usize = 4;
 pub enum ProxyBody {
     /// The whole body (None once sent).
     Whole(Option<Bytes>),
-    /// The other side's body, frames (trailers too) passed as they come; an upstream's keeps
-    /// its endpoint claimed until it has gone.
-    Peer { body: Incoming, _claim: Option<Claim> },
+    /// The client's body, frames (trailers too) passed as they come.
+    Peer(Incoming),
+    /// The upstream's body passed as it comes (its endpoint claimed until it has gone).
+    Upstream(UpstreamBody),
     /// Frames from a pump task; the body ends when the sender is dropped.
     Chunks(mpsc::Receiver<Result<Frame<Bytes>, Aborted>>),
 }
@@ -40,9 +41,9 @@ impl ProxyBody {
         ProxyBody::Whole(Some(bytes))
     }
 
-    /// The peer's body passed on; `claim` (an upstream endpoint's) is held until it has gone.
-    pub fn peer(body: Incoming, claim: Option<Claim>) -> ProxyBody {
-        ProxyBody::Peer { body, _claim: claim }
+    /// The client's body passed on.
+    pub fn peer(body: Incoming) -> ProxyBody {
+        ProxyBody::Peer(body)
     }
 
     pub fn empty() -> ProxyBody {
@@ -68,7 +69,8 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Whole(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Peer { body: incoming, .. } => Pin::new(incoming).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Peer(incoming) => Pin::new(incoming).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Chunks(rx) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
@@ -81,7 +83,8 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Whole(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
-            ProxyBody::Peer { body: incoming, .. } => incoming.is_end_stream(),
+            ProxyBody::Peer(incoming) => incoming.is_end_stream(),
+            ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Chunks(_) => false,
         }
     }
@@ -89,7 +92,8 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Whole(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Peer { body: incoming, .. } => incoming.size_hint(),
+            ProxyBody::Peer(incoming) => incoming.size_hint(),
+            ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Chunks(_) => SizeHint::default(),
         }
     }

@@ -42,8 +42,11 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     lb: LbPolicy,
     next: AtomicUsize,
-    /// Requests (or TCP connections) in flight to the cluster, against the breakers.
+    /// Requests in flight to the cluster, against `max_requests`.
     requests: AtomicU64,
+    /// Upstream connections open to the cluster from every worker (HTTP pools and tcp_proxy),
+    /// against `max_connections`.
+    connections: AtomicU64,
     pub max_requests: u64,
     pub max_connections: u64,
     pub stats: ClusterStats,
@@ -51,11 +54,13 @@ pub struct Upstream {
     pub names: Option<Names>,
 }
 
-/// A request's claim on a cluster: released when dropped.
+/// A request's (or a TCP connection's) claim on a cluster: released when dropped.
 pub struct Claim {
     upstream: Arc<Upstream>,
     hosts: Arc<Hosts>,
     endpoint: usize,
+    /// Counted against max_connections (tcp_proxy) rather than max_requests.
+    connection: bool,
 }
 
 impl Claim {
@@ -66,7 +71,11 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.upstream.requests.fetch_sub(1, Ordering::Relaxed);
+        if self.connection {
+            self.upstream.close_connection();
+        } else {
+            self.upstream.requests.fetch_sub(1, Ordering::Relaxed);
+        }
         self.hosts.active[self.endpoint].fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -136,6 +145,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             hosts: RwLock::new(Hosts::new(endpoints)),
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             max_requests: cluster.max_requests.unwrap_or(DEFAULT_MAX),
             max_connections: cluster.max_connections.unwrap_or(DEFAULT_MAX),
             stats,
@@ -146,6 +156,11 @@ impl Upstream {
     /// The endpoints now.
     pub fn endpoints(&self) -> Vec<SocketAddr> {
         self.current().endpoints.clone()
+    }
+
+    /// Whether `address` is one of the endpoints now.
+    pub fn has_endpoint(&self, address: SocketAddr) -> bool {
+        self.current().endpoints.contains(&address)
     }
 
     fn current(&self) -> Arc<Hosts> {
@@ -168,23 +183,52 @@ impl Upstream {
 
     /// Picks an endpoint for a request and counts it against `max_requests`.
     pub fn claim(self: &Arc<Self>) -> Result<Claim, NoClaim> {
-        self.claim_under(self.max_requests)
+        self.claim_under(false)
     }
 
     /// Picks an endpoint for a TCP connection (tcp_proxy) and counts it against `max_connections`.
     pub fn claim_connection(self: &Arc<Self>) -> Result<Claim, NoClaim> {
-        self.claim_under(self.max_connections)
+        self.claim_under(true)
     }
 
-    fn claim_under(self: &Arc<Self>, max: u64) -> Result<Claim, NoClaim> {
+    /// Counts a new upstream connection against `max_connections`; `anyway` counts it over the
+    /// limit (a worker's pool with no connection to the endpoint opens one regardless, as
+    /// Envoy's does). False when over the limit and not `anyway`.
+    pub fn open_connection(&self, anyway: bool) -> bool {
+        if self.connections.fetch_add(1, Ordering::Relaxed) >= self.max_connections && !anyway {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// One upstream connection counted by `open_connection` closed.
+    pub fn close_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Upstream connections open now, from every worker.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn claim_under(self: &Arc<Self>, connection: bool) -> Result<Claim, NoClaim> {
         let hosts = self.current();
         let n = hosts.endpoints.len();
         if n == 0 {
             return Err(NoClaim::NoEndpoint);
         }
-        if self.requests.fetch_add(1, Ordering::Relaxed) >= max {
+        let admitted = if connection {
+            self.open_connection(false)
+        } else if self.requests.fetch_add(1, Ordering::Relaxed) >= self.max_requests {
             self.requests.fetch_sub(1, Ordering::Relaxed);
-            self.stats.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
+            false
+        } else {
+            true
+        };
+        if !admitted {
+            let overflow = if connection { &self.stats.cx_overflow } else { &self.stats.rq_pending_overflow };
+            overflow.fetch_add(1, Ordering::Relaxed);
             return Err(NoClaim::Overflow);
         }
         let endpoint = match self.lb {
@@ -200,7 +244,7 @@ impl Upstream {
             }
         };
         hosts.active[endpoint].fetch_add(1, Ordering::Relaxed);
-        Ok(Claim { upstream: self.clone(), hosts, endpoint })
+        Ok(Claim { upstream: self.clone(), hosts, endpoint, connection })
     }
 }
 

@@ -3,15 +3,19 @@
 //! shared data and stats per vm_id across them, ticks from the real clock.
 //!
 //! `bootstrap` is the subset of Envoy's configuration it serves (any other field is refused by its
-//! YAML path); `route` is what the connection manager decides before filters run; `cluster` the
-//! upstreams; `worker` a worker thread's event loop; `body` the bodies it streams; `admin` the main thread; `server` start/stop.
+//! YAML path); `route` is what the connection manager decides before filters run; `direct` the
+//! connection manager and router for a listener with no Wasm filter; `cluster` the upstreams;
+//! `pool` a worker's upstream connections; `worker` a worker thread's event loop; `body` the
+//! bodies it streams; `admin` the main thread; `server` start/stop.
 
 mod admin;
 mod body;
 pub mod bootstrap;
 mod cluster;
+mod direct;
 mod dns;
 mod filters;
+mod pool;
 mod route;
 mod server;
 pub mod stats;

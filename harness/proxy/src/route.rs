@@ -84,19 +84,19 @@ fn remove_dot_segments(path: &str) -> String {
 /// The virtual host for `authority` (port ignored), by Envoy's order: exact names, then the
 /// longest `*.suffix`, then the longest `prefix.*`, then `*`.
 pub fn virtual_host<'a>(manager: &'a HttpManager, authority: &str) -> Option<&'a VirtualHost> {
-    let host = strip_port(authority).to_ascii_lowercase();
+    // Case-insensitive without lower-cased copies: this runs for every request.
+    let host = strip_port(authority);
     let mut best: Option<(u8, usize, &VirtualHost)> = None;
     for vh in &manager.virtual_hosts {
-        for domain in &vh.domains {
-            let d = domain.to_ascii_lowercase();
+        for d in &vh.domains {
             let rank = if d == "*" {
                 Some((0, 0))
             } else if let Some(suffix) = d.strip_prefix('*') {
-                host.ends_with(suffix).then_some((2, suffix.len()))
+                ends_with_ignore_case(host, suffix).then_some((2, suffix.len()))
             } else if let Some(prefix) = d.strip_suffix('*') {
-                host.starts_with(prefix).then_some((1, prefix.len()))
+                starts_with_ignore_case(host, prefix).then_some((1, prefix.len()))
             } else {
-                (d == host || d == authority.to_ascii_lowercase()).then_some((3, d.len()))
+                (d.eq_ignore_ascii_case(host) || d.eq_ignore_ascii_case(authority)).then_some((3, d.len()))
             };
             if let Some((class, len)) = rank {
                 if best.is_none_or(|(c, l, _)| (class, len) > (c, l)) {
@@ -106,6 +106,16 @@ pub fn virtual_host<'a>(manager: &'a HttpManager, authority: &str) -> Option<&'a
         }
     }
     best.map(|(_, _, vh)| vh)
+}
+
+fn ends_with_ignore_case(text: &str, suffix: &str) -> bool {
+    let (text, suffix) = (text.as_bytes(), suffix.as_bytes());
+    text.len() >= suffix.len() && text[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    let (text, prefix) = (text.as_bytes(), prefix.as_bytes());
+    text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -189,13 +199,24 @@ mod tests {
             stat_prefix: "x".into(),
             normalize_path: false,
             merge_slashes: false,
-            virtual_hosts: vec![vh("any", &["*"]), vh("suffix", &["*.example.org"]), vh("exact", &["api.example.org"])],
+            virtual_hosts: vec![
+                vh("any", &["*"]),
+                vh("suffix", &["*.example.org"]),
+                vh("prefix", &["cdn.*"]),
+                vh("exact", &["api.example.org"]),
+            ],
             http_filters: vec![],
         };
         let pick = |a| virtual_host(&manager, a).map(|v| v.name.as_str());
         assert_eq!(pick("api.example.org:8080"), Some("exact"));
         assert_eq!(pick("www.example.org"), Some("suffix"));
         assert_eq!(pick("other"), Some("any"));
+        assert_eq!(pick("cdn.example.net"), Some("prefix"));
+        // Host names compare without regard to case, as Envoy lower-cases them.
+        assert_eq!(pick("API.Example.ORG:8080"), Some("exact"));
+        assert_eq!(pick("WWW.EXAMPLE.ORG"), Some("suffix"));
+        assert_eq!(pick("CDN.example.net"), Some("prefix"));
+        assert_eq!(pick("example.org"), Some("any"));
     }
 
     #[test]

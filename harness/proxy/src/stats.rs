@@ -69,7 +69,11 @@ impl Histogram {
 #[derive(Default)]
 pub struct ClusterStats {
     pub rq: RequestStats,
+    /// Upstream connections opened (HTTP pools), and how many were refused by max_connections.
+    pub cx_total: AtomicU64,
+    pub cx_overflow: AtomicU64,
     pub cx_connect_fail: AtomicU64,
+    pub cx_connect_timeout: AtomicU64,
     pub rq_timeout: AtomicU64,
     pub rq_pending_overflow: AtomicU64,
     pub membership_total: AtomicU64,

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -15,16 +14,15 @@ use ebb_host::{int_value, HeaderMap, Proxy, Step, StreamId};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
 use crate::body::{Aborted, ChunkSender, ProxyBody};
 use crate::bootstrap::{HttpFilter, HttpManager, ListenerKind, RouteAction};
-use crate::cluster::Claim;
+use crate::direct::{Head, Refused, X_EXPECTED_TIMEOUT, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::filters::print_logs;
+use crate::pool::{Failed, Pool, UpstreamBody};
 use crate::route;
 use crate::server::Shared;
 
@@ -53,7 +51,8 @@ pub struct Worker {
     filters: RefCell<Vec<Proxy>>,
     waiters: RefCell<Vec<Waiter>>,
     shared: Arc<Shared>,
-    client: Client<HttpConnector, Body>,
+    /// The worker's upstream connections.
+    pool: Rc<Pool>,
 }
 
 /// Runs worker `index` on this thread until shutdown and the drain of its connections.
@@ -68,16 +67,12 @@ pub fn run(index: usize, filters: Vec<Proxy>, shared: Arc<Shared>, listeners: Ve
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         let worker = Rc::new(Worker {
             index,
             filters: RefCell::new(filters),
             waiters: RefCell::new(Vec::new()),
             shared: shared.clone(),
-            client,
+            pool: Rc::new(Pool::default()),
         });
         // An item queued for one of this worker's VMs, from any thread, wakes its loop at once.
         let queued = Arc::new(tokio::sync::Notify::new());
@@ -117,10 +112,15 @@ async fn tick_loop(worker: Rc<Worker>, queued: Arc<tokio::sync::Notify>) {
     let mut every = tokio::time::interval(TICK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let thread = format!("worker_{}", worker.index);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
-            _ = every.tick() => {}
+            _ = every.tick() => ticks = ticks.wrapping_add(1),
             _ = queued.notified() => {}
+        }
+        // About once a second: connections to endpoints DNS took out of their cluster.
+        if ticks.is_multiple_of(200) {
+            worker.pool.forget_removed(&worker.shared.upstreams);
         }
         {
             let mut filters = worker.filters.borrow_mut();
@@ -295,15 +295,40 @@ impl Drop for Open {
     }
 }
 
-/// The request as the filters see it: pseudo-headers first, as Envoy's codec presents them.
-/// Headers stay bytes in the host's map from the client to the upstream: no text copies.
-struct Exchange {
-    headers: HeaderMap,
+/// The request after the connection manager. With a Wasm filter on the listener, in the host's
+/// map as the filters see it (pseudo-headers first, as Envoy's codec presents them; bytes from
+/// the client to the upstream, no text copies); without, on hyper's map (`direct`), the same
+/// request without the round trip through the host's map.
+// One per request, held in its future and never in a collection: boxing the larger variant
+// would cost the direct path an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Exchange {
+    Host { headers: HeaderMap, path: String },
+    Direct(Head),
 }
 
 impl Exchange {
+    /// A header as the filters see it (route and RBAC matchers).
     fn header(&self, name: &str) -> Option<String> {
-        self.headers.get_str(name)
+        match self {
+            Exchange::Host { headers, .. } => headers.get_str(name),
+            Exchange::Direct(head) => head.header(name),
+        }
+    }
+
+    /// The normalised path the route is chosen by.
+    fn path(&self) -> &str {
+        match self {
+            Exchange::Host { path, .. } => path,
+            Exchange::Direct(head) => head.path(),
+        }
+    }
+
+    fn authority(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Exchange::Host { headers, .. } => String::from_utf8_lossy(headers.get(b":authority").unwrap_or_default()),
+            Exchange::Direct(head) => head.authority(),
+        }
     }
 }
 
@@ -318,12 +343,10 @@ struct Addresses {
 /// headers with its body still to come.
 enum Answer {
     Local(HeaderMap, Bytes),
-    /// The claim on the endpoint is held until the body has gone, as Envoy counts a request
-    /// active (breakers, least request) until it completes.
-    Upstream(HeaderMap, Incoming, Claim),
+    Upstream(HeaderMap, UpstreamBody),
     /// The upstream's response as hyper read it, for a route with no Wasm filter: passed on as
     /// it is (hop-by-hop headers removed), with no header map conversion either way.
-    Direct(hyper::http::response::Parts, Incoming, Claim),
+    Direct(hyper::http::response::Parts, UpstreamBody),
 }
 
 /// Why the request body's pump stopped the exchange before the upstream answered.
@@ -359,42 +382,52 @@ async fn exchange(
     let shared = worker.shared.clone();
     let (parts, body) = req.into_parts();
     let end_of_request = body.is_end_stream();
-    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let Some(path) = route::normalize(&raw_path, manager.normalize_path, manager.merge_slashes) else {
+    let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Some(path) = route::normalize(raw_path, manager.normalize_path, manager.merge_slashes) else {
         return text_response(400, "Bad Request", &[]);
     };
     // Envoy's connection manager before any filter (ebb-host's, as `ebb request` plays it): the
     // codec's header order, Host as :authority, hop-by-hop and internal headers dropped,
-    // x-forwarded-proto and x-request-id added, a request with no host refused.
-    let uri_authority = parts.uri.authority().map(|a| a.as_str().to_string());
-    let mut given: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 3);
-    if let Some(a) = &uri_authority {
-        given.push((b":authority", a.as_bytes()));
-    }
-    given.push((b":path", path.as_bytes()));
-    given.push((b":method", parts.method.as_str().as_bytes()));
-    given.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
-    let headers = match shared.connection_manager.decode_request(shared.next_request(), &given) {
-        Ok(headers) => headers,
-        Err(reply) => {
-            let body = String::from_utf8_lossy(&reply.body);
-            return text_response(u16::try_from(reply.status).unwrap_or(400), &body, &[]);
+    // x-forwarded-proto and x-request-id added, a request with no host refused. With no Wasm
+    // filter to see the request, the same on hyper's map (`direct`, held to the host's by tests).
+    let n = shared.next_request();
+    let mut ex = if manager.http_filters.iter().any(|f| matches!(f, HttpFilter::Wasm(_))) {
+        let mut given: Vec<(&[u8], &[u8])> = Vec::with_capacity(parts.headers.len() + 3);
+        if let Some(a) = parts.uri.authority() {
+            given.push((b":authority", a.as_str().as_bytes()));
+        }
+        given.push((b":path", path.as_bytes()));
+        given.push((b":method", parts.method.as_str().as_bytes()));
+        given.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
+        match shared.connection_manager.decode_request(n, &given) {
+            Ok(headers) => Exchange::Host { headers, path },
+            Err(reply) => {
+                let body = String::from_utf8_lossy(&reply.body);
+                return text_response(u16::try_from(reply.status).unwrap_or(400), &body, &[]);
+            }
+        }
+    } else {
+        match Head::decode(&shared.connection_manager, n, &parts, path, end_of_request) {
+            Ok(head) => Exchange::Direct(head),
+            Err(Refused(status, body)) => return text_response(status, body, &[]),
         }
     };
-    let authority = headers.get_str(":authority").unwrap_or_default();
-    let mut ex = Exchange { headers };
+    // The request's head shares hyper's read buffer: let go of it before the first wait, so that
+    // the connection's next read (hyper reads ahead for the next request) reuses that buffer
+    // instead of allocating another.
+    drop(parts);
 
     // The route is chosen before any filter runs (filters see `xds.cluster_name`).
     let chosen = {
         let lookup = |name: &str| ex.header(name);
-        route::virtual_host(manager, &authority)
-            .and_then(|vh| route::route(vh, &path, &lookup).map(|r| r.action.clone()))
+        route::virtual_host(manager, &ex.authority())
+            .and_then(|vh| route::route(vh, ex.path(), &lookup).map(|r| &r.action))
     };
     let Some(action) = chosen else {
         return text_response(404, "", &[]);
     };
-    let cluster_name = match &action {
-        RouteAction::Cluster { name, .. } => Some(name.clone()),
+    let cluster_name = match action {
+        RouteAction::Cluster { name, .. } => Some(name.as_str()),
         RouteAction::DirectResponse { .. } => None,
     };
 
@@ -416,15 +449,10 @@ async fn exchange(
             HttpFilter::Wasm(_) => {
                 let index = filter_base + wasm_seen;
                 wasm_seen += 1;
-                let run = run_request_filter(
-                    worker,
-                    &mut open,
-                    index,
-                    &mut ex,
-                    end_of_request,
-                    cluster_name.as_deref(),
-                    addresses,
-                );
+                // A listener with a Wasm filter has its requests in the host's map.
+                let Exchange::Host { headers, .. } = &mut ex else { continue };
+                let run =
+                    run_request_filter(worker, &mut open, index, headers, end_of_request, cluster_name, addresses);
                 match run.await {
                     FilterOutcome::Continue => {}
                     FilterOutcome::Reply(headers, body) => {
@@ -440,7 +468,7 @@ async fn exchange(
     let answer = match (reply, action) {
         (Some((headers, body)), _) => Answer::Local(headers, body),
         (None, RouteAction::DirectResponse { status, body }) => {
-            let (headers, body) = local_parts(status, body.as_deref().unwrap_or(""), &[]);
+            let (headers, body) = local_parts(*status, body.as_deref().unwrap_or(""), &[]);
             Answer::Local(headers, body)
         }
         (None, RouteAction::Cluster { name, timeout }) => {
@@ -449,7 +477,7 @@ async fn exchange(
             let (upstream_body, verdict) = if end_of_request {
                 (ProxyBody::empty(), None)
             } else if open.streams.is_empty() {
-                (ProxyBody::peer(body, None), None)
+                (ProxyBody::peer(body), None)
             } else {
                 let (tx, upstream_body) = ProxyBody::channel();
                 let (verdict_tx, verdict) = oneshot::channel();
@@ -458,7 +486,7 @@ async fn exchange(
                 (upstream_body, Some(verdict))
             };
             let direct = open.streams.is_empty();
-            let upstream = forward(worker, &name, timeout, &mut ex, upstream_body, direct);
+            let upstream = forward(worker, name, *timeout, ex, upstream_body, direct);
             match verdict {
                 None => upstream.await,
                 Some(mut verdict) => {
@@ -512,7 +540,7 @@ async fn run_request_filter(
     worker: &Rc<Worker>,
     open: &mut Open,
     filter: usize,
-    ex: &mut Exchange,
+    request: &mut HeaderMap,
     end_of_request: bool,
     cluster: Option<&str>,
     addresses: &Addresses,
@@ -530,7 +558,7 @@ async fn run_request_filter(
         http.set_property("destination.address", addresses.destination.as_bytes());
         http.set_property("destination.port", &addresses.port);
         let id = http.id();
-        let pairs: Vec<(&[u8], &[u8])> = ex.headers.iter().collect();
+        let pairs: Vec<(&[u8], &[u8])> = request.iter().collect();
         let step = http.request_headers(&pairs, end_of_request);
         (id, step)
     };
@@ -543,7 +571,7 @@ async fn run_request_filter(
     match step {
         Step::Continue => {
             if let Some(m) = http.upstream_request() {
-                ex.headers = m.headers;
+                *request = m.headers;
             }
             FilterOutcome::Continue
         }
@@ -733,7 +761,7 @@ struct Chunk {
 }
 
 /// The next piece of a peer's body; Err if the peer reset.
-async fn next_chunk(body: &mut Incoming) -> Result<Chunk, ()> {
+async fn next_chunk<B: hyper::body::Body<Data = Bytes> + Unpin>(body: &mut B) -> Result<Chunk, ()> {
     let end = Chunk { data: Bytes::new(), eos: true, trailers: None };
     match body.frame().await {
         None => Ok(end),
@@ -836,7 +864,7 @@ async fn forward(
     worker: &Rc<Worker>,
     cluster: &str,
     timeout: Option<Duration>,
-    ex: &mut Exchange,
+    ex: Exchange,
     body: ProxyBody,
     direct: bool,
 ) -> Answer {
@@ -845,9 +873,10 @@ async fn forward(
         Answer::Local(headers, body)
     };
     let shared = worker.shared.clone();
-    let Some(upstream) = shared.upstreams.iter().find(|u| u.name == cluster) else {
+    let Some(index) = shared.upstreams.iter().position(|u| u.name == cluster) else {
         return local(503, "no healthy upstream", &[]);
     };
+    let upstream = &shared.upstreams[index];
     let claim = match upstream.claim() {
         Ok(c) => c,
         Err(crate::cluster::NoClaim::NoEndpoint) => return local(503, "no healthy upstream", &[]),
@@ -860,23 +889,35 @@ async fn forward(
         }
     };
     // The router's timeout headers (Envoy's `FilterUtility::finalTimeout`): a filter's
-    // x-envoy-upstream-rq-timeout-ms replaces the route's; 0 is none.
+    // x-envoy-upstream-rq-timeout-ms replaces the route's (only a filter can set it: the
+    // connection manager drops a client's); 0 is none, for either.
     let route = timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
-    let timeout = match ex.header("x-envoy-upstream-rq-timeout-ms").and_then(|v| v.trim().parse::<u64>().ok()) {
+    let from_filter = match &ex {
+        Exchange::Host { headers, .. } => headers.get_str("x-envoy-upstream-rq-timeout-ms"),
+        Exchange::Direct(_) => None,
+    };
+    let timeout = match from_filter.and_then(|v| v.trim().parse::<u64>().ok()) {
         Some(0) => STREAM_IDLE_TIMEOUT,
         Some(ms) => Duration::from_millis(ms),
+        None if route.is_zero() => STREAM_IDLE_TIMEOUT,
         None => route,
     };
-    let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
-    router.route_in_place(&mut ex.headers);
     // A whole body's length is hyper's to set; a streamed one keeps the client's, unless
     // trailers are declared: HTTP/1.1 carries them only in a chunked body.
-    let drop_length = body.is_whole() || ex.headers.get(b"trailer").is_some();
-    let Some(request) = upstream_request(ex, claim.address(), body, drop_length) else {
+    let request = match ex {
+        Exchange::Host { mut headers, .. } => {
+            let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
+            router.route_in_place(&mut headers);
+            let drop_length = body.is_whole() || headers.get(b"trailer").is_some();
+            upstream_request(&headers, body, drop_length)
+        }
+        Exchange::Direct(head) => head.into_request(body, u64::try_from(route.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let Some(request) = request else {
         return local(400, "Bad Request", &[]);
     };
     let started = tokio::time::Instant::now();
-    let result = tokio::time::timeout(timeout, worker.client.request(request)).await;
+    let result = tokio::time::timeout(timeout, worker.pool.send(upstream, index, claim.address(), request)).await;
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     let stats = &upstream.stats;
     match result {
@@ -885,22 +926,21 @@ async fn forward(
             stats.rq.record(504, elapsed);
             local(504, "upstream request timeout", &[])
         }
-        Ok(Err(e)) => {
-            if e.is_connect() {
-                stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
-            }
+        // Envoy answers a connect timeout as a connection failure too (`onPoolFailure`).
+        Ok(Err(Failed::Connect | Failed::Reset)) => {
             stats.rq.record(503, elapsed);
             local(503, RESET_BEFORE_HEADERS, &[])
         }
-        Ok(Ok(response)) => {
+        Ok(Ok((response, lease))) => {
             let (mut parts, body) = response.into_parts();
+            let body = UpstreamBody::new(body, lease, claim);
             stats.rq.record(parts.status.as_u16(), elapsed);
             if direct {
                 parts.headers.remove(hyper::header::TRANSFER_ENCODING);
                 parts.headers.remove(hyper::header::CONNECTION);
                 parts.version = hyper::Version::default();
                 parts.extensions = Default::default();
-                return Answer::Direct(parts, body, claim);
+                return Answer::Direct(parts, body);
             }
             let mut headers = HeaderMap::new();
             headers.add(b":status", parts.status.as_str().as_bytes());
@@ -910,39 +950,55 @@ async fn forward(
                 }
                 headers.add(k.as_str().as_bytes(), v.as_bytes());
             }
-            Answer::Upstream(headers, body, claim)
+            Answer::Upstream(headers, body)
         }
     }
 }
 
-/// The request the router sends to `address`, built in place (a builder moves its parts at every
-/// header), or None if a header is not valid HTTP.
-fn upstream_request(ex: &Exchange, address: SocketAddr, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
+/// Names the connection manager and router add to every request, as constants: parsing them
+/// would copy each into an allocation of its own.
+const ADDED_NAMES: [hyper::header::HeaderName; 3] = [X_FORWARDED_PROTO, X_REQUEST_ID, X_EXPECTED_TIMEOUT];
+
+/// The request the router sends, built in place (a builder moves its parts at every header), or
+/// None if a header is not valid HTTP. Its URI is the origin form the connection sends as it is.
+/// Every value (and the path) is a slice of one copy of them all, not an allocation each.
+fn upstream_request(given: &HeaderMap, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
     use hyper::header::{HeaderName, HeaderValue, HOST};
     let mut request = Request::new(body);
-    *request.method_mut() = match ex.headers.get(b":method") {
-        Some(m) => hyper::Method::from_bytes(m).ok()?,
-        None => hyper::Method::GET,
-    };
-    let path = ex.headers.get(b":path").unwrap_or(b"/");
-    let mut uri = Vec::with_capacity(path.len() + 32);
-    write!(uri, "http://{address}").ok()?;
-    uri.extend_from_slice(path);
-    *request.uri_mut() = hyper::Uri::from_maybe_shared(Bytes::from(uri)).ok()?;
+    let mut data = bytes::BytesMut::with_capacity(given.iter().map(|(_, v)| v.len()).sum());
+    for (_, v) in given.iter() {
+        data.extend_from_slice(v);
+    }
+    let data = data.freeze();
     let headers = request.headers_mut();
-    headers.reserve(ex.headers.len());
-    if let Some(authority) = ex.headers.get(b":authority") {
-        headers.insert(HOST, HeaderValue::from_bytes(authority).ok()?);
-    }
-    for (k, v) in ex.headers.iter() {
-        if k.starts_with(b":")
-            || matches!(k, b"host" | b"transfer-encoding" | b"connection")
-            || (drop_length && k == b"content-length")
-        {
-            continue;
+    headers.reserve(given.len());
+    let mut at = 0;
+    let mut path = None;
+    for (k, v) in given.iter() {
+        let value = data.slice(at..at + v.len());
+        at += v.len();
+        match k {
+            b":method" => *request.method_mut() = hyper::Method::from_bytes(v).ok()?,
+            b":path" => path = Some(value),
+            b":authority" => {
+                request.headers_mut().insert(HOST, HeaderValue::from_maybe_shared(value).ok()?);
+            }
+            _ if k.starts_with(b":")
+                || matches!(k, b"host" | b"transfer-encoding" | b"connection")
+                || (drop_length && k == b"content-length") => {}
+            _ => {
+                let name = match ADDED_NAMES.iter().find(|n| n.as_str().as_bytes() == k) {
+                    Some(known) => known.clone(),
+                    None => HeaderName::from_bytes(k).ok()?,
+                };
+                request.headers_mut().append(name, HeaderValue::from_maybe_shared(value).ok()?);
+            }
         }
-        headers.append(HeaderName::from_bytes(k).ok()?, HeaderValue::from_bytes(v).ok()?);
     }
+    *request.uri_mut() = match path {
+        Some(path) => hyper::Uri::from_maybe_shared(path).ok()?,
+        None => hyper::Uri::from_static("/"),
+    };
     Some(request)
 }
 
@@ -950,7 +1006,7 @@ fn upstream_request(ex: &Exchange, address: SocketAddr, body: ProxyBody, drop_le
 /// to stream.
 enum Back {
     Whole(Bytes),
-    Streamed(Incoming, Claim),
+    Streamed(UpstreamBody),
 }
 
 /// Runs the response back through the filters that saw the request (last first) and builds
@@ -959,16 +1015,14 @@ enum Back {
 async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, limit: usize) -> Response<Body> {
     let (mut headers, mut body) = match answer {
         Answer::Local(headers, body) => (headers, Back::Whole(body)),
-        Answer::Upstream(headers, body, claim) => (headers, Back::Streamed(body, claim)),
-        Answer::Direct(parts, body, claim) => {
-            return Response::from_parts(parts, ProxyBody::peer(body, Some(claim)));
-        }
+        Answer::Upstream(headers, body) => (headers, Back::Streamed(body)),
+        Answer::Direct(parts, body) => return Response::from_parts(parts, ProxyBody::Upstream(body)),
     };
     let streams: Vec<(usize, StreamId)> = open.streams.iter().rev().copied().collect();
     for &(filter, id) in &streams {
         let end = match &body {
             Back::Whole(b) => b.is_empty(),
-            Back::Streamed(incoming, _) => incoming.is_end_stream(),
+            Back::Streamed(incoming) => incoming.is_end_stream(),
         };
         let mut step = {
             let mut filters = worker.filters.borrow_mut();
@@ -1006,16 +1060,16 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
             }
         }
     }
-    let (mut upstream, claim) = match body {
+    let mut upstream = match body {
         Back::Whole(bytes) => return client_response(&headers, ProxyBody::whole(bytes)),
-        Back::Streamed(incoming, claim) if open.streams.is_empty() => {
-            return client_response(&headers, ProxyBody::peer(incoming, Some(claim)));
+        Back::Streamed(incoming) if open.streams.is_empty() => {
+            return client_response(&headers, ProxyBody::Upstream(incoming));
         }
         // Nothing follows headers that ended the stream: the filters were told so.
-        Back::Streamed(incoming, _) if incoming.is_end_stream() => {
+        Back::Streamed(incoming) if incoming.is_end_stream() => {
             return client_response(&headers, ProxyBody::empty());
         }
-        Back::Streamed(incoming, claim) => (incoming, claim),
+        Back::Streamed(incoming) => incoming,
     };
     // The headers wait for the first chunk the filters let go: a filter that buffers the whole
     // body over the limit still gets Envoy's 500 instead of a response cut short.
@@ -1045,7 +1099,6 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
     tokio::task::spawn_local(async move {
         // The streams are finished (on_log) when the body has gone, or the client went away.
         let open = Open { worker: worker.clone(), streams: streams_left };
-        let _claim = claim;
         if !send_frames(&tx, first).await {
             return;
         }
@@ -1130,11 +1183,18 @@ async fn serve_tcp(worker: Rc<Worker>, listener: usize, mut client: tokio::net::
         return;
     };
     let connect = tokio::time::timeout(upstream.connect_timeout, tokio::net::TcpStream::connect(claim.address())).await;
-    let Ok(Ok(mut server)) = connect else {
-        upstream.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
-        finish_tcp(&worker, &streams);
-        return;
+    let mut server = match connect {
+        Ok(Ok(server)) => server,
+        failed => {
+            upstream.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            if failed.is_err() {
+                upstream.stats.cx_connect_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+            finish_tcp(&worker, &streams);
+            return;
+        }
     };
+    upstream.stats.cx_total.fetch_add(1, Ordering::Relaxed);
     let _ = server.set_nodelay(true);
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
