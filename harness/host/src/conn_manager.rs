@@ -62,6 +62,15 @@ const INTERNAL: [&[u8]; 14] = [
     b"x-envoy-hedge-on-per-try-timeout",
 ];
 
+/// Whether the connection manager drops request header `name` (lower case) before any filter
+/// sees it: a hop-by-hop or proxy header (`connection` and `upgrade` kept on an upgrade), or one a
+/// client may not set on an external request. The one list for every path that prepares
+/// requests as Envoy does, `ebb proxy`'s filterless listeners included.
+pub fn drops_request_header(name: &[u8], upgrade: bool) -> bool {
+    let kept_for_upgrade = upgrade && (name == b"connection" || name == b"upgrade");
+    (DROPPED.contains(&name) && !kept_for_upgrade) || INTERNAL.contains(&name)
+}
+
 /// Pseudo-headers in the order Envoy's HTTP/1.1 codec puts them: `:authority` as the `Host`
 /// line is read, `:path` and `:method` when the headers are complete, then `:scheme` from the
 /// connection manager. Envoy's header map keeps pseudo-headers in front in insertion order
@@ -151,8 +160,7 @@ impl ConnectionManager {
         let upgrade = given.get(b"upgrade").is_some()
             && given.get(b"connection").is_some_and(|c| c.to_ascii_lowercase().windows(7).any(|w| w == b"upgrade"));
         for (k, v) in given.iter().filter(|(k, _)| !k.starts_with(b":")) {
-            let hop = DROPPED.contains(&k) && !(upgrade && (k == b"connection" || k == b"upgrade"));
-            if (host.is_some() && k == b"host") || hop || INTERNAL.contains(&k) {
+            if (host.is_some() && k == b"host") || drops_request_header(k, upgrade) {
                 continue;
             }
             out.add(k, v);

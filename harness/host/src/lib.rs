@@ -45,7 +45,7 @@ mod worker;
 pub use calls::{CallAnswer, CallId, CallKind, GrpcStreamEvent, PendingCall};
 pub use clock::Clock;
 pub use compile_cache::{CompileCache, CACHE_ENV};
-pub use conn_manager::ConnectionManager;
+pub use conn_manager::{drops_request_header, ConnectionManager};
 pub use error::{FailureKind, Fault, HostError, Thread};
 pub use foreign::TCP_PROXY_CLUSTER;
 pub use headers::{parse_pairs, HeaderMap, Pair, PairsError};

@@ -2,43 +2,12 @@
 // request head: the upstream request ebb-host's ConnectionManager gives, without the host's map.
 
 use bytes::{Bytes, BytesMut};
-use ebb_host::ConnectionManager;
+use ebb_host::{drops_request_header, ConnectionManager};
 use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Uri};
 
 use crate::body::ProxyBody;
-
-/// Hop-by-hop and proxy headers the connection manager drops from every request that is not an
-/// upgrade, and what a client may not set on an external request: ebb-host's `DROPPED` and
-/// `INTERNAL` (`ConnectionManagerUtility::mutateRequestHeaders`, `cleanInternalHeaders`). The
-/// tests below hold this module to ebb-host's connection manager, name by name.
-fn dropped(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "upgrade"
-            | "x-envoy-internal"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "x-forwarded-client-cert"
-            | "x-envoy-retriable-status-codes"
-            | "x-envoy-retriable-header-names"
-            | "x-envoy-retry-on"
-            | "x-envoy-retry-grpc-on"
-            | "x-envoy-max-retries"
-            | "x-envoy-upstream-alt-stat-name"
-            | "x-envoy-upstream-rq-timeout-ms"
-            | "x-envoy-upstream-rq-per-try-timeout-ms"
-            | "x-envoy-upstream-rq-timeout-alt-response"
-            | "x-envoy-expected-rq-timeout-ms"
-            | "x-envoy-force-trace"
-            | "x-envoy-ip-tags"
-            | "x-envoy-original-url"
-            | "x-envoy-hedge-on-per-try-timeout"
-    )
-}
 
 /// The names the connection manager and router add, as constants: parsing them would copy each
 /// into an allocation of its own.
@@ -129,7 +98,7 @@ impl Head {
                 content_length.get_or_insert(value);
                 continue;
             }
-            if dropped(name) && !(upgrade && name == "upgrade") {
+            if drops_request_header(name.as_bytes(), upgrade) {
                 continue;
             }
             headers.append(k.clone(), value);
