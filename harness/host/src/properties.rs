@@ -1,26 +1,62 @@
 // Properties (`proxy_get_property` / `proxy_set_property`): a settable attribute map per proxy,
 // per VM root and per stream, plus the values Envoy derives from the stream itself.
 
-use std::collections::HashMap;
-
 /// Property paths as the ABI passes them: segments joined by NUL, no trailing NUL.
 /// The caller writes them with dots (`source.address`); [`path_key`] converts.
+///
+/// A list scanned in order, not a hash map: a stream sets about five properties and a proxy a
+/// few more, and a cleared map keeps its entries' buffers, so a worker's streams (their data is
+/// reused from one request to the next) set their properties without allocating.
 #[derive(Clone, Default, Debug)]
 pub(crate) struct PropertyMap {
-    map: HashMap<Vec<u8>, Vec<u8>>,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Entries in use; the ones after are cleared buffers kept for the next `set`.
+    len: usize,
 }
 
 impl PropertyMap {
     pub(crate) fn get(&self, path: &[u8]) -> Option<&[u8]> {
-        self.map.get(path).map(Vec::as_slice)
+        self.entries[..self.len].iter().find(|(k, _)| k == path).map(|(_, v)| v.as_slice())
     }
 
     pub(crate) fn set(&mut self, path: &[u8], value: &[u8]) {
-        self.map.insert(path.to_vec(), value.to_vec());
+        self.set_with(|key| key == path, |key| key.extend_from_slice(path), value);
+    }
+
+    /// `set(&path_key(path), value)` without building the key apart, for the plain dotted paths
+    /// a proxy sets on every stream.
+    pub(crate) fn set_dotted(&mut self, path: &str, value: &[u8]) {
+        let b = path.as_bytes();
+        if b.contains(&b'[') || b.contains(&0) {
+            return self.set(&path_key(path), value);
+        }
+        let nul = |c: &u8| if *c == b'.' { 0 } else { *c };
+        self.set_with(
+            |key| key.len() == b.len() && key.iter().zip(b).all(|(k, c)| *k == nul(c)),
+            |key| key.extend(b.iter().map(nul)),
+            value,
+        );
+    }
+
+    fn set_with(&mut self, is: impl Fn(&[u8]) -> bool, write_key: impl FnOnce(&mut Vec<u8>), value: &[u8]) {
+        if let Some((_, v)) = self.entries[..self.len].iter_mut().find(|(k, _)| is(k)) {
+            v.clear();
+            v.extend_from_slice(value);
+            return;
+        }
+        if self.len == self.entries.len() {
+            self.entries.push((Vec::new(), Vec::new()));
+        }
+        let (k, v) = &mut self.entries[self.len];
+        k.clear();
+        write_key(k);
+        v.clear();
+        v.extend_from_slice(value);
+        self.len += 1;
     }
 
     pub(crate) fn clear(&mut self) {
-        self.map.clear();
+        self.len = 0;
     }
 }
 
@@ -67,7 +103,24 @@ pub fn int_value(v: i64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::path_key;
+    use super::{path_key, PropertyMap};
+
+    #[test]
+    fn a_cleared_map_forgets_its_properties_and_dotted_paths_are_keys() {
+        let mut map = PropertyMap::default();
+        map.set_dotted("source.address", b"10.0.0.1:5");
+        map.set(b"destination\0port", b"80");
+        map.set_dotted("source.address", b"10.0.0.2:6");
+        assert_eq!(map.get(b"source\0address"), Some(&b"10.0.0.2:6"[..]), "replaced, not added");
+        map.set_dotted(r#"metadata["a.b"].c"#, b"x");
+        assert_eq!(map.get(b"metadata\0a.b\0c"), Some(&b"x"[..]));
+        map.clear();
+        assert_eq!(map.get(b"source\0address"), None);
+        assert_eq!(map.get(b"destination\0port"), None);
+        map.set_dotted("destination.port", b"81");
+        assert_eq!(map.get(b"destination\0port"), Some(&b"81"[..]), "buffers reused after a clear");
+        assert_eq!(map.get(b"source\0address"), None);
+    }
 
     #[test]
     fn bracketed_segments_keep_their_dots() {

@@ -1119,7 +1119,7 @@ impl Http<'_> {
     pub fn set_property(&mut self, path: &str, value: &[u8]) {
         let ctx = self.id.context;
         if let Some(stream) = self.vm().store.data_mut().streams.get_mut(&ctx) {
-            stream.properties_mut().set(&super::properties::path_key(path), value);
+            stream.properties_mut().set_dotted(path, value);
         }
     }
 
@@ -1294,7 +1294,7 @@ impl Tcp<'_> {
     pub fn set_property(&mut self, path: &str, value: &[u8]) {
         let ctx = self.id.context;
         if let Some(stream) = self.vm().store.data_mut().streams.get_mut(&ctx) {
-            stream.properties_mut().set(&super::properties::path_key(path), value);
+            stream.properties_mut().set_dotted(path, value);
         }
     }
 
