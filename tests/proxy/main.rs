@@ -27,34 +27,7 @@ fn pass_through_is_intact_over_http1_and_h2c_and_routes_by_prefix() {
     let web = Upstream::http("web");
     let api = Upstream::http("api");
     let proxy = Proxy::staging(&web, &api, None, |y| y);
-    let r = http1(
-        proxy.ingress(),
-        "POST",
-        "/submit?x=1",
-        // A client may not set Envoy's internal headers on an external request; hop-by-hop go.
-        &[
-            ("x-custom", "kept"),
-            ("content-type", "text/plain"),
-            ("x-envoy-upstream-rq-timeout-ms", "1"),
-            ("keep-alive", "timeout=5"),
-        ],
-        b"hello body",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.header("x-upstream").as_deref(), Some("web"));
-    assert_eq!(r.body, b"web POST /submit?x=1 hello body");
-    // What the upstream got, as Envoy's connection manager and router send it
-    // (conn_manager_utility.cc mutateRequestHeaders/cleanInternalHeaders, router.cc setTimeoutHeaders).
-    let seen = web.last();
-    assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
-    assert_eq!(seen.header("host").as_deref(), Some("bitbucket.test"));
-    let id = seen.header("x-request-id").expect("the connection manager adds x-request-id");
-    let shape: Vec<usize> = id.split('-').map(str::len).collect();
-    assert_eq!((shape, id.chars().nth(14)), (vec![8, 4, 4, 4, 12], Some('4')), "a version-4 UUID: {id}");
-    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(seen.header("x-envoy-upstream-rq-timeout-ms"), None, "dropped, not honoured");
-    assert_eq!(seen.header("keep-alive"), None);
-    assert_eq!(seen.header("x-envoy-expected-rq-timeout-ms").as_deref(), Some("15000"));
+    let id = support::post_as_envoy_sends_it(proxy.ingress(), &web);
     let again = http1(proxy.ingress(), "GET", "/", &[], b"");
     assert_eq!(again.status, 200);
     assert_ne!(web.last().header("x-request-id"), Some(id), "each request its own id");

@@ -315,6 +315,37 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+/// Sends a POST carrying a client's own headers, hop-by-hop ones and Envoy's internal ones a
+/// client may not set, and checks that the client got `web`'s answer and `web` the request as
+/// Envoy's connection manager and router send it (conn_manager_utility.cc
+/// mutateRequestHeaders/cleanInternalHeaders, router.cc setTimeoutHeaders). Returns the
+/// `x-request-id` the upstream saw.
+pub fn post_as_envoy_sends_it(ingress: SocketAddr, web: &Upstream) -> String {
+    let headers = [
+        ("x-custom", "kept"),
+        ("content-type", "text/plain"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("keep-alive", "timeout=5"),
+        ("x-forwarded-client-cert", "forged"),
+    ];
+    let r = http1(ingress, "POST", "/submit?x=1", &headers, b"hello body");
+    assert_eq!((r.status, r.header("x-upstream").as_deref()), (200, Some("web")), "{r:?}");
+    assert_eq!(r.body, b"web POST /submit?x=1 hello body");
+    let seen = web.last();
+    assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(seen.header("content-type").as_deref(), Some("text/plain"));
+    assert_eq!(seen.header("host").as_deref(), Some("bitbucket.test"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    let id = seen.header("x-request-id").expect("the connection manager adds x-request-id");
+    let shape: Vec<usize> = id.split('-').map(str::len).collect();
+    assert_eq!((shape, id.chars().nth(14)), (vec![8, 4, 4, 4, 12], Some('4')), "a version-4 UUID: {id}");
+    assert_eq!(seen.header("x-envoy-expected-rq-timeout-ms").as_deref(), Some("15000"));
+    for gone in ["x-envoy-upstream-rq-timeout-ms", "keep-alive", "x-forwarded-client-cert", "connection"] {
+        assert_eq!(seen.header(gone), None, "{gone} is not sent upstream (dropped, not honoured)");
+    }
+    id
+}
+
 pub fn http1(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to ebb proxy");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");

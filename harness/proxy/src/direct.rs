@@ -216,6 +216,15 @@ mod tests {
     /// route and RBAC matchers read for each name of the vocabulary.
     type Outcome = (Vec<(String, String)>, Vec<(String, Option<String>)>);
 
+    /// What the matchers read for each name of the vocabulary and each pseudo-header.
+    fn seen(read: impl Fn(&str) -> Option<String>) -> Vec<(String, Option<String>)> {
+        NAMES
+            .iter()
+            .chain(&[":authority", ":path", ":method", ":scheme"])
+            .map(|name| (name.to_string(), read(name)))
+            .collect()
+    }
+
     /// What the host's path gives: decode_request, route_in_place, and the router's request as
     /// `worker::upstream_request` builds it from the host's map.
     fn through_host(
@@ -234,11 +243,7 @@ mod tests {
         given.push((b":method", parts.method.as_str().as_bytes()));
         given.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
         let mut decoded = cm.decode_request(n, &given).map_err(|r| u16::try_from(r.status).unwrap_or(0))?;
-        let seen = NAMES
-            .iter()
-            .chain(&[":authority", ":path", ":method", ":scheme"])
-            .map(|name| (name.to_string(), decoded.get_str(name)))
-            .collect();
+        let seen = seen(|name| decoded.get_str(name));
         let router = ConnectionManager { route_timeout: timeout, ..cm.clone() };
         router.route_in_place(&mut decoded);
         let drop_length = whole || decoded.get(b"trailer").is_some();
@@ -272,11 +277,7 @@ mod tests {
         whole: bool,
     ) -> Result<Outcome, u16> {
         let head = Head::decode(cm, n, parts, path.to_string(), whole).map_err(|r| r.0)?;
-        let seen = NAMES
-            .iter()
-            .chain(&[":authority", ":path", ":method", ":scheme"])
-            .map(|name| (name.to_string(), head.header(name)))
-            .collect();
+        let seen = seen(|name| head.header(name));
         let ms = u64::try_from(timeout.as_millis()).unwrap();
         let request = head.into_request(ProxyBody::empty(), ms).unwrap();
         let mut sent =
