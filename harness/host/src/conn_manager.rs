@@ -122,23 +122,26 @@ impl ConnectionManager {
         n: u64,
         headers: &[(K, V)],
     ) -> Result<HeaderMap, LocalReply> {
-        let given = HeaderMap::from_pairs(headers);
+        // Read straight from the pairs (keys in any case), so the headers are copied once, into
+        // the map the filters get.
+        let given = || headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+        let get = |name: &[u8]| given().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
         let mut pseudo: Vec<(&[u8], &[u8])> = Vec::new();
-        for (k, v) in given.iter().filter(|(k, _)| k.starts_with(b":")) {
-            if pseudo.iter().any(|(seen, _)| *seen == k) {
+        for (k, v) in given().filter(|(k, _)| k.starts_with(b":")) {
+            if pseudo.iter().any(|(seen, _)| seen.eq_ignore_ascii_case(k)) {
                 return Err(reject(400, b"Bad Request", "http1.codec_error"));
             }
             pseudo.push((k, v));
         }
-        let host = given.get(b"host").filter(|_| given.get(b":authority").is_none());
+        let host = get(b"host").filter(|_| get(b":authority").is_none());
         let pseudo_value = |name: &[u8]| match (name, host) {
             (b":authority", Some(h)) => Some(h),
-            _ => given.get(name),
+            _ => get(name),
         };
         if pseudo_value(b":authority").is_none_or(<[u8]>::is_empty) {
             return Err(reject(400, b"", "missing_host_header"));
         }
-        let connect = given.get(b":method") == Some(b"CONNECT");
+        let connect = get(b":method") == Some(b"CONNECT");
         if !connect && pseudo_value(b":path").is_none_or(<[u8]>::is_empty) {
             return Err(reject(404, b"", "missing_path_rejected"));
         }
@@ -153,14 +156,17 @@ impl ConnectionManager {
             }
         }
         for (k, v) in &pseudo {
-            if !PSEUDO_ORDER.contains(k) {
+            if !PSEUDO_ORDER.iter().any(|p| p.eq_ignore_ascii_case(k)) {
                 out.add(k, v);
             }
         }
-        let upgrade = given.get(b"upgrade").is_some()
-            && given.get(b"connection").is_some_and(|c| c.to_ascii_lowercase().windows(7).any(|w| w == b"upgrade"));
-        for (k, v) in given.iter().filter(|(k, _)| !k.starts_with(b":")) {
-            if (host.is_some() && k == b"host") || drops_request_header(k, upgrade) {
+        let upgrade = get(b"upgrade").is_some()
+            && get(b"connection").is_some_and(|c| c.to_ascii_lowercase().windows(7).any(|w| w == b"upgrade"));
+        let mut lower = Vec::new();
+        for (k, v) in given().filter(|(k, _)| !k.starts_with(b":")) {
+            lower.clear();
+            lower.extend(k.iter().map(u8::to_ascii_lowercase));
+            if (host.is_some() && lower == b"host") || drops_request_header(&lower, upgrade) {
                 continue;
             }
             out.add(k, v);
@@ -287,6 +293,41 @@ fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_and_internal_headers_go_in_any_case_and_an_upgrade_keeps_its_own() {
+        let cm = ConnectionManager::default();
+        let keys = |pairs: &[(&str, &str)]| -> Vec<String> {
+            let out = cm.decode_request(1, pairs).expect("decoded");
+            out.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect()
+        };
+        let plain = keys(&[
+            (":Method", "GET"),
+            (":path", "/"),
+            ("Host", "a"),
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "5"),
+            ("X-Envoy-Retry-On", "5xx"),
+            ("X-Custom", "v"),
+        ]);
+        assert_eq!(
+            plain,
+            [":authority", ":path", ":method", ":scheme", "x-custom", "x-forwarded-proto", "x-request-id"]
+        );
+        let upgrade = keys(&[
+            (":method", "GET"),
+            (":path", "/ws"),
+            ("Host", "a"),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+        ]);
+        assert_eq!(
+            upgrade,
+            [":authority", ":path", ":method", ":scheme", "connection", "upgrade", "x-forwarded-proto", "x-request-id"]
+        );
+        let twice = cm.decode_request(1, &[(":path", "/"), (":PATH", "/x"), ("host", "a")]);
+        assert_eq!(twice.err().map(|r| r.status), Some(400), "a pseudo-header given twice, in any case");
+    }
 
     #[test]
     fn request_ids_are_version_4_uuids_that_repeat_per_seed() {
