@@ -62,13 +62,14 @@ const INTERNAL: [&[u8]; 14] = [
     b"x-envoy-hedge-on-per-try-timeout",
 ];
 
-/// Whether the connection manager drops request header `name` (lower case) before any filter
+/// Whether the connection manager drops request header `name` (any case) before any filter
 /// sees it: a hop-by-hop or proxy header (`connection` and `upgrade` kept on an upgrade), or one a
 /// client may not set on an external request. The one list for every path that prepares
 /// requests as Envoy does, `ebb proxy`'s filterless listeners included.
 pub fn drops_request_header(name: &[u8], upgrade: bool) -> bool {
-    let kept_for_upgrade = upgrade && (name == b"connection" || name == b"upgrade");
-    (DROPPED.contains(&name) && !kept_for_upgrade) || INTERNAL.contains(&name)
+    let is = |listed: &&[u8]| listed.eq_ignore_ascii_case(name);
+    let kept_for_upgrade = upgrade && [&b"connection"[..], b"upgrade"].iter().any(is);
+    (DROPPED.iter().any(is) && !kept_for_upgrade) || INTERNAL.iter().any(is)
 }
 
 /// Pseudo-headers in the order Envoy's HTTP/1.1 codec puts them: `:authority` as the `Host`
@@ -162,11 +163,8 @@ impl ConnectionManager {
         }
         let upgrade = get(b"upgrade").is_some()
             && get(b"connection").is_some_and(|c| c.to_ascii_lowercase().windows(7).any(|w| w == b"upgrade"));
-        let mut lower = Vec::new();
         for (k, v) in given().filter(|(k, _)| !k.starts_with(b":")) {
-            lower.clear();
-            lower.extend(k.iter().map(u8::to_ascii_lowercase));
-            if (host.is_some() && lower == b"host") || drops_request_header(&lower, upgrade) {
+            if (host.is_some() && k.eq_ignore_ascii_case(b"host")) || drops_request_header(k, upgrade) {
                 continue;
             }
             out.add(k, v);

@@ -13,7 +13,7 @@ use super::metrics::{render_prometheus, Metric, Registry};
 use super::module::Plugin;
 use super::process::Process;
 use super::profile::HostProfile;
-use super::properties::{path_key, PropertyMap};
+use super::properties::PropertyMap;
 use super::shared::{Mailbox, SharedData};
 use super::state::{lock, ProxyShared};
 use super::stream::{Http, StreamData, StreamId, Tcp};
@@ -267,10 +267,10 @@ impl Proxy {
             ("destination.address", b"127.0.0.1:10000"),
         ];
         for (k, v) in defaults {
-            properties.set(&path_key(k), v);
+            properties.set_dotted(k, v);
         }
         for (k, v) in &options.properties {
-            properties.set(&path_key(k), v);
+            properties.set_dotted(k, v);
         }
         let (upstreams, answers) = if options.upstreams.is_empty() {
             (None, None)

@@ -36,13 +36,6 @@ pub struct PoolStatus {
     pub faults: Vec<String>,
 }
 
-impl PoolStatus {
-    /// True when requests must pass admission against `capacity`.
-    pub fn limited(&self) -> bool {
-        self.capacity_drained > 0
-    }
-}
-
 /// What the filter must do with a request before (and unless) it is forwarded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -480,7 +473,7 @@ mod tests {
         let mut e = engine("");
         add(&mut e, r#"{"ttl":"1m","drain":{"pool":"web","hosts":4}}"#, 0);
         let s = e.pool_status(0, 1).unwrap();
-        assert_eq!((s.available_hosts, s.capacity, s.limited()), (6, 60, true));
+        assert_eq!((s.available_hosts, s.capacity, s.capacity_drained), (6, 60, 4));
         let plan = e.decide_http(1, Some(0), &mut StaticRequest::http("/", "bitbucket.org"));
         assert!(matches!(plan.admission, Admission::Limited { capacity: 60, .. }), "{plan:?}");
         let later = e.decide_http(60_000, Some(0), &mut StaticRequest::http("/", "bitbucket.org"));

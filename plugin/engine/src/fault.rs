@@ -157,14 +157,6 @@ impl Fault {
         self.spec.kind().pool()
     }
 
-    /// Hosts this fault removes from its pool at `now`.
-    pub fn drained_hosts(&self, hosts: u32, now: u64) -> u32 {
-        if !self.active(now) {
-            return 0;
-        }
-        self.spec.kind().drained_hosts(hosts, now - self.start_ms)
-    }
-
     pub fn deploying(&self, now: u64) -> bool {
         self.active(now) && self.spec.kind().deploying(now - self.start_ms)
     }

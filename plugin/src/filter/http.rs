@@ -123,13 +123,6 @@ impl Lazy {
         self.fetched().map(|m| m.any_with_prefix(prefix))
     }
 
-    /// False only when the fetched map lacks `name` (so there is nothing to remove).
-    pub(crate) fn may_have(&self, name: &str) -> bool {
-        self.fetched().is_none_or(|m| m.get(name).is_some())
-    }
-}
-
-impl Lazy {
     /// The slot `:path` and `:authority` are kept in once read header by header.
     fn slot(&mut self, name: &str) -> Option<&mut Option<Option<Vec<u8>>>> {
         match name {
@@ -137,6 +130,11 @@ impl Lazy {
             ":authority" => Some(&mut self.authority),
             _ => None,
         }
+    }
+
+    /// False only when the fetched map lacks `name` (so there is nothing to remove).
+    pub(crate) fn may_have(&self, name: &str) -> bool {
+        self.fetched().is_none_or(|m| m.get(name).is_some())
     }
 }
 
