@@ -84,6 +84,12 @@ impl ConnectionManager {
     /// with the version nibble 4 and the variant bits 10), drawn from `seed` and `n` instead of
     /// the system's randomness so that runs repeat.
     pub fn request_id(&self, n: u64) -> String {
+        String::from_utf8_lossy(&self.request_id_bytes(n)).into_owned()
+    }
+
+    /// `request_id` as the bytes of its text, on the stack: this runs for every request `ebb
+    /// proxy` serves.
+    fn request_id_bytes(&self, n: u64) -> [u8; 36] {
         let hi = splitmix64(self.seed ^ splitmix64(n));
         let lo = splitmix64(hi ^ n.rotate_left(32));
         let mut b = [0u8; 16];
@@ -91,15 +97,16 @@ impl ConnectionManager {
         b[8..].copy_from_slice(&lo.to_be_bytes());
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        // Written digit by digit: this runs for every request `ebb proxy` serves.
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(36);
+        let mut out = [b'-'; 36];
+        let mut at = 0;
         for (i, x) in b.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
-                out.push('-');
+                at += 1;
             }
-            out.push(char::from(DIGITS[usize::from(x >> 4)]));
-            out.push(char::from(DIGITS[usize::from(x & 0x0f)]));
+            out[at] = DIGITS[usize::from(x >> 4)];
+            out[at + 1] = DIGITS[usize::from(x & 0x0f)];
+            at += 2;
         }
         out
     }
@@ -127,12 +134,11 @@ impl ConnectionManager {
         // the map the filters get.
         let given = || headers.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
         let get = |name: &[u8]| given().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-        let mut pseudo: Vec<(&[u8], &[u8])> = Vec::new();
-        for (k, v) in given().filter(|(k, _)| k.starts_with(b":")) {
-            if pseudo.iter().any(|(seen, _)| seen.eq_ignore_ascii_case(k)) {
+        let pseudo = || given().filter(|(k, _)| k.starts_with(b":"));
+        for (i, (k, _)) in pseudo().enumerate() {
+            if pseudo().take(i).any(|(seen, _)| seen.eq_ignore_ascii_case(k)) {
                 return Err(reject(400, b"Bad Request", "http1.codec_error"));
             }
-            pseudo.push((k, v));
         }
         let host = get(b"host").filter(|_| get(b":authority").is_none());
         let pseudo_value = |name: &[u8]| match (name, host) {
@@ -156,7 +162,7 @@ impl ConnectionManager {
                 None => {}
             }
         }
-        for (k, v) in &pseudo {
+        for (k, v) in pseudo() {
             if !PSEUDO_ORDER.iter().any(|p| p.eq_ignore_ascii_case(k)) {
                 out.add(k, v);
             }
@@ -173,7 +179,7 @@ impl ConnectionManager {
             out.add(b"x-forwarded-proto", b"http");
         }
         if out.get(b"x-request-id").is_none() {
-            out.add(b"x-request-id", self.request_id(n).as_bytes());
+            out.add(b"x-request-id", &self.request_id_bytes(n));
         }
         Ok(out)
     }
@@ -217,7 +223,8 @@ impl ConnectionManager {
         }
         let expected = if per_try == 0 { global } else { per_try };
         if expected > 0 {
-            out.replace(b"x-envoy-expected-rq-timeout-ms", expected.to_string().as_bytes());
+            // Digits on the stack: this runs for every request `ebb proxy` routes.
+            out.replace(b"x-envoy-expected-rq-timeout-ms", itoa::Buffer::new().format(expected).as_bytes());
         }
     }
 }
@@ -238,10 +245,7 @@ impl Http<'_> {
             None => Ok(HeaderMap::from_pairs(headers)),
         };
         match decoded {
-            Ok(map) => {
-                let pairs: Vec<(&[u8], &[u8])> = map.iter().collect();
-                self.vm().http_headers(ctx, Which::Request, &pairs, end_of_stream)
-            }
+            Ok(map) => self.vm().http_headers(ctx, Which::Request, |m| *m = map, end_of_stream),
             Err(reply) => self.vm().http_reject(ctx, headers, reply),
         }
     }

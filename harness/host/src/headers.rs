@@ -7,10 +7,23 @@
 /// case-insensitive. All bytes live in one buffer that is kept when the map is cleared, so a
 /// reused map does not allocate on the hot path; replaced values are appended and the old
 /// bytes left until the next `clear`.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct HeaderMap {
     data: Vec<u8>,
     entries: Vec<Entry>,
+}
+
+impl Clone for HeaderMap {
+    fn clone(&self) -> HeaderMap {
+        HeaderMap { data: self.data.clone(), entries: self.entries.clone() }
+    }
+
+    /// Copies into this map's buffers: a proxy that takes a filter's headers back into a map
+    /// it already holds copies bytes, with no allocation.
+    fn clone_from(&mut self, source: &HeaderMap) {
+        self.data.clone_from(&source.data);
+        self.entries.clone_from(&source.entries);
+    }
 }
 
 #[derive(Clone, Copy)]

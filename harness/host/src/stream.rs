@@ -137,12 +137,17 @@ impl Side {
         self.body_visible = false;
     }
 
+    /// The headers as they left the filter, None before they did.
+    fn headers_out(&self) -> Option<&HeaderMap> {
+        self.headers_forwarded.then(|| self.sent_headers.as_ref().unwrap_or(&self.headers))
+    }
+
     fn message(&self) -> Option<Message> {
         if !self.headers_forwarded {
             return None;
         }
         Some(Message {
-            headers: self.sent_headers.clone().unwrap_or_else(|| self.headers.clone()),
+            headers: self.headers_out()?.clone(),
             body: self.forwarded_body.clone(),
             trailers: if self.trailers_forwarded { self.trailers.clone() } else { HeaderMap::new() },
             complete: self.end_stream && self.paused == Paused::No && self.body.is_empty(),
@@ -558,11 +563,12 @@ impl Vm {
         Ok(h)
     }
 
-    pub(crate) fn http_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    /// A side's headers, written by `fill` into the stream's own (pooled) map.
+    pub(crate) fn http_headers(
         &mut self,
         ctx: u32,
         which: Which,
-        headers: &[(K, V)],
+        fill: impl FnOnce(&mut HeaderMap),
         end_of_stream: bool,
     ) -> Step {
         let h = match self.check_open(ctx, which, false) {
@@ -571,7 +577,7 @@ impl Vm {
         };
         let side = h.side(which);
         side.headers.clear();
-        side.headers.extend(headers);
+        fill(&mut side.headers);
         side.has_headers = true;
         side.end_stream = end_of_stream;
         let n = side.headers.len() as i32;
@@ -1131,7 +1137,7 @@ impl Http<'_> {
     pub fn request_headers<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, headers: &[(K, V)], end_of_stream: bool) -> Step {
         let ctx = self.id.context;
         let step = match self.proxy.connection_manager.is_some() {
-            false => self.vm().http_headers(ctx, Which::Request, headers, end_of_stream),
+            false => self.vm().http_headers(ctx, Which::Request, |map| map.extend(headers), end_of_stream),
             true => self.prepared_request_headers(headers, end_of_stream),
         };
         self.done(step)
@@ -1159,8 +1165,42 @@ impl Http<'_> {
         end_of_stream: bool,
     ) -> Step {
         let ctx = self.id.context;
-        let step = self.vm().http_headers(ctx, Which::Response, headers, end_of_stream);
+        let step = self.vm().http_headers(ctx, Which::Response, |map| map.extend(headers), end_of_stream);
         self.done(step)
+    }
+
+    /// `request_headers` from a map the caller keeps (a proxy's own copy of the request): its
+    /// entries are copied into the stream's map, with no list of pairs in between. The
+    /// connection manager, if set, prepares them as for `request_headers`.
+    pub fn request_header_map(&mut self, headers: &HeaderMap, end_of_stream: bool) -> Step {
+        let ctx = self.id.context;
+        let step = match self.proxy.connection_manager.is_some() {
+            false => self.vm().http_headers(ctx, Which::Request, |map| map.clone_from(headers), end_of_stream),
+            true => self.prepared_request_headers(&headers.iter().collect::<Vec<_>>(), end_of_stream),
+        };
+        self.done(step)
+    }
+
+    /// `response_headers` from a map the caller keeps (see `request_header_map`).
+    pub fn response_header_map(&mut self, headers: &HeaderMap, end_of_stream: bool) -> Step {
+        let ctx = self.id.context;
+        let step = self.vm().http_headers(ctx, Which::Response, |map| map.clone_from(headers), end_of_stream);
+        self.done(step)
+    }
+
+    /// The request headers as the filter let them go (before the connection manager's router,
+    /// unlike `upstream_request`), None while it holds them: lent, so that a proxy copies them
+    /// into its own map (`HeaderMap::clone_from`) instead of taking a new one per request.
+    pub fn request_headers_out(&mut self) -> Option<&HeaderMap> {
+        let ctx = self.id.context;
+        self.vm().http_view(ctx)?.request.headers_out()
+    }
+
+    /// The response headers as the filter let them go, None while it holds them (see
+    /// `request_headers_out`). A local reply's are here too, once its response callbacks ran.
+    pub fn response_headers_out(&mut self) -> Option<&HeaderMap> {
+        let ctx = self.id.context;
+        self.vm().http_view(ctx)?.response.headers_out()
     }
 
     /// A chunk of response body.

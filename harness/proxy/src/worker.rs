@@ -558,8 +558,7 @@ async fn run_request_filter(
         http.set_property("destination.address", addresses.destination.as_bytes());
         http.set_property("destination.port", &addresses.port);
         let id = http.id();
-        let pairs: Vec<(&[u8], &[u8])> = request.iter().collect();
-        let step = http.request_headers(&pairs, end_of_request);
+        let step = http.request_header_map(request, end_of_request);
         (id, step)
     };
     open.streams.push((filter, id));
@@ -570,8 +569,8 @@ async fn run_request_filter(
     let Some(mut http) = filters[filter].http_stream(id) else { return FilterOutcome::Reset };
     match step {
         Step::Continue => {
-            if let Some(m) = http.upstream_request() {
-                *request = m.headers;
+            if let Some(headers) = http.request_headers_out() {
+                request.clone_from(headers);
             }
             FilterOutcome::Continue
         }
@@ -942,7 +941,8 @@ async fn forward(
                 parts.extensions = Default::default();
                 return Answer::Direct(parts, body);
             }
-            let mut headers = HeaderMap::new();
+            let size = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>();
+            let mut headers = HeaderMap::with_capacity(size + 10, parts.headers.len() + 1);
             headers.add(b":status", parts.status.as_str().as_bytes());
             for (k, v) in &parts.headers {
                 if k == "transfer-encoding" || k == "connection" {
@@ -955,51 +955,73 @@ async fn forward(
     }
 }
 
-/// Names the connection manager and router add to every request, as constants: parsing them
-/// would copy each into an allocation of its own.
-const ADDED_NAMES: [hyper::header::HeaderName; 3] = [X_FORWARDED_PROTO, X_REQUEST_ID, X_EXPECTED_TIMEOUT];
-
 /// The request the router sends, built in place (a builder moves its parts at every header), or
 /// None if a header is not valid HTTP. Its URI is the origin form the connection sends as it is.
-/// Every value (and the path) is a slice of one copy of them all, not an allocation each.
 fn upstream_request(given: &HeaderMap, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
-    use hyper::header::{HeaderName, HeaderValue, HOST};
     let mut request = Request::new(body);
-    let mut data = bytes::BytesMut::with_capacity(given.iter().map(|(_, v)| v.len()).sum());
-    for (_, v) in given.iter() {
-        data.extend_from_slice(v);
-    }
-    let data = data.freeze();
-    let headers = request.headers_mut();
-    headers.reserve(given.len());
-    let mut at = 0;
-    let mut path = None;
-    for (k, v) in given.iter() {
-        let value = data.slice(at..at + v.len());
-        at += v.len();
-        match k {
-            b":method" => *request.method_mut() = hyper::Method::from_bytes(v).ok()?,
-            b":path" => path = Some(value),
-            b":authority" => {
-                request.headers_mut().insert(HOST, HeaderValue::from_maybe_shared(value).ok()?);
-            }
-            _ if k.starts_with(b":")
-                || matches!(k, b"host" | b"transfer-encoding" | b"connection")
-                || (drop_length && k == b"content-length") => {}
-            _ => {
-                let name = match ADDED_NAMES.iter().find(|n| n.as_str().as_bytes() == k) {
-                    Some(known) => known.clone(),
-                    None => HeaderName::from_bytes(k).ok()?,
-                };
-                request.headers_mut().append(name, HeaderValue::from_maybe_shared(value).ok()?);
-            }
+    let (mut method, mut path) = (None, None);
+    let skip = |k: &[u8]| matches!(k, b"host") || (drop_length && k == b"content-length");
+    to_hyper(given, request.headers_mut(), skip, |k, value| match k {
+        b":method" => {
+            method = Some(value);
+            None
         }
+        b":path" => {
+            path = Some(value);
+            None
+        }
+        b":authority" => Some(hyper::header::HOST),
+        _ => None,
+    })?;
+    if let Some(m) = method {
+        *request.method_mut() = hyper::Method::from_bytes(&m).ok()?;
     }
     *request.uri_mut() = match path {
         Some(path) => hyper::Uri::from_maybe_shared(path).ok()?,
         None => hyper::Uri::from_static("/"),
     };
     Some(request)
+}
+
+/// Names the connection manager and router add to every request, as constants: parsing them
+/// would copy each into an allocation of its own.
+const ADDED_NAMES: [hyper::header::HeaderName; 3] = [X_FORWARDED_PROTO, X_REQUEST_ID, X_EXPECTED_TIMEOUT];
+
+/// The host's map into hyper's: regular headers appended (hop-by-hop ones and those `skip`
+/// names left out), pseudo-headers handed to `pseudo`, which may name the header the value goes
+/// in as (`:authority` as `host`) in its place; None if a header is not valid HTTP. Every
+/// value is a slice of one copy of them all, not an allocation each, and names hyper knows
+/// (standard ones and `ADDED_NAMES`) are not copied at all.
+fn to_hyper(
+    given: &HeaderMap,
+    out: &mut hyper::HeaderMap,
+    skip: impl Fn(&[u8]) -> bool,
+    mut pseudo: impl FnMut(&[u8], Bytes) -> Option<hyper::header::HeaderName>,
+) -> Option<()> {
+    use hyper::header::{HeaderName, HeaderValue};
+    let mut data = bytes::BytesMut::with_capacity(given.iter().map(|(_, v)| v.len()).sum());
+    for (_, v) in given.iter() {
+        data.extend_from_slice(v);
+    }
+    let data = data.freeze();
+    out.reserve(given.len());
+    let mut at = 0;
+    for (k, v) in given.iter() {
+        let value = data.slice(at..at + v.len());
+        at += v.len();
+        if k.starts_with(b":") {
+            if let Some(name) = pseudo(k, value.clone()) {
+                out.insert(name, HeaderValue::from_maybe_shared(value).ok()?);
+            }
+        } else if !(matches!(k, b"transfer-encoding" | b"connection") || skip(k)) {
+            let name = match ADDED_NAMES.iter().find(|n| n.as_str().as_bytes() == k) {
+                Some(known) => known.clone(),
+                None => HeaderName::from_bytes(k).ok()?,
+            };
+            out.append(name, HeaderValue::from_maybe_shared(value).ok()?);
+        }
+    }
+    Some(())
 }
 
 /// The response's body while it goes back through the filters: whole, or the upstream's still
@@ -1027,10 +1049,7 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
         let mut step = {
             let mut filters = worker.filters.borrow_mut();
             match filters[filter].http_stream(id) {
-                Some(mut http) => {
-                    let pairs: Vec<(&[u8], &[u8])> = headers.iter().collect();
-                    http.response_headers(&pairs, end)
-                }
+                Some(mut http) => http.response_header_map(&headers, end),
                 None => continue,
             }
         };
@@ -1050,12 +1069,16 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
         }
         let mut filters = worker.filters.borrow_mut();
         if let Some(mut http) = filters[filter].http_stream(id) {
-            let replied = http.local_reply().is_some();
-            if let Some(m) = http.client_response() {
-                headers = m.headers;
+            if http.local_reply().is_some() {
                 // A reply made here replaces the upstream's body, which is dropped unread.
-                if replied || matches!(body, Back::Whole(_)) {
+                if let Some(m) = http.client_response() {
+                    headers = m.headers;
                     body = Back::Whole(Bytes::from(m.body));
+                }
+            } else if let Some(out) = http.response_headers_out() {
+                headers.clone_from(out);
+                if matches!(body, Back::Whole(_)) {
+                    body = Back::Whole(Bytes::from(http.take_response_body()));
                 }
             }
         }
@@ -1136,16 +1159,17 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
 /// a streamed one keeps the upstream's content-length (unless trailers are declared).
 fn client_response(headers: &HeaderMap, body: ProxyBody) -> Response<Body> {
     let status = headers.get(b":status").and_then(|v| std::str::from_utf8(v).ok()?.parse::<u16>().ok()).unwrap_or(502);
+    let Ok(status) = hyper::StatusCode::from_u16(status) else {
+        return text_response(502, "invalid response headers", &[]);
+    };
     // Declared trailers need a chunked body on HTTP/1.1 (see `forward`).
     let drop_length = body.is_whole() || headers.get(b"trailer").is_some();
-    let mut builder = Response::builder().status(status);
-    for (k, v) in headers.iter() {
-        if k.starts_with(b":") || (drop_length && k == b"content-length") {
-            continue;
-        }
-        builder = builder.header(k, v);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    match to_hyper(headers, response.headers_mut(), |k| drop_length && k == b"content-length", |_, _| None) {
+        Some(()) => response,
+        None => text_response(502, "invalid response headers", &[]),
     }
-    builder.body(body).unwrap_or_else(|_| text_response(502, "invalid response headers", &[]))
 }
 
 /// A TCP connection through the listener's network Wasm filters to its tcp_proxy cluster.
