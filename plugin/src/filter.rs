@@ -224,7 +224,7 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let root_id = hostcall::property(&["plugin_root_id"]).unwrap_or_default();
+        let root_id = hostcall::property(b"plugin_root_id").unwrap_or_default();
         self.kind = if root_id.ends_with(b"tcp") { ContextType::StreamContext } else { ContextType::HttpContext };
         let (bytes, parsed) = control::read_configuration(plugin_configuration_size);
         let now = now_ms();

@@ -98,6 +98,7 @@ fn header_map(st: &mut HostState, map_type: i32, write: bool) -> Result<&mut Hea
         }
         if write {
             side.snapshot_headers();
+            side.headers_changed = true;
         }
         Ok(&mut side.headers)
     } else {
@@ -542,7 +543,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         Ok(flat((|| {
             let (mem, st) = split(&mut c)?;
             let key = slice(mem, kp, kl)?;
-            header_map(st, t, true)?.remove(key);
+            // Removing what is not there changes nothing (`headers_changed` stays false): filters
+            // strip headers that requests rarely carry.
+            if header_map(st, t, false)?.get(key).is_some() {
+                header_map(st, t, true)?.remove(key);
+            }
             Ok(status::OK)
         })()))
     })?;

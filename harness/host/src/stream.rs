@@ -93,6 +93,9 @@ pub(crate) enum Paused {
 pub(crate) struct Side {
     pub headers: HeaderMap,
     pub has_headers: bool,
+    /// The filter wrote to the headers (added, replaced, removed one that was there, or set
+    /// the map) since they were given.
+    pub headers_changed: bool,
     /// Headers as forwarded, kept when the filter changes them after forwarding.
     pub sent_headers: Option<HeaderMap>,
     pub headers_forwarded: bool,
@@ -112,6 +115,7 @@ impl Side {
     fn reset(&mut self) {
         self.headers.clear();
         self.has_headers = false;
+        self.headers_changed = false;
         self.sent_headers = None;
         self.headers_forwarded = false;
         self.trailers.clear();
@@ -578,6 +582,7 @@ impl Vm {
         let side = h.side(which);
         side.headers.clear();
         fill(&mut side.headers);
+        side.headers_changed = false;
         side.has_headers = true;
         side.end_stream = end_of_stream;
         let n = side.headers.len() as i32;
@@ -1123,9 +1128,18 @@ impl Http<'_> {
     /// path), as Envoy knows them per stream once the route is chosen; it overrides the proxy's
     /// `ProxyOptions::properties`. Call it before the request headers.
     pub fn set_property(&mut self, path: &str, value: &[u8]) {
+        self.set_properties(&[(path, value)]);
+    }
+
+    /// `set_property` for several at once (a proxy's per-request `xds.cluster_name`,
+    /// `source.address`, ...), the stream looked up once.
+    pub fn set_properties(&mut self, properties: &[(&str, &[u8])]) {
         let ctx = self.id.context;
         if let Some(stream) = self.vm().store.data_mut().streams.get_mut(&ctx) {
-            stream.properties_mut().set_dotted(path, value);
+            let map = stream.properties_mut();
+            for (path, value) in properties {
+                map.set_dotted(path, value);
+            }
         }
     }
 
@@ -1201,6 +1215,22 @@ impl Http<'_> {
     pub fn response_headers_out(&mut self) -> Option<&HeaderMap> {
         let ctx = self.id.context;
         self.vm().http_view(ctx)?.response.headers_out()
+    }
+
+    /// Whether the filter changed the request headers it was given: added, replaced or set
+    /// any, or removed one that was there. A proxy that kept its own form of the headers sends
+    /// that when they are unchanged, instead of converting the filter's map back.
+    pub fn request_headers_changed(&mut self) -> bool {
+        let ctx = self.id.context;
+        self.vm().http_view(ctx).is_some_and(|h| h.request.headers_changed)
+    }
+
+    /// Whether the filter changed the response headers it was given (see
+    /// `request_headers_changed`). A local reply's headers are the filter's own: check
+    /// `local_reply` first.
+    pub fn response_headers_changed(&mut self) -> bool {
+        let ctx = self.id.context;
+        self.vm().http_view(ctx).is_some_and(|h| h.response.headers_changed)
     }
 
     /// A chunk of response body.

@@ -343,7 +343,9 @@ struct Addresses {
 /// headers with its body still to come.
 enum Answer {
     Local(HeaderMap, Bytes),
-    Upstream(HeaderMap, UpstreamBody),
+    /// The upstream's response in the host's map for the filters, with its head as hyper read
+    /// it (hop-by-hop headers removed): sent as it is when no filter changes the headers.
+    Upstream(HeaderMap, hyper::http::response::Parts, UpstreamBody),
     /// The upstream's response as hyper read it, for a route with no Wasm filter: passed on as
     /// it is (hop-by-hop headers removed), with no header map conversion either way.
     Direct(hyper::http::response::Parts, UpstreamBody),
@@ -550,13 +552,15 @@ async fn run_request_filter(
         let proxy = &mut filters[filter];
         let Ok(w) = proxy.worker(0) else { return FilterOutcome::Continue };
         let mut http = w.http();
+        let connection: [(&str, &[u8]); 3] = [
+            ("source.address", addresses.source.as_bytes()),
+            ("destination.address", addresses.destination.as_bytes()),
+            ("destination.port", &addresses.port),
+        ];
+        http.set_properties(&connection);
         if let Some(cluster) = cluster {
-            http.set_property("xds.cluster_name", cluster.as_bytes());
-            http.set_property("cluster_name", cluster.as_bytes());
+            http.set_properties(&[("xds.cluster_name", cluster.as_bytes()), ("cluster_name", cluster.as_bytes())]);
         }
-        http.set_property("source.address", addresses.source.as_bytes());
-        http.set_property("destination.address", addresses.destination.as_bytes());
-        http.set_property("destination.port", &addresses.port);
         let id = http.id();
         let step = http.request_header_map(request, end_of_request);
         (id, step)
@@ -934,23 +938,20 @@ async fn forward(
             let (mut parts, body) = response.into_parts();
             let body = UpstreamBody::new(body, lease, claim);
             stats.rq.record(parts.status.as_u16(), elapsed);
+            parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+            parts.headers.remove(hyper::header::CONNECTION);
+            parts.version = hyper::Version::default();
+            parts.extensions = Default::default();
             if direct {
-                parts.headers.remove(hyper::header::TRANSFER_ENCODING);
-                parts.headers.remove(hyper::header::CONNECTION);
-                parts.version = hyper::Version::default();
-                parts.extensions = Default::default();
                 return Answer::Direct(parts, body);
             }
             let size = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>();
             let mut headers = HeaderMap::with_capacity(size + 10, parts.headers.len() + 1);
             headers.add(b":status", parts.status.as_str().as_bytes());
             for (k, v) in &parts.headers {
-                if k == "transfer-encoding" || k == "connection" {
-                    continue;
-                }
                 headers.add(k.as_str().as_bytes(), v.as_bytes());
             }
-            Answer::Upstream(headers, body)
+            Answer::Upstream(headers, parts, body)
         }
     }
 }
@@ -1035,9 +1036,9 @@ enum Back {
 /// what the client gets. A whole body goes through at once; the upstream's streams through
 /// chunk by chunk, and the filters' streams are finished when it ends.
 async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, limit: usize) -> Response<Body> {
-    let (mut headers, mut body) = match answer {
-        Answer::Local(headers, body) => (headers, Back::Whole(body)),
-        Answer::Upstream(headers, body) => (headers, Back::Streamed(body)),
+    let (mut headers, mut kept, mut body) = match answer {
+        Answer::Local(headers, body) => (headers, None, Back::Whole(body)),
+        Answer::Upstream(headers, parts, body) => (headers, Some(parts), Back::Streamed(body)),
         Answer::Direct(parts, body) => return Response::from_parts(parts, ProxyBody::Upstream(body)),
     };
     let streams: Vec<(usize, StreamId)> = open.streams.iter().rev().copied().collect();
@@ -1073,24 +1074,31 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
                 // A reply made here replaces the upstream's body, which is dropped unread.
                 if let Some(m) = http.client_response() {
                     headers = m.headers;
+                    kept = None;
                     body = Back::Whole(Bytes::from(m.body));
                 }
-            } else if let Some(out) = http.response_headers_out() {
-                headers.clone_from(out);
-                if matches!(body, Back::Whole(_)) {
-                    body = Back::Whole(Bytes::from(http.take_response_body()));
+            } else {
+                let changed = http.response_headers_changed();
+                if let Some(out) = http.response_headers_out() {
+                    if changed {
+                        headers.clone_from(out);
+                        kept = None;
+                    }
+                    if matches!(body, Back::Whole(_)) {
+                        body = Back::Whole(Bytes::from(http.take_response_body()));
+                    }
                 }
             }
         }
     }
     let mut upstream = match body {
-        Back::Whole(bytes) => return client_response(&headers, ProxyBody::whole(bytes)),
+        Back::Whole(bytes) => return client_head(&headers, kept, ProxyBody::whole(bytes)),
         Back::Streamed(incoming) if open.streams.is_empty() => {
-            return client_response(&headers, ProxyBody::Upstream(incoming));
+            return client_head(&headers, kept, ProxyBody::Upstream(incoming));
         }
         // Nothing follows headers that ended the stream: the filters were told so.
         Back::Streamed(incoming) if incoming.is_end_stream() => {
-            return client_response(&headers, ProxyBody::empty());
+            return client_head(&headers, kept, ProxyBody::empty());
         }
         Back::Streamed(incoming) => incoming,
     };
@@ -1103,7 +1111,7 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
         let eos = chunk.eos;
         match through_body(worker, &streams, false, chunk, limit).await {
             Through::Data(out, None) if eos => {
-                return client_response(&headers, ProxyBody::whole(out));
+                return client_head(&headers, kept, ProxyBody::whole(out));
             }
             Through::Data(out, trailers) => {
                 let frames = end_frames(out, trailers);
@@ -1152,7 +1160,22 @@ async fn respond_through(worker: &Rc<Worker>, mut open: Open, answer: Answer, li
             }
         }
     });
-    client_response(&headers, client_body)
+    client_head(&headers, kept, client_body)
+}
+
+/// The client's response: the upstream's head as hyper read it (`kept`) when no filter changed
+/// the headers, else built from the filters' map. A whole body's length is hyper's to set either
+/// way.
+fn client_head(headers: &HeaderMap, kept: Option<hyper::http::response::Parts>, body: ProxyBody) -> Response<Body> {
+    match kept {
+        Some(mut parts) => {
+            if body.is_whole() || parts.headers.contains_key(hyper::header::TRAILER) {
+                parts.headers.remove(hyper::header::CONTENT_LENGTH);
+            }
+            Response::from_parts(parts, body)
+        }
+        None => client_response(headers, body),
+    }
 }
 
 /// The client's response from the filters' headers. A whole body's length is hyper's to set;

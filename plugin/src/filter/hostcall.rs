@@ -264,18 +264,12 @@ pub(crate) fn request_header_pairs() -> Option<Vec<u8>> {
     }
 }
 
-/// A property by path, or None (absent, empty or refused).
-pub(crate) fn property(path: &[&str]) -> Option<Vec<u8>> {
-    let mut serialized = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
-    for (i, part) in path.iter().enumerate() {
-        if i > 0 {
-            serialized.push(0);
-        }
-        serialized.extend_from_slice(part.as_bytes());
-    }
+/// A property by path as the ABI gives it, segments joined by NUL (`b"xds\0cluster_name"`: a
+/// constant, not joined per request), or None (absent, empty or refused).
+pub(crate) fn property(path: &[u8]) -> Option<Vec<u8>> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: the path is a valid slice; on OK the host hands over `size` bytes.
-    let code = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    let code = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
     match code {
         status::OK => unsafe { take(data, size) },
         status::NOT_FOUND => None,

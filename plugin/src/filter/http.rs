@@ -163,7 +163,7 @@ impl Request for Lazy {
     }
 
     fn cluster(&mut self) -> Option<String> {
-        property_string(&["xds", "cluster_name"]).or_else(|| property_string(&["cluster_name"]))
+        property_string(b"xds\0cluster_name").or_else(|| property_string(b"cluster_name"))
     }
 
     fn port(&mut self) -> Option<u16> {
@@ -171,14 +171,15 @@ impl Request for Lazy {
     }
 }
 
-pub(crate) fn property_string(path: &[&str]) -> Option<String> {
+/// A property as text (bytes that are not UTF-8 replaced), None when absent or empty.
+pub(crate) fn property_string(path: &[u8]) -> Option<String> {
     let bytes = hostcall::property(path)?;
-    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+    (!bytes.is_empty()).then(|| owned(bytes).into_owned())
 }
 
 /// `destination.port`: Envoy encodes integers as 8 bytes little-endian; other hosts give text.
 pub(crate) fn property_port() -> Option<u16> {
-    let bytes = hostcall::property(&["destination", "port"])?;
+    let bytes = hostcall::property(b"destination\0port")?;
     if let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) {
         return u16::try_from(u64::from_le_bytes(raw)).ok();
     }

@@ -23,7 +23,7 @@ impl Request for Conn {
     }
 
     fn cluster(&mut self) -> Option<String> {
-        property_string(&["xds", "cluster_name"]).or_else(|| property_string(&["cluster_name"]))
+        property_string(b"xds\0cluster_name").or_else(|| property_string(b"cluster_name"))
     }
 
     fn port(&mut self) -> Option<u16> {
