@@ -5,7 +5,7 @@
 # at this load. All in one run, interleaved, on loopback; then memory over a 1-minute run at 1,000
 # connections (MEMORY_DURATION=0 skips it); or, with INSTRUCTIONS=1, instructions per request under
 # callgrind. EBB_B=PATH adds a second ebb binary's no-filter row to every round (A B A B) and prints
-# the medians. SEPARATE_UPSTREAM=1 runs the upstream as an nginx of its own rather than inside the
+# the medians; with EBB_B_WASM=1 its row runs ebb.wasm instead, next to the first binary's. SEPARATE_UPSTREAM=1 runs the upstream as an nginx of its own rather than inside the
 # reference nginx proxy's processes. Figures go to docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +56,7 @@ fi
 
 bootstrap() { # $1 = with wasm (0/1)
   local filters="" 
-  if [ "$1" = 1 ]; then
+  if [ "$1" = 1 ] || { [ "$1" = 2 ] && [ "${EBB_B_WASM:-0}" = 1 ]; }; then
     filters='
           - name: envoy.filters.http.wasm
             typed_config:
@@ -192,12 +192,14 @@ for round in $(seq "$ROUNDS"); do
   run "nginx proxy_pass (round $round)" "http://127.0.0.1:$NG/" "$nginx_cpu_pid"
   if [ "${PINGORA:-0}" = 1 ]; then run "pingora pass-through (round $round)" "http://127.0.0.1:$PG/" "$PINGORA_PID"; fi
   run "ebb proxy, no filter (round $round)" "http://$EBB0/" "$EBB0_PID"
-  if [ -n "${EBB_B:-}" ]; then run "ebb proxy B, no filter (round $round)" "http://$EBBB/" "$EBBB_PID"; fi
+  if [ -n "${EBB_B:-}" ] && [ "${EBB_B_WASM:-0}" != 1 ]; then run "ebb proxy B, no filter (round $round)" "http://$EBBB/" "$EBBB_PID"; fi
   run "ebb proxy + ebb.wasm, no fault (round $round)" "http://$EBB1/" "$EBB1_PID"
+  if [ "${EBB_B_WASM:-0}" = 1 ]; then run "ebb proxy B + ebb.wasm, no fault (round $round)" "http://$EBBB/" "$EBBB_PID"; fi
 done
 if [ -n "${EBB_B:-}" ]; then
   echo
-  for row in "nginx proxy_pass" "ebb proxy, no filter" "ebb proxy B, no filter"; do
+  b_row="ebb proxy B, no filter"; [ "${EBB_B_WASM:-0}" = 1 ] && b_row="ebb proxy B + ebb.wasm, no fault"
+  for row in "nginx proxy_pass" "ebb proxy, no filter" "ebb proxy + ebb.wasm, no fault" "$b_row"; do
     echo "median over $ROUNDS rounds, $row: $(median "$work/rows-$row")"
   done
 fi

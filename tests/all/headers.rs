@@ -55,3 +55,35 @@ fn maps_outside_their_phase_are_bad_argument() {
         assert_eq!(result_of(&proxy, cmd), "(2, None)", "{cmd}");
     }
 }
+
+#[test]
+fn a_filter_changes_headers_only_by_writing_what_is_there() {
+    // What a proxy reads to send its own copy of the headers instead of the filter's map: a
+    // removal of an absent header (a filter stripping headers requests rarely carry) changes
+    // nothing; removing a present one, adding or replacing does.
+    for (commands, extra, changed) in [
+        ("get:x-one,remove:x-absent", None, false),
+        ("remove:x-gone", Some(("x-gone", "bye")), true),
+        ("add:x-added=1", None, true),
+        ("replace:x-one=uno", None, true),
+        ("set-pairs::method=GET|:path=/|:authority=app", None, true),
+    ] {
+        let mut proxy = util::probe("", 1);
+        let mut http = proxy.worker(0).expect("worker").http();
+        let mut headers = util::request(commands);
+        headers.extend(extra.map(|(k, v)| (k.to_string(), v.to_string())));
+        let map = ebb_harness::HeaderMap::from_pairs(&headers);
+        assert!(matches!(http.request_header_map(&map, true), Step::Continue), "{commands}");
+        assert_eq!(http.request_headers_changed(), changed, "{commands}");
+        let out = http.request_headers_out().expect("forwarded").clone();
+        assert_eq!(out, http.upstream_request().expect("forwarded").headers, "{commands}: the same map, lent");
+        if !changed {
+            assert_eq!(out, map, "{commands}: unchanged means equal");
+        }
+        // The probe sets x-probe-seen on every response.
+        assert!(matches!(http.response_header_map(&ebb_harness::HeaderMap::from_pairs(&[(":status", "200")]), true), Step::Continue));
+        assert!(http.response_headers_changed());
+        assert_eq!(http.response_headers_out().and_then(|h| h.get(b"x-probe-seen")), Some(&b"1"[..]));
+        http.finish().expect("finish");
+    }
+}

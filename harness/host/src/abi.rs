@@ -241,6 +241,13 @@ fn stage_property(st: &mut HostState, path: &[u8]) -> Status {
             None => {}
         }
     }
+    // What the proxy or the filter set on the stream (a proxy's per-request `xds.cluster_name`)
+    // is staged straight from the stream's map.
+    if let Some(v) = st.streams.get(&ctx).and_then(|s| s.filter_property(path)) {
+        st.scratch.clear();
+        st.scratch.extend_from_slice(v);
+        return Ok(status::OK);
+    }
     let shared = st.shared.clone();
     let mut found: Option<Vec<u8>> = None;
     if let Some(stream) = st.streams.get(&ctx) {

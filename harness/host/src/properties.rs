@@ -27,7 +27,7 @@ impl PropertyMap {
     /// a proxy sets on every stream.
     pub(crate) fn set_dotted(&mut self, path: &str, value: &[u8]) {
         let b = path.as_bytes();
-        if b.contains(&b'[') || b.contains(&0) {
+        if b.iter().any(|&c| c == b'[' || c == 0) {
             return self.set(&path_key(path), value);
         }
         let nul = |c: &u8| if *c == b'.' { 0 } else { *c };

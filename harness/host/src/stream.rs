@@ -136,7 +136,13 @@ impl Side {
     }
 
     fn forward_body(&mut self) {
-        self.forwarded_body.extend_from_slice(&self.body);
+        if self.forwarded_body.is_empty() {
+            // Nothing forwarded waits to be taken (a proxy takes each piece as it goes): the
+            // held bytes become the forwarded ones without a copy.
+            std::mem::swap(&mut self.forwarded_body, &mut self.body);
+        } else {
+            self.forwarded_body.extend_from_slice(&self.body);
+        }
         self.body.clear();
         self.body_visible = false;
     }

@@ -303,7 +303,7 @@ impl Drop for Open {
 // would cost the direct path an allocation per request for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Exchange {
-    Host { headers: HeaderMap, path: String },
+    Host { headers: HeaderMap, path: String, spare: hyper::HeaderMap },
     Direct(Head),
 }
 
@@ -382,7 +382,7 @@ async fn exchange(
     addresses: &Addresses,
 ) -> Response<Body> {
     let shared = worker.shared.clone();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let end_of_request = body.is_end_stream();
     let raw_path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Some(path) = route::normalize(raw_path, manager.normalize_path, manager.merge_slashes) else {
@@ -402,7 +402,12 @@ async fn exchange(
         given.push((b":method", parts.method.as_str().as_bytes()));
         given.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
         match shared.connection_manager.decode_request(n, &given) {
-            Ok(headers) => Exchange::Host { headers, path },
+            Ok(headers) => {
+                // hyper's map, emptied: its room is reused for the request the router sends.
+                let mut spare = std::mem::take(&mut parts.headers);
+                spare.clear();
+                Exchange::Host { headers, path, spare }
+            }
             Err(reply) => {
                 let body = String::from_utf8_lossy(&reply.body);
                 return text_response(u16::try_from(reply.status).unwrap_or(400), &body, &[]);
@@ -908,11 +913,11 @@ async fn forward(
     // A whole body's length is hyper's to set; a streamed one keeps the client's, unless
     // trailers are declared: HTTP/1.1 carries them only in a chunked body.
     let request = match ex {
-        Exchange::Host { mut headers, .. } => {
+        Exchange::Host { mut headers, spare, .. } => {
             let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
             router.route_in_place(&mut headers);
             let drop_length = body.is_whole() || headers.get(b"trailer").is_some();
-            upstream_request(&headers, body, drop_length)
+            upstream_request(&headers, spare, body, drop_length)
         }
         Exchange::Direct(head) => head.into_request(body, u64::try_from(route.as_millis()).unwrap_or(u64::MAX)),
     };
@@ -956,10 +961,13 @@ async fn forward(
     }
 }
 
-/// The request the router sends, built in place (a builder moves its parts at every header), or
-/// None if a header is not valid HTTP. Its URI is the origin form the connection sends as it is.
-fn upstream_request(given: &HeaderMap, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
+/// The request the router sends, built in place (a builder moves its parts at every header) in
+/// `room`, an empty map whose allocation is reused, or None if a header is not valid HTTP. Its
+/// URI is the origin form the connection sends as it is.
+fn upstream_request(given: &HeaderMap, room: hyper::HeaderMap, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
     let mut request = Request::new(body);
+    debug_assert!(room.is_empty());
+    *request.headers_mut() = room;
     let (mut method, mut path) = (None, None);
     let skip = |k: &[u8]| matches!(k, b"host") || (drop_length && k == b"content-length");
     to_hyper(given, request.headers_mut(), skip, |k, value| match k {
