@@ -960,8 +960,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         guard(&c, "proxy_get_property")?;
         let staged = (|| {
             let (mem, st) = split(&mut c)?;
-            let path = slice(mem, pp, pl)?.to_vec();
-            stage_property(st, &path)
+            let path = slice(mem, pp, pl)?;
+            stage_property(st, path)
         })();
         match staged {
             Ok(_) => hand_over(&mut c, rp, rs),

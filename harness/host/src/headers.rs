@@ -58,6 +58,12 @@ impl HeaderMap {
         HeaderMap { data: Vec::with_capacity(bytes), entries: Vec::with_capacity(entries) }
     }
 
+    /// Room for `entries` more entries of `bytes` bytes in all (see `with_capacity`).
+    pub fn reserve(&mut self, bytes: usize, entries: usize) {
+        self.data.reserve(bytes);
+        self.entries.reserve(entries);
+    }
+
     /// A map from pairs, keys lower-cased.
     pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -54,7 +54,7 @@ pub use metrics::{prometheus_name, render_prometheus, Metric, MetricKind, HISTOG
 pub use module::Plugin;
 pub use process::Process;
 pub use profile::HostProfile;
-pub use properties::{int_value, path_key};
+pub use properties::{int_value, path_key, PropertyPath};
 pub use proxy::{FailurePolicy, Limits, Proxy, ProxyOptions, UpstreamAnswer, Worker};
 pub use state::AbiVersion;
 pub use stream::{CloseRequest, Http, LocalReply, Message, Peer, Step, StreamId, Tcp};

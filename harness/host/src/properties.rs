@@ -96,6 +96,23 @@ pub fn path_key(path: &str) -> Vec<u8> {
     out
 }
 
+/// A property path converted once to the ABI's form (`path_key`), for a proxy that sets the same
+/// properties on every stream (`Http::set_properties`): no per-request conversion of its dots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertyPath(Vec<u8>);
+
+impl PropertyPath {
+    /// The path `dotted` (`source.address`, `metadata["a.b"].c`) as the ABI passes it.
+    pub fn new(dotted: &str) -> PropertyPath {
+        PropertyPath(path_key(dotted))
+    }
+
+    /// The ABI's form: segments joined by NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// A property value for numbers, as Envoy serializes integers: 8 bytes little-endian.
 pub fn int_value(v: i64) -> Vec<u8> {
     v.to_le_bytes().to_vec()
@@ -103,7 +120,7 @@ pub fn int_value(v: i64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{path_key, PropertyMap};
+    use super::{path_key, PropertyMap, PropertyPath};
 
     #[test]
     fn a_cleared_map_forgets_its_properties_and_dotted_paths_are_keys() {
@@ -120,6 +137,17 @@ mod tests {
         map.set_dotted("destination.port", b"81");
         assert_eq!(map.get(b"destination\0port"), Some(&b"81"[..]), "buffers reused after a clear");
         assert_eq!(map.get(b"source\0address"), None);
+    }
+
+    #[test]
+    fn a_path_converted_once_sets_what_the_dotted_path_sets() {
+        for dotted in ["source.address", "xds.cluster_name", r#"metadata["a.b"].c"#, "plain"] {
+            let (mut by_path, mut by_dots) = (PropertyMap::default(), PropertyMap::default());
+            by_path.set(PropertyPath::new(dotted).as_bytes(), b"v");
+            by_dots.set_dotted(dotted, b"v");
+            assert_eq!(by_path.get(&path_key(dotted)), Some(&b"v"[..]), "{dotted}");
+            assert_eq!(by_path.get(&path_key(dotted)), by_dots.get(&path_key(dotted)), "{dotted}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::abi::stream_type;
 use super::error::{HostError, Thread};
 use super::foreign::FilterState;
 use super::headers::HeaderMap;
+use super::properties::PropertyPath;
 use super::logs::LogLevel;
 use super::properties::{int_value, PropertyMap};
 use super::proxy::Proxy;
@@ -1134,17 +1135,20 @@ impl Http<'_> {
     /// path), as Envoy knows them per stream once the route is chosen; it overrides the proxy's
     /// `ProxyOptions::properties`. Call it before the request headers.
     pub fn set_property(&mut self, path: &str, value: &[u8]) {
-        self.set_properties(&[(path, value)]);
+        let ctx = self.id.context;
+        if let Some(stream) = self.vm().store.data_mut().streams.get_mut(&ctx) {
+            stream.properties_mut().set_dotted(path, value);
+        }
     }
 
-    /// `set_property` for several at once (a proxy's per-request `xds.cluster_name`,
-    /// `source.address`, ...), the stream looked up once.
-    pub fn set_properties(&mut self, properties: &[(&str, &[u8])]) {
+    /// `set_property` for several at once, by paths converted once (a proxy's per-request
+    /// `xds.cluster_name`, `source.address`, ...): the stream is looked up once.
+    pub fn set_properties(&mut self, properties: &[(&PropertyPath, &[u8])]) {
         let ctx = self.id.context;
         if let Some(stream) = self.vm().store.data_mut().streams.get_mut(&ctx) {
             let map = stream.properties_mut();
             for (path, value) in properties {
-                map.set_dotted(path, value);
+                map.set(path.as_bytes(), value);
             }
         }
     }

@@ -541,6 +541,13 @@ fn local_parts(status: u16, body: &str, extra: &[(&str, &str)]) -> (HeaderMap, B
     (headers, Bytes::from(body.to_string()))
 }
 
+/// The properties `ebb proxy` sets on every stream, as Envoy knows them: converted to the ABI's
+/// form once, not per request.
+static STREAM_PROPERTIES: std::sync::LazyLock<[ebb_host::PropertyPath; 5]> = std::sync::LazyLock::new(|| {
+    ["source.address", "destination.address", "destination.port", "xds.cluster_name", "cluster_name"]
+        .map(ebb_host::PropertyPath::new)
+});
+
 /// Runs one Wasm filter's request headers; waits while it pauses. The body follows later, in
 /// chunks (`pump_request`).
 async fn run_request_filter(
@@ -557,14 +564,14 @@ async fn run_request_filter(
         let proxy = &mut filters[filter];
         let Ok(w) = proxy.worker(0) else { return FilterOutcome::Continue };
         let mut http = w.http();
-        let connection: [(&str, &[u8]); 3] = [
-            ("source.address", addresses.source.as_bytes()),
-            ("destination.address", addresses.destination.as_bytes()),
-            ("destination.port", &addresses.port),
-        ];
-        http.set_properties(&connection);
+        let [source, destination, port, xds_cluster, cluster_name] = &*STREAM_PROPERTIES;
+        http.set_properties(&[
+            (source, addresses.source.as_bytes()),
+            (destination, addresses.destination.as_bytes()),
+            (port, &addresses.port),
+        ]);
         if let Some(cluster) = cluster {
-            http.set_properties(&[("xds.cluster_name", cluster.as_bytes()), ("cluster_name", cluster.as_bytes())]);
+            http.set_properties(&[(xds_cluster, cluster.as_bytes()), (cluster_name, cluster.as_bytes())]);
         }
         let id = http.id();
         let step = http.request_header_map(request, end_of_request);
@@ -912,12 +919,16 @@ async fn forward(
     };
     // A whole body's length is hyper's to set; a streamed one keeps the client's, unless
     // trailers are declared: HTTP/1.1 carries them only in a chunked body.
+    // The request's map, once sent, holds the response for the filters: its room is reused.
+    let mut response_map = None;
     let request = match ex {
         Exchange::Host { mut headers, spare, .. } => {
             let router = ebb_host::ConnectionManager { route_timeout: route, ..shared.connection_manager.clone() };
             router.route_in_place(&mut headers);
             let drop_length = body.is_whole() || headers.get(b"trailer").is_some();
-            upstream_request(&headers, spare, body, drop_length)
+            let request = upstream_request(&headers, spare, body, drop_length);
+            response_map = Some(headers);
+            request
         }
         Exchange::Direct(head) => head.into_request(body, u64::try_from(route.as_millis()).unwrap_or(u64::MAX)),
     };
@@ -951,7 +962,9 @@ async fn forward(
                 return Answer::Direct(parts, body);
             }
             let size = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>();
-            let mut headers = HeaderMap::with_capacity(size + 10, parts.headers.len() + 1);
+            let mut headers = response_map.unwrap_or_default();
+            headers.clear();
+            headers.reserve(size + 10, parts.headers.len() + 1);
             headers.add(b":status", parts.status.as_str().as_bytes());
             for (k, v) in &parts.headers {
                 headers.add(k.as_str().as_bytes(), v.as_bytes());
