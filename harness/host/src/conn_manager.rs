@@ -152,9 +152,10 @@ impl ConnectionManager {
         if !connect && pseudo_value(b":path").is_none_or(<[u8]>::is_empty) {
             return Err(reject(404, b"", "missing_path_rejected"));
         }
-        // Room for everything given plus the two headers added below: no regrowth.
+        // Room for everything given, the pseudo-headers' names, the two headers added below and
+        // the router's timeout header (`route_in_place`): no regrowth on the way to the upstream.
         let size = headers.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len()).sum::<usize>();
-        let mut out = HeaderMap::with_capacity(size + 64, headers.len() + 3);
+        let mut out = HeaderMap::with_capacity(size + 192, headers.len() + 6);
         for name in PSEUDO_ORDER {
             match pseudo_value(name) {
                 Some(v) => out.add(name, v),
