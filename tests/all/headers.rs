@@ -81,7 +81,10 @@ fn a_filter_changes_headers_only_by_writing_what_is_there() {
             assert_eq!(out, map, "{commands}: unchanged means equal");
         }
         // The probe sets x-probe-seen on every response.
-        assert!(matches!(http.response_header_map(&ebb_harness::HeaderMap::from_pairs(&[(":status", "200")]), true), Step::Continue));
+        assert!(matches!(
+            http.response_header_map(&ebb_harness::HeaderMap::from_pairs(&[(":status", "200")]), true),
+            Step::Continue
+        ));
         assert!(http.response_headers_changed());
         assert_eq!(http.response_headers_out().and_then(|h| h.get(b"x-probe-seen")), Some(&b"1"[..]));
         http.finish().expect("finish");

@@ -977,7 +977,12 @@ async fn forward(
 /// The request the router sends, built in place (a builder moves its parts at every header) in
 /// `room`, an empty map whose allocation is reused, or None if a header is not valid HTTP. Its
 /// URI is the origin form the connection sends as it is.
-fn upstream_request(given: &HeaderMap, room: hyper::HeaderMap, body: ProxyBody, drop_length: bool) -> Option<Request<Body>> {
+fn upstream_request(
+    given: &HeaderMap,
+    room: hyper::HeaderMap,
+    body: ProxyBody,
+    drop_length: bool,
+) -> Option<Request<Body>> {
     let mut request = Request::new(body);
     debug_assert!(room.is_empty());
     *request.headers_mut() = room;
