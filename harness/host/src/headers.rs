@@ -111,7 +111,8 @@ impl HeaderMap {
     }
 
     fn position(&self, key: &[u8]) -> Option<usize> {
-        self.entries.iter().position(|e| self.key_of(e).eq_ignore_ascii_case(key))
+        // The length first, from the entry: most keys differ in it, and then no slice is made.
+        self.entries.iter().position(|e| e.key_len as usize == key.len() && self.key_of(e).eq_ignore_ascii_case(key))
     }
 
     fn push_bytes(&mut self, bytes: &[u8]) -> (u32, u32) {
@@ -160,7 +161,10 @@ impl HeaderMap {
 
     fn remove_from(&mut self, key: &[u8], start: usize) {
         let data = &self.data;
-        let matches = |e: &Entry| data[e.key as usize..(e.key + e.key_len) as usize].eq_ignore_ascii_case(key);
+        let matches = |e: &Entry| {
+            e.key_len as usize == key.len()
+                && data[e.key as usize..(e.key + e.key_len) as usize].eq_ignore_ascii_case(key)
+        };
         // Most removals find nothing (a filter stripping headers that requests rarely carry): a
         // read-only scan says so, cheaper than `retain`'s walk that moves every entry.
         if !self.entries.iter().skip(start).any(matches) {
