@@ -12,7 +12,10 @@
 //!   match and its `requests_total` / `completed_total` counters);
 //! - `ebb_drain`: the same pool under a 50 % capacity drain (every request is admitted, so each
 //!   one takes and returns a capacity slot in shared data);
-//! - `baseline_no_fault`, `baseline_drain`: the same two for the .wasm named by the environment
+//! - `ebb_drain_control`: the drain with the control API configured, as a staging proxy runs
+//!   (`deploy/envoy/envoy.yaml`): every request's `:path` is checked against the control prefix
+//!   as well as its `:authority` against the pool;
+//! - `baseline_no_fault`, `baseline_drain`, `baseline_drain_control`: the same three for the .wasm named by the environment
 //!   variable `EBB_BENCH_BASELINE` (an earlier build), when it is set;
 //! - `start/*`: starting a proxy of 2 workers (3 VMs);
 //! - `tick/ebb_idle`: one timer tick delivered to each VM of a 2-worker proxy of `dist/ebb.wasm`
@@ -48,6 +51,12 @@ const POOL_CONFIG: &str =
 /// the one-at-a-time exchanges of the bench are all admitted, each through the shared counter.
 const DRAIN_CONFIG: &str = r#"{"pools":[{"name":"app","match":{"authority":"app.example.com"},"hosts":10,"capacity_per_host":100}],
   "limits":{"max_ttl":"24h"},
+  "faults":[{"id":"half","ttl":"24h","drain":{"pool":"app","fraction":0.5}}]}"#;
+
+/// The drain with the control API on (the key is only checked on control calls, none here).
+const DRAIN_CONTROL_CONFIG: &str = r#"{"pools":[{"name":"app","match":{"authority":"app.example.com"},"hosts":10,"capacity_per_host":100}],
+  "limits":{"max_ttl":"24h"},
+  "control":{"path_prefix":"/.ebb/v1/","key":"bench-key-bench-key-bench-key-bench-key","window":"2m"},
   "faults":[{"id":"half","ttl":"24h","drain":{"pool":"app","fraction":0.5}}]}"#;
 
 fn workspace() -> PathBuf {
@@ -229,6 +238,7 @@ fn benches(c: &mut Criterion) {
         let plugin = Plugin::load(&ebb).expect("dist/ebb.wasm loads");
         bench_proxy(c, "ebb_no_fault", &plugin, b"{}");
         bench_proxy(c, "ebb_drain", &plugin, DRAIN_CONFIG.as_bytes());
+        bench_proxy(c, "ebb_drain_control", &plugin, DRAIN_CONTROL_CONFIG.as_bytes());
         bench_proxy(c, "ebb_pool", &plugin, POOL_CONFIG.as_bytes());
         bench_ticks(c, "ebb_idle", &plugin, POOL_CONFIG.as_bytes());
         bench_start(c, "ebb_2_workers", &plugin, b"{}");
@@ -240,6 +250,7 @@ fn benches(c: &mut Criterion) {
         let plugin = Plugin::load(Path::new(&path)).expect("EBB_BENCH_BASELINE loads");
         bench_proxy(c, "baseline_no_fault", &plugin, b"{}");
         bench_proxy(c, "baseline_drain", &plugin, DRAIN_CONFIG.as_bytes());
+        bench_proxy(c, "baseline_drain_control", &plugin, DRAIN_CONTROL_CONFIG.as_bytes());
         bench_ticks(c, "baseline_idle", &plugin, POOL_CONFIG.as_bytes());
     }
 }

@@ -36,6 +36,11 @@ pub(crate) enum Outcome {
     Compiled { warning: Option<String> },
 }
 
+/// Whether an environment switch's value says off: `off`, `0`, `false` or `no`, in any case.
+pub(crate) fn is_off(value: &std::ffi::OsStr) -> bool {
+    ["off", "0", "false", "no"].iter().any(|o| value.eq_ignore_ascii_case(o))
+}
+
 impl CompileCache {
     /// A cache in `dir` (created on first write).
     pub fn new(dir: impl Into<PathBuf>) -> CompileCache {
@@ -51,8 +56,7 @@ impl CompileCache {
 
     fn from_vars(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<CompileCache> {
         if let Some(v) = var(CACHE_ENV) {
-            let off = ["off", "0", "false", "no"].iter().any(|o| v.eq_ignore_ascii_case(o));
-            return (!off).then(|| CompileCache::new(v));
+            return (!is_off(&v)).then(|| CompileCache::new(v));
         }
         let base =
             var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| var("HOME").map(|h| Path::new(&h).join(".cache")))?;

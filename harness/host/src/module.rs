@@ -28,6 +28,11 @@ fn engine() -> Result<&'static Engine, String> {
             // Epoch interruption costs a load and compare at loop heads and function entries;
             // fuel would be deterministic but several times slower on the hot path.
             config.epoch_interruption(true);
+            if perf_map_wanted(std::env::var_os("EBB_PERF_MAP").as_deref()) {
+                // `perf record` then names the filter's functions (from the module's name section,
+                // so build it unstripped) instead of bare JIT addresses.
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
             let engine = Engine::new(&config).map_err(|e| format!("{e:?}"))?;
             let weak = engine.weak();
             std::thread::Builder::new()
@@ -44,6 +49,11 @@ fn engine() -> Result<&'static Engine, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// Whether `EBB_PERF_MAP` asks for `/tmp/perf-PID.map` (set, not empty and not off).
+fn perf_map_wanted(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && !super::compile_cache::is_off(v))
 }
 
 /// A loaded, validated and linked Proxy-Wasm module. Cheap to clone; load once and start as

@@ -3,57 +3,67 @@
 
 /// A header map handed over in the ABI's serialized form: a little-endian u32 count, then a
 /// (u32 key length, u32 value length) pair per entry, then each key and each value followed by a
-/// NUL; an empty buffer is an empty map. Checked once when parsed and indexed, so that the
-/// several look-ups of one request (control path, pool matches, ebb's own headers) each cost a
-/// scan of the entries' lengths, not a parse.
+/// NUL; an empty buffer is an empty map. Checked once when parsed; a look-up then walks the
+/// entries' sizes, slicing only a key of the length it looks for. No index is built: a request
+/// asks for two or three names of a handful of headers, and an index was one allocation and one
+/// free per request.
 #[derive(Debug, Default)]
 pub struct HeaderMap {
     bytes: Vec<u8>,
-    /// Key and value of each entry, as ranges of `bytes`, in the map's order.
-    entries: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    count: usize,
+}
+
+/// The little-endian u32 at `at`, as a size.
+fn word(bytes: &[u8], at: usize) -> Option<usize> {
+    let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(raw)).ok()
 }
 
 impl HeaderMap {
-    /// Checks and indexes `bytes`; None if they are not a well-formed map (the map then says
-    /// nothing: ask the host header by header). Never panics, whatever the bytes.
+    /// Checks `bytes`; None if they are not a well-formed map (the map then says nothing: ask
+    /// the host header by header). Never panics, whatever the bytes.
     pub fn parse(bytes: Vec<u8>) -> Option<HeaderMap> {
         if bytes.is_empty() {
             return Some(HeaderMap::default());
         }
-        let word = |at: usize| -> Option<usize> {
-            let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-            usize::try_from(u32::from_le_bytes(raw)).ok()
-        };
-        let count = word(0)?;
+        let count = word(&bytes, 0)?;
         // Each entry takes 8 bytes of sizes and at least 2 NULs: a larger count is a lie.
         if count.checked_mul(10)?.checked_add(4)? > bytes.len() {
             return None;
         }
-        let mut entries = Vec::with_capacity(count);
         let mut data = 4 + 8 * count;
         for i in 0..count {
-            let (k, v) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
-            let key = data..data.checked_add(k)?;
-            let value = key.end.checked_add(1)?..key.end.checked_add(1)?.checked_add(v)?;
-            let nuls = (bytes.get(key.end), bytes.get(value.end));
-            if nuls != (Some(&0), Some(&0)) {
+            let (k, v) = (word(&bytes, 4 + 8 * i)?, word(&bytes, 8 + 8 * i)?);
+            let key_end = data.checked_add(k)?;
+            let value_end = key_end.checked_add(1)?.checked_add(v)?;
+            if (bytes.get(key_end), bytes.get(value_end)) != (Some(&0), Some(&0)) {
                 return None;
             }
-            data = value.end + 1;
-            entries.push((key, value));
+            data = value_end + 1;
         }
-        Some(HeaderMap { bytes, entries })
+        Some(HeaderMap { bytes, count })
+    }
+
+    /// Each entry as (key length, value length, where its key starts), in the map's order; the
+    /// value starts one past the key's end (its NUL). `parse` checked every size and offset, so
+    /// the arithmetic stays in bounds; look-ups still slice with `get`.
+    fn entries(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let mut data = 4 + 8 * self.count;
+        (0..self.count).map_while(move |i| {
+            let (k, v) = (word(&self.bytes, 4 + 8 * i)?, word(&self.bytes, 8 + 8 * i)?);
+            let at = data;
+            data = data.saturating_add(k).saturating_add(v).saturating_add(2);
+            Some((k, v, at))
+        })
     }
 
     /// True when some header's name starts with `prefix` (ignoring ASCII case): one scan that
     /// tells whether any of a family of headers (ebb's own, `x-ebb-`) needs looking at.
     pub fn any_with_prefix(&self, prefix: &str) -> bool {
         let prefix = prefix.as_bytes();
-        self.entries.iter().any(|(k, _)| {
-            self.bytes
-                .get(k.clone())
-                .and_then(|key| key.get(..prefix.len()))
-                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        self.entries().any(|(k, _, at)| {
+            k >= prefix.len()
+                && self.bytes.get(at..at.saturating_add(prefix.len())).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
         })
     }
 
@@ -61,9 +71,11 @@ impl HeaderMap {
     /// lower-case, but Kong's module hands out request header names as the client wrote them.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         let name = name.as_bytes();
-        self.entries.iter().find_map(|(k, v)| {
-            let key = self.bytes.get(k.clone())?;
-            crate::ascii::eq_ignore_case(key, name).then(|| self.bytes.get(v.clone())).flatten()
+        // The length first, from the sizes: most names differ in it, and then nothing is sliced.
+        self.entries().filter(|&(k, _, _)| k == name.len()).find_map(|(k, v, at)| {
+            let key = self.bytes.get(at..at.saturating_add(k))?;
+            let value = at.saturating_add(k).saturating_add(1);
+            crate::ascii::eq_ignore_case(key, name).then(|| self.bytes.get(value..value.saturating_add(v))).flatten()
         })
     }
 }
