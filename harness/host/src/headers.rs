@@ -185,7 +185,7 @@ impl HeaderMap {
         self.holes = true;
         let mut index = 0;
         self.entries.retain(|e| {
-            let keep = index < start || !data[e.key as usize..(e.key + e.key_len) as usize].eq_ignore_ascii_case(key);
+            let keep = index < start || !matches(e);
             index += 1;
             keep
         });
@@ -210,20 +210,17 @@ impl HeaderMap {
         }
         out[..4].copy_from_slice(&(self.len() as u32).to_le_bytes());
         let mut sizes = 4;
-        let mut data = 4 + 8 * self.len();
+        for e in &self.entries {
+            out[sizes..sizes + 4].copy_from_slice(&e.key_len.to_le_bytes());
+            out[sizes + 4..sizes + 8].copy_from_slice(&e.value_len.to_le_bytes());
+            sizes += 8;
+        }
+        let mut data = sizes;
         if !self.holes {
-            for e in &self.entries {
-                out[sizes..sizes + 4].copy_from_slice(&e.key_len.to_le_bytes());
-                out[sizes + 4..sizes + 8].copy_from_slice(&e.value_len.to_le_bytes());
-                sizes += 8;
-            }
             out[data..].copy_from_slice(&self.data);
             return;
         }
         for (k, v) in self.iter() {
-            out[sizes..sizes + 4].copy_from_slice(&(k.len() as u32).to_le_bytes());
-            out[sizes + 4..sizes + 8].copy_from_slice(&(v.len() as u32).to_le_bytes());
-            sizes += 8;
             out[data..data + k.len()].copy_from_slice(k);
             data += k.len();
             out[data] = 0;

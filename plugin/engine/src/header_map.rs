@@ -31,22 +31,22 @@ impl HeaderMap {
         if count.checked_mul(10)?.checked_add(4)? > bytes.len() {
             return None;
         }
-        let mut data = 4 + 8 * count;
-        for i in 0..count {
-            let (k, v) = (word(&bytes, 4 + 8 * i)?, word(&bytes, 8 + 8 * i)?);
-            let key_end = data.checked_add(k)?;
-            let value_end = key_end.checked_add(1)?.checked_add(v)?;
-            if (bytes.get(key_end), bytes.get(value_end)) != (Some(&0), Some(&0)) {
-                return None;
-            }
-            data = value_end + 1;
-        }
-        Some(HeaderMap { bytes, count })
+        let map = HeaderMap { bytes, count };
+        // The look-ups' own walk, checked once: every entry there, each key and value ending in
+        // its NUL (an offset past the end, saturated or not, finds no NUL).
+        let mut seen = 0;
+        let nuls = map.entries().all(|(k, v, at)| {
+            seen += 1;
+            let key_end = at.saturating_add(k);
+            let value_end = key_end.saturating_add(1).saturating_add(v);
+            (map.bytes.get(key_end), map.bytes.get(value_end)) == (Some(&0), Some(&0))
+        });
+        (nuls && seen == count).then_some(map)
     }
 
     /// Each entry as (key length, value length, where its key starts), in the map's order; the
-    /// value starts one past the key's end (its NUL). `parse` checked every size and offset, so
-    /// the arithmetic stays in bounds; look-ups still slice with `get`.
+    /// value starts one past the key's end (its NUL). Offsets saturate rather than wrap, and
+    /// look-ups slice with `get`, so even an unchecked map cannot make this panic.
     fn entries(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         let mut data = 4 + 8 * self.count;
         (0..self.count).map_while(move |i| {
