@@ -22,7 +22,9 @@ use ebb_engine::{FaultRequest, Protocol};
 use crate::alert::{Alert, Transition};
 use crate::clock::Clock;
 use crate::control::{self, RawRequest, RawResponse};
-use crate::host::{FailurePolicy, HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId};
+use crate::host::{
+    FailurePolicy, HeaderMap, HostError, HostProfile, Peer, Plugin, Proxy, ProxyOptions, Step, StreamId,
+};
 use crate::report::{self, AlertResult, Event, Report, Requests};
 use crate::rules;
 use crate::scenario::{Scenario, Service};
@@ -98,7 +100,8 @@ struct Flight {
 struct PoolSim {
     curve: Curve,
     protocol: Protocol,
-    headers: Vec<(String, String)>,
+    /// Every request's headers, kept as the host's map: copied into each stream in one go.
+    headers: HeaderMap,
     mean_ms: u64,
     exponential: bool,
     timeout_ns: u64,
@@ -136,6 +139,9 @@ struct Sim<'s> {
     free: Vec<usize>,
     paused: Vec<usize>,
     poll_armed: bool,
+    /// The upstream's answers, as the host's maps: a served request's and a given-up one's.
+    served: HeaderMap,
+    gave_up: HeaderMap,
     queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
     seq: u64,
     rng: Rng,
@@ -334,14 +340,14 @@ impl<'s> Sim<'s> {
             .zip(traffic_of)
             .map(|(p, traffic)| {
                 let headers = match p.protocol {
-                    Protocol::Http => vec![
-                        (":method".into(), "GET".into()),
-                        (":path".into(), "/".into()),
-                        (":authority".into(), p.authority()),
-                        (":scheme".into(), "https".into()),
-                        ("user-agent".into(), "ebb-replay".into()),
-                    ],
-                    Protocol::Tcp => Vec::new(),
+                    Protocol::Http => HeaderMap::from_pairs(&[
+                        (":method", "GET"),
+                        (":path", "/"),
+                        (":authority", p.authority().as_str()),
+                        (":scheme", "https"),
+                        ("user-agent", "ebb-replay"),
+                    ]),
+                    Protocol::Tcp => HeaderMap::new(),
                 };
                 PoolSim {
                     curve: Curve::new(scenario, &traffic),
@@ -391,6 +397,8 @@ impl<'s> Sim<'s> {
             free: Vec::new(),
             paused: Vec::new(),
             poll_armed: false,
+            served: HeaderMap::from_pairs(&[(":status", "200"), ("content-type", "text/html")]),
+            gave_up: HeaderMap::from_pairs(&[(":status", "503")]),
             queue: BinaryHeap::new(),
             seq: 0,
             rng: Rng::new(scenario.seed),
@@ -532,7 +540,7 @@ impl<'s> Sim<'s> {
             Ok(w) => match protocol {
                 Protocol::Http => {
                     let mut http = w.http();
-                    let step = http.request_headers(&self.pools[pool].headers, true);
+                    let step = http.request_header_map(&self.pools[pool].headers, true);
                     (http.id(), step)
                 }
                 Protocol::Tcp => {
@@ -669,7 +677,7 @@ impl<'s> Sim<'s> {
         match self.pools[pool].protocol {
             Protocol::Http => {
                 if let Some(mut http) = self.proxies[proxy].http_stream(stream) {
-                    let step = http.response_headers(&[(":status", "200"), ("content-type", "text/html")], true);
+                    let step = http.response_header_map(&self.served, true);
                     if let Step::Failed(_) | Step::LocalReply(_) | Step::Closed { .. } = step {
                         // The filter's VM failed in this step or before it (fail-closed answers
                         // with a 503 instead of the upstream's answer; fail-open passes it on), or
@@ -715,7 +723,7 @@ impl<'s> Sim<'s> {
         self.advance(proxy, t);
         if self.pools[pool].protocol == Protocol::Http {
             if let Some(mut http) = self.proxies[proxy].http_stream(stream) {
-                http.response_headers(&[(":status", "503")], true);
+                http.response_header_map(&self.gave_up, true);
             }
         }
         self.finish(flight, t, true, false);

@@ -169,7 +169,7 @@ impl Root {
         vm.metrics.set(GlobalMetric::Armed, 1);
         vm.metrics.set(GlobalMetric::ActiveFaults, engine.active(now).count() as u64);
         for i in 0..engine.config().pools.len() {
-            if let Some(s) = engine.pool_status(i, now) {
+            if let Some(s) = engine.pool_gauges(i, now) {
                 vm.metrics.pool_set(i, PoolMetric::ExpectedHosts, u64::from(s.expected_hosts));
                 vm.metrics.pool_set(i, PoolMetric::AvailableHosts, u64::from(s.available_hosts));
                 vm.metrics.pool_set(i, PoolMetric::Capacity, s.capacity);

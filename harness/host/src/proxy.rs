@@ -727,7 +727,16 @@ impl Proxy {
     /// Delivers pending `proxy_on_queue_ready` notifications to this proxy's VMs, whichever
     /// thread enqueued (cpp-host posts them to the registrant's thread: they run after the step
     /// that enqueued, never inside it).
+    #[inline]
     pub(crate) fn after_step(&mut self) {
+        // One load on the common path: this runs after every tick and every step.
+        if self.shared.mailbox.waiting() {
+            self.deliver_queue_ready();
+        }
+    }
+
+    #[cold]
+    fn deliver_queue_ready(&mut self) {
         for _ in 0..MAX_QUEUE_ROUNDS {
             let ready = self.shared.mailbox.take();
             if ready.is_empty() {

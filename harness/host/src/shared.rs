@@ -96,6 +96,12 @@ impl Mailbox {
         }
     }
 
+    /// Whether notifications may be waiting (a plain load: `take` says for sure).
+    #[inline]
+    pub(crate) fn waiting(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// The notifications waiting, if any (a plain load first: this runs on every step).
     pub(crate) fn take(&self) -> Vec<(usize, u32, u32)> {
         if !self.pending.load(Ordering::Acquire) || !self.pending.swap(false, Ordering::AcqRel) {

@@ -743,10 +743,15 @@ impl Vm {
     }
 
     /// Runs what hostcalls deferred (continue, close, local reply) until nothing is left.
+    #[inline]
     pub(crate) fn run_deferred(&mut self) {
-        if self.in_deferred {
-            return;
+        // Most callbacks defer nothing: one check, no call.
+        if !self.in_deferred && !self.store.data().deferred.is_empty() {
+            self.drain_deferred();
         }
+    }
+
+    fn drain_deferred(&mut self) {
         self.in_deferred = true;
         loop {
             let next = {

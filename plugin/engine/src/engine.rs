@@ -36,6 +36,15 @@ pub struct PoolStatus {
     pub faults: Vec<String>,
 }
 
+/// A pool's gauges at one moment (see `Engine::pool_gauges`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGauges {
+    pub expected_hosts: u32,
+    pub available_hosts: u32,
+    pub capacity: u64,
+    pub deploy_in_progress: bool,
+}
+
 /// What the filter must do with a request before (and unless) it is forwarded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -169,6 +178,12 @@ impl Engine {
         self.status(index, now)
     }
 
+    /// The part of [`Engine::pool_status`] the gauges publish: every VM reads it every `tick`
+    /// for every pool, so it clones no name or fault id.
+    pub fn pool_gauges(&self, index: usize, now: u64) -> Option<PoolGauges> {
+        self.gauges(index, now, |_| {}).map(|(gauges, _)| gauges)
+    }
+
     /// The id of fault `index`, or "" if the fault set changed since it was found.
     pub fn fault_id(&self, index: usize) -> &str {
         self.faults.faults.get(index).map_or("", |f| f.id.as_str())
@@ -177,19 +192,15 @@ impl Engine {
     /// The state of pool `index` at `now`, with its name and the ids of its active faults.
     fn status(&self, index: usize, now: u64) -> Option<PoolStatus> {
         let pool = self.config.pools.get(index)?;
-        let (mut faults, mut deploy_in_progress) = (Vec::new(), false);
-        let load = self.load(index, now, |fault| {
-            faults.push(fault.id.clone());
-            deploy_in_progress |= fault.deploying(now);
-        });
-        let (available_hosts, capacity) = load.remaining(pool);
+        let mut faults = Vec::new();
+        let (gauges, load) = self.gauges(index, now, |fault| faults.push(fault.id.clone()))?;
         Some(PoolStatus {
             name: pool.name.clone(),
             protocol: pool.protocol,
-            expected_hosts: pool.hosts,
-            available_hosts,
-            capacity,
-            deploy_in_progress,
+            expected_hosts: gauges.expected_hosts,
+            available_hosts: gauges.available_hosts,
+            capacity: gauges.capacity,
+            deploy_in_progress: gauges.deploy_in_progress,
             capacity_drained: load.capacity_drained,
             blackhole_drained: load.blackhole_drained,
             queue: load.queue,
@@ -197,6 +208,18 @@ impl Engine {
             blackhole_fault: load.blackhole_fault,
             faults,
         })
+    }
+
+    /// Pool `index`'s gauges and load at `now`; `each` sees every fault active on it.
+    fn gauges(&self, index: usize, now: u64, mut each: impl FnMut(&Fault)) -> Option<(PoolGauges, Load)> {
+        let pool = self.config.pools.get(index)?;
+        let mut deploy_in_progress = false;
+        let load = self.load(index, now, |fault| {
+            each(fault);
+            deploy_in_progress |= fault.deploying(now);
+        });
+        let (available_hosts, capacity) = load.remaining(pool);
+        Some((PoolGauges { expected_hosts: pool.hosts, available_hosts, capacity, deploy_in_progress }, load))
     }
 
     /// What the faults active on pool `index` at `now` add up to; `each` sees every one of them.
@@ -528,6 +551,15 @@ mod tests {
         assert!(during.deploy_in_progress && during.available_hosts == 2);
         let after = e.pool_status(2, 3_000_000).unwrap();
         assert!(!after.deploy_in_progress && after.available_hosts == 2, "aborted and left drained");
+        // The gauges the timer publishes are the status's own figures, at every moment.
+        for (status, now) in [(&during, 1), (&after, 3_000_000)] {
+            let g = e.pool_gauges(2, now).unwrap();
+            assert_eq!(
+                (g.expected_hosts, g.available_hosts, g.capacity, g.deploy_in_progress),
+                (status.expected_hosts, status.available_hosts, status.capacity, status.deploy_in_progress)
+            );
+        }
+        assert_eq!(e.pool_gauges(3, 1), None, "no such pool");
         add(&mut e, r#"{"reset":{"pool":"ssh","percent":100}}"#, 0);
         assert!(matches!(e.decide_tcp(1, Some(2)).action, Action::Close { .. }));
     }

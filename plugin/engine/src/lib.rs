@@ -26,7 +26,7 @@ pub mod state;
 
 pub use config::{Config, ConfigError, PoolConfig, Protocol};
 pub use duration::Duration;
-pub use engine::{Action, Admission, Engine, Plan, PoolStatus};
+pub use engine::{Action, Admission, Engine, Plan, PoolGauges, PoolStatus};
 pub use error::CommandError;
 pub use fault::{Fault, FaultRequest, FaultSpec};
 pub use state::FaultSet;
