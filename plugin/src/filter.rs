@@ -204,6 +204,18 @@ impl Root {
         self.vm.borrow_mut().sync();
     }
 
+    /// A tick's work: housekeeping when `due`, waiting requests when `waiting`.
+    #[inline(never)]
+    fn work(&mut self, due: bool, waiting: bool) {
+        let now = now_ms();
+        if due {
+            self.housekeeping(now);
+        }
+        if waiting {
+            http::run_pending(&self.vm, now);
+        }
+    }
+
     /// Sync, expiry and gauges: once per configured `tick`.
     fn housekeeping(&mut self, now: u64) {
         {
@@ -283,16 +295,10 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let due = self.timer.due();
         let waiting = !self.vm.borrow().pending.is_empty();
-        // Most ticks of an HTTP root find nothing to do: no hostcall at all then.
-        if !due && !waiting {
-            return;
-        }
-        let now = now_ms();
-        if due {
-            self.housekeeping(now);
-        }
-        if waiting {
-            http::run_pending(&self.vm, now);
+        // Most ticks of an HTTP root find nothing to do: no hostcall at all then, and none of
+        // the work's stack frame either (it lives in `work`, kept out of line).
+        if due || waiting {
+            self.work(due, waiting);
         }
     }
 
