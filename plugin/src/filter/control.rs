@@ -92,19 +92,34 @@ pub(crate) fn intercept(vm: &Rc<RefCell<Vm>>, req: &mut Lazy, end_of_stream: boo
         strip_ebb_headers(req);
         return None;
     };
+    Some(answer(vm, req, path, refusal, end_of_stream))
+}
+
+/// The reply to a control call or a look-alike of the control path. Out of line and cold: every
+/// request passes `intercept`, few are control calls, and this code (JSON, signatures, the fault
+/// set) would otherwise sit between the instructions every request runs.
+#[cold]
+#[inline(never)]
+fn answer(
+    vm: &Rc<RefCell<Vm>>,
+    req: &mut Lazy,
+    path: String,
+    refusal: Option<CommandError>,
+    end_of_stream: bool,
+) -> Reply {
     let call = Call::from_headers(req, path);
     if let Some(e) = refusal {
-        return Some(refuse(vm, &call, &e));
+        return refuse(vm, &call, &e);
     }
     let body = !end_of_stream && {
         let length = req.header("content-length").map(Cow::into_owned);
         api::has_body(false, length.as_deref(), req.header("transfer-encoding").as_deref())
     };
     if body {
-        return Some(refuse(vm, &call, &api::body_error()));
+        return refuse(vm, &call, &api::body_error());
     }
     let command = req.header(COMMAND_HEADER).unwrap_or_default();
-    Some(handle(vm, &call, command.as_bytes(), now_ms()))
+    handle(vm, &call, command.as_bytes(), now_ms())
 }
 
 /// Removes ebb's headers from a request about to be forwarded: each one the request may carry

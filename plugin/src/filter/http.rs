@@ -54,6 +54,7 @@ pub(crate) struct Reply {
 impl Reply {
     /// Sends the reply on the effective context; false if the host refused it (logged once per
     /// VM), in which case the caller lets the request through rather than leave it paused.
+    #[inline(never)]
     pub fn send(&self) -> bool {
         let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         hostcall::send_local_reply(self.status, &headers, self.body.as_bytes())
@@ -186,6 +187,8 @@ pub(crate) fn property_port() -> Option<u16> {
     std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
+#[cold]
+#[inline(never)]
 fn fault_reply(status: u16, grpc_status: Option<u32>, fault: &str) -> Reply {
     let mut headers = vec![("x-ebb-fault", fault.to_string())];
     match grpc_status {
@@ -199,6 +202,8 @@ fn fault_reply(status: u16, grpc_status: Option<u32>, fault: &str) -> Reply {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn shed_reply(pool: &str, fault: &str) -> Reply {
     Reply {
         status: 503,
@@ -230,12 +235,7 @@ fn settle(
             if let Some(p) = pool {
                 vm.metrics.pool_add(p, PoolMetric::Blackholed, 1);
             }
-            return Outcome::Reply(Reply {
-                status: 503,
-                headers: vec![("x-ebb-fault", fault)],
-                body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-                    .to_string(),
-            });
+            return Outcome::Reply(blackhole_reply(fault));
         }
         Verdict::Forward => {}
     }
@@ -249,31 +249,53 @@ fn settle(
             Outcome::Forward
         }
         None => Outcome::Forward,
-        Some(false) => {
-            let waiting = vm.pending.iter().filter(|p| matches!(p.wait, Wait::Queue { .. })).count();
-            let fault = vm.engine.as_ref().map(|e| e.fault_id(fault).to_string()).unwrap_or_default();
-            match queue {
-                Some(q) if (waiting as u64) < u64::from(q.max) => {
-                    vm.metrics.pool_add(index, PoolMetric::Queued, 1);
-                    vm.pending.push(Pending {
-                        context_id,
-                        due: now,
-                        wait: Wait::Queue {
-                            pool: index,
-                            capacity,
-                            deadline: now.saturating_add(q.timeout.as_millis()),
-                            fault,
-                        },
-                        pool,
-                    });
-                    Outcome::Wait
-                }
-                _ => {
-                    vm.metrics.pool_add(index, PoolMetric::Shed, 1);
-                    Outcome::Reply(shed_reply(pool_name(vm, index), &fault))
-                }
-            }
+        Some(false) => over_capacity(vm, context_id, pool, index, capacity, queue, fault, now),
+    }
+}
+
+/// A request the drained pool has no slot for: queued if the drain has a queue with room, shed
+/// otherwise. Out of line: admitted requests (the common case) never run it.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn over_capacity(
+    vm: &mut Vm,
+    context_id: u32,
+    pool: Option<usize>,
+    index: usize,
+    capacity: u64,
+    queue: Option<ebb_engine::fault::Queue>,
+    fault: usize,
+    now: u64,
+) -> Outcome {
+    let waiting = vm.pending.iter().filter(|p| matches!(p.wait, Wait::Queue { .. })).count();
+    let fault = vm.engine.as_ref().map(|e| e.fault_id(fault).to_string()).unwrap_or_default();
+    match queue {
+        Some(q) if (waiting as u64) < u64::from(q.max) => {
+            vm.metrics.pool_add(index, PoolMetric::Queued, 1);
+            vm.pending.push(Pending {
+                context_id,
+                due: now,
+                wait: Wait::Queue { pool: index, capacity, deadline: now.saturating_add(q.timeout.as_millis()), fault },
+                pool,
+            });
+            Outcome::Wait
         }
+        _ => {
+            vm.metrics.pool_add(index, PoolMetric::Shed, 1);
+            Outcome::Reply(shed_reply(pool_name(vm, index), &fault))
+        }
+    }
+}
+
+/// What a request sent to a drained host in blackhole mode gets: Envoy's answer to a dead upstream.
+#[cold]
+#[inline(never)]
+fn blackhole_reply(fault: String) -> Reply {
+    Reply {
+        status: 503,
+        headers: vec![("x-ebb-fault", fault)],
+        body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_string(),
     }
 }
 
@@ -345,6 +367,19 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
     }
 }
 
+/// Holds a delayed request until `due`; the root's timer resumes it (see `run_pending`). Its
+/// period was set once, at configure, so nothing here touches it. Out of line (cold): most
+/// requests are not delayed.
+#[cold]
+#[inline(never)]
+fn hold(vm: &mut Vm, context_id: u32, pool: Option<usize>, due: u64, action: Verdict, admission: Admission) {
+    vm.metrics.add(GlobalMetric::Delayed, 1);
+    if let Some(p) = pool {
+        vm.metrics.pool_add(p, PoolMetric::Delayed, 1);
+    }
+    vm.pending.push(Pending { context_id, due, wait: Wait::Delay { action, admission }, pool });
+}
+
 pub(crate) struct Http {
     context_id: u32,
     vm: Rc<RefCell<Vm>>,
@@ -385,18 +420,7 @@ impl HttpContext for Http {
             vm.metrics.pool_add(p, PoolMetric::Requests, 1);
         }
         if let Some((delay, _fault)) = plan.delay {
-            vm.metrics.add(GlobalMetric::Delayed, 1);
-            if let Some(p) = pool {
-                vm.metrics.pool_add(p, PoolMetric::Delayed, 1);
-            }
-            // The root's timer resumes it (see `run_pending`); its period was set once, at
-            // configure, so nothing here touches it.
-            vm.pending.push(Pending {
-                context_id: self.context_id,
-                due: now.saturating_add(delay.as_millis()),
-                wait: Wait::Delay { action: plan.action, admission: plan.admission },
-                pool,
-            });
+            hold(vm, self.context_id, pool, now.saturating_add(delay.as_millis()), plan.action, plan.admission);
             return Action::Pause;
         }
         let outcome = settle(vm, self.context_id, pool, &mut self.req.counted, plan.action, plan.admission, now);
