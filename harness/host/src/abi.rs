@@ -371,7 +371,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         guard(&c, "proxy_set_tick_period_milliseconds")?;
         let st = c.data_mut();
         if st.profile.ngx() {
-            profile::check_tick(st, ms as u32)?;
+            profile::check_tick(st)?;
         }
         let period = u64::from(ms as u32) * 1_000_000;
         st.tick_period_ns = period;

@@ -209,13 +209,14 @@ pub(crate) fn get_metric(st: &HostState, stat: Option<usize>) -> wasmtime::Resul
 }
 
 /// `proxy_set_tick_period_milliseconds` under ngx-wasm and strict: only a callback of the root
-/// context may set it (a call response delivered to a stream is not one), and a period that is
-/// set cannot be changed, only turned off with 0 and set again.
-pub(crate) fn check_tick(st: &HostState, period_ms: u32) -> wasmtime::Result<()> {
+/// context may set it (a call response delivered to a stream is not one), and only while no
+/// period is set: once one is, any call traps, 0 included (the module checks the period it has
+/// before it looks at the new one), so a period can be neither changed nor turned off.
+pub(crate) fn check_tick(st: &HostState) -> wasmtime::Result<()> {
     if st.active_context != st.root_context || st.effective_context != st.root_context {
         return Err(Quirk::TickOutsideRoot.trap(st.profile));
     }
-    if period_ms != 0 && st.tick_period_ns != 0 {
+    if st.tick_period_ns != 0 {
         return Err(Quirk::TickAlreadySet.trap(st.profile));
     }
     Ok(())

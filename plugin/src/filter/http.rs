@@ -239,7 +239,7 @@ fn settle(
         }
         Verdict::Forward => {}
     }
-    let Admission::Limited { pool: index, capacity, queue, fault } = admission else {
+    let Admission::Limited { pool: index, capacity, .. } = admission else {
         return Outcome::Forward;
     };
     let Some(counter) = vm.slots.get(index) else { return Outcome::Forward };
@@ -249,7 +249,7 @@ fn settle(
             Outcome::Forward
         }
         None => Outcome::Forward,
-        Some(false) => over_capacity(vm, context_id, pool, index, capacity, queue, fault, now),
+        Some(false) => over_capacity(vm, context_id, pool, admission, now),
     }
 }
 
@@ -257,17 +257,8 @@ fn settle(
 /// otherwise. Out of line: admitted requests (the common case) never run it.
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn over_capacity(
-    vm: &mut Vm,
-    context_id: u32,
-    pool: Option<usize>,
-    index: usize,
-    capacity: u64,
-    queue: Option<ebb_engine::fault::Queue>,
-    fault: usize,
-    now: u64,
-) -> Outcome {
+fn over_capacity(vm: &mut Vm, context_id: u32, pool: Option<usize>, admission: Admission, now: u64) -> Outcome {
+    let Admission::Limited { pool: index, capacity, queue, fault } = admission else { return Outcome::Forward };
     let waiting = vm.pending.iter().filter(|p| matches!(p.wait, Wait::Queue { .. })).count();
     let fault = vm.engine.as_ref().map(|e| e.fault_id(fault).to_string()).unwrap_or_default();
     match queue {
