@@ -7,6 +7,7 @@ mod hostcall;
 mod http;
 mod metrics;
 mod shared;
+mod slots;
 mod tcp;
 
 use std::cell::RefCell;
@@ -40,11 +41,9 @@ pub(crate) struct Vm {
     pub faults_cas: u32,
     /// Requests of this VM waiting on a timer: delays, and queues in front of a drained pool.
     pub pending: Vec<http::Pending>,
-    /// Each pool's admission counter in shared data, by pool index.
-    pub slots: Vec<shared::Counter>,
-    /// Slots taken on the timer for requests that waited (context id, pool index), returned
-    /// when the request ends; a request admitted at once keeps its slot in its own context.
-    pub late_slots: Vec<(u32, usize)>,
+    /// Slots taken on the timer for requests that waited (context id, slot), returned when the
+    /// request ends; a request admitted at once keeps its slot in its own context.
+    pub late_slots: Vec<(u32, slots::Slot)>,
     /// Every request reads two headers or more (see `http::Lazy`): fetch its header map at once.
     pub headers_at_once: bool,
 }
@@ -149,7 +148,6 @@ impl Root {
                 metrics: Metrics::default(),
                 faults_cas: 0,
                 pending: Vec::new(),
-                slots: Vec::new(),
                 late_slots: Vec::new(),
                 headers_at_once: false,
             })),
@@ -218,11 +216,7 @@ impl Root {
 
     /// Sync, expiry and gauges: once per configured `tick`.
     fn housekeeping(&mut self, now: u64) {
-        {
-            let mut vm = self.vm.borrow_mut();
-            vm.sync();
-            vm.slots.iter().for_each(shared::Counter::forget);
-        }
+        self.vm.borrow_mut().sync();
         self.expire(now);
         self.publish(now);
     }
@@ -281,7 +275,6 @@ impl RootContext for Root {
             let seed = now ^ (u64::from(self.context_id) << 32) ^ hash ^ vm_entropy();
             vm.engine = Some(Engine::new(config, seed));
             vm.metrics = Metrics::define(&names);
-            vm.slots = names.iter().map(|n| shared::Counter::new(n)).collect();
             vm.headers_at_once = at_once;
             vm.faults_cas = u32::MAX;
             vm.sync();

@@ -162,11 +162,41 @@ fn a_capacity_drain_sheds_over_capacity_across_workers() {
     // Another pool is untouched.
     let (_, other) = open(&mut p, 0, &get("api.example"));
     assert!(matches!(other, Step::Continue));
+    // Three attempts, one given back at once: two slots held, counted for the whole proxy.
+    let held = |p: &Proxy| gauge(p, "ebb.pool.web.slots_taken_total") - gauge(p, "ebb.pool.web.slots_freed_total");
+    assert_eq!((gauge(&p, "ebb.pool.web.slots_taken_total"), held(&p)), (3, 2));
     // A slot frees on worker 0; worker 1 can use it.
     complete(&mut p, a);
+    assert_eq!(held(&p), 1);
     let (_, s4) = open(&mut p, 1, &get("web.example"));
     assert!(matches!(s4, Step::Continue), "{s4:?}");
     assert_eq!(gauge(&p, "ebb.pool.web.shed_total"), 1);
+    assert_eq!(held(&p), 2);
+}
+
+#[test]
+fn a_drain_lets_traffic_through_uncounted_where_counters_do_not_count() {
+    // Envoy's stats matcher rejecting the slot counters makes them null stats: they read back 0,
+    // so no request can be admitted against them. The filter must not shed everything then.
+    // Either counter alone: a null `slots_freed_total` would make every slot look held for ever.
+    let plugin = plugin();
+    for rejected in ["ebb.pool.web.slots_", "ebb.pool.web.slots_taken", "ebb.pool.web.slots_freed"] {
+        let options = ProxyOptions {
+            plugin_config: config(r#","faults":[{"id":"d","ttl":"1h","drain":{"pool":"web","hosts":2}}]"#).into_bytes(),
+            workers: 2,
+            host_profile: util::host_profile(),
+            stats_rejected_prefixes: vec![rejected.into()],
+            ..ProxyOptions::default()
+        };
+        let mut p = Proxy::new(&plugin, options, Clock::default()).expect("proxy starts");
+        for i in 0..6 {
+            let (_, step) = open(&mut p, i % 2, &get("web.example"));
+            assert!(matches!(step, Step::Continue), "{rejected}: request {i} goes through: {step:?}");
+        }
+        assert_eq!(gauge(&p, "ebb.pool.web.shed_total"), 0, "{rejected}");
+        let warnings = p.logs().iter().filter(|l| l.message.contains("counters read back as 0")).count();
+        assert_eq!(warnings, 2, "{rejected}: once per worker VM that asked");
+    }
 }
 
 #[test]

@@ -129,6 +129,24 @@ fn refused_shared_data_lets_requests_through_uncounted_with_one_log_line_per_vm(
 }
 
 #[test]
+fn refused_metric_reads_let_a_drained_pool_through_uncounted() {
+    // Capacity admission counts held slots with two counters read back with `proxy_get_metric`:
+    // a host that refuses the read must not make the drain shed everything (or anything).
+    let plugin = refusing(&["proxy_get_metric"]);
+    let drain = r#","faults":[{"id":"d","ttl":"1h","drain":{"pool":"web","hosts":2}}]"#;
+    let mut p = start(&plugin, &config(drain), 2);
+    let opened: Vec<_> = (0..6).map(|i| open(&mut p, i % 2, &get("web.example"))).collect();
+    for (i, (_, step)) in opened.iter().enumerate() {
+        assert!(matches!(step, Step::Continue), "request {i} over the capacity of 2: {step:?}");
+    }
+    for (id, _) in opened {
+        complete(&mut p, id);
+    }
+    assert_no_vm_failed(&mut p, 2);
+    assert_eq!(lines(&p, "the host refused proxy_get_metric"), 3, "main and both workers, once each");
+}
+
+#[test]
 fn a_refused_timer_or_local_reply_never_breaks_a_request() {
     let plugin = refusing(&["proxy_set_tick_period_milliseconds", "proxy_send_local_response"]);
     let mut p = start(&plugin, &config(r#","faults":[{"id":"a","abort":{"pool":"api","status":503}}]"#), 1);

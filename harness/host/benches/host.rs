@@ -11,7 +11,7 @@
 //! - `ebb_pool`: `dist/ebb.wasm` with one pool every request matches, and no fault (a pool's
 //!   match and its `requests_total` / `completed_total` counters);
 //! - `ebb_drain`: the same pool under a 50 % capacity drain (every request is admitted, so each
-//!   one takes and returns a capacity slot in shared data);
+//!   one takes and returns a capacity slot, counted proxy-wide);
 //! - `ebb_drain_control`: the drain with the control API configured, as a staging proxy runs
 //!   (`deploy/envoy/envoy.yaml`): every request's `:path` is checked against the control prefix
 //!   as well as its `:authority` against the pool;
@@ -22,7 +22,10 @@
 //!   whose HTTP roots run their 10 ms timer with nothing waiting (what the ten-hour replay does
 //!   ten million times); the time is per VM tick;
 //! - `paired/*`: after those, each ebb row's time over the pass-through's measured in pairs (see
-//!   `paired_ratios`), the figure the targets are judged by on a machine whose speed drifts.
+//!   `paired_ratios`), the figure the targets are judged by on a machine whose speed drifts;
+//! - `counted/*`: last, each ebb row's instructions per exchange over the pass-through's, counted
+//!   by callgrind (`counted_ratios`; needs valgrind): the same on every run, so it shows what a
+//!   change to the filter did to its cost wherever it is measured.
 //!
 //! `EBB_BENCH_COUNT=ROW:N` runs N exchanges of that one row, untimed, and nothing else: under
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=host::exchange`, the
@@ -50,7 +53,7 @@ const POOL_CONFIG: &str =
     r#"{"pools":[{"name":"app","match":{"authority":"app.example.com"},"hosts":10,"capacity_per_host":100}]}"#;
 
 /// The same pool with 5 of its 10 hosts (× 100 requests) drained in capacity mode: capacity 500, so
-/// the one-at-a-time exchanges of the bench are all admitted, each through the shared counter.
+/// the one-at-a-time exchanges of the bench are all admitted, each taking and freeing a slot.
 const DRAIN_CONFIG: &str = r#"{"pools":[{"name":"app","match":{"authority":"app.example.com"},"hosts":10,"capacity_per_host":100}],
   "limits":{"max_ttl":"24h"},
   "faults":[{"id":"half","ttl":"24h","drain":{"pool":"app","fraction":0.5}}]}"#;
@@ -278,12 +281,81 @@ fn paired_ratios(passthrough: &Plugin, rows: &[(String, &Plugin, &[u8], Option<f
     for ((name, _, _, target), mut r) in rows.iter().zip(ratios) {
         r.sort_by(f64::total_cmp);
         let median = r[r.len() / 2];
-        let verdict = match target {
-            Some(t) if median <= *t => format!("{t}x: met"),
-            Some(t) => format!("{t}x: NOT met"),
-            None => String::new(),
-        };
+        let verdict = verdict(median, *target);
         println!("paired/{name:<21} {median:>7.2}x {:>7.2}x {:>7.2}x  {verdict}", r[0], r[r.len() - 1]);
+    }
+}
+
+/// A ratio against its target, as the summaries print it.
+fn verdict(ratio: f64, target: Option<f64>) -> String {
+    match target {
+        Some(t) if ratio <= t => format!("{t}x: met"),
+        Some(t) => format!("{t}x: NOT met"),
+        None => String::new(),
+    }
+}
+
+/// Exchanges each row runs under callgrind for `counted_ratios`.
+const COUNTED_EXCHANGES: u64 = 2_000;
+
+/// Each row's instructions per exchange over the pass-through filter's, counted by callgrind:
+/// the bench runs itself under `valgrind --tool=callgrind` once per row (`EBB_BENCH_COUNT`),
+/// counting only inside `exchange`. Unlike time, the count is the same on every run and every
+/// machine of one architecture, so this is the figure that says whether a change to the filter
+/// moved its cost, and it is judged against the same targets. Skipped, with a line saying so,
+/// where valgrind is not installed.
+fn counted_ratios(rows: &[(String, Option<f64>)]) {
+    if counted().is_some() || rows.is_empty() {
+        return;
+    }
+    let probe = Command::new("valgrind").arg("--version").output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("\ninstructions: skipped (valgrind not found: Debian's `valgrind` package)");
+        return;
+    }
+    let exe = std::env::current_exe().expect("the bench binary's path");
+    let count = |row: &str| -> Result<f64, String> {
+        let out = std::env::temp_dir().join(format!("ebb-bench-callgrind-{}-{row}.out", std::process::id()));
+        let run = Command::new("valgrind")
+            .args(["--tool=callgrind", "--collect-atstart=no", "--toggle-collect=host::exchange"])
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&exe)
+            .arg("--bench")
+            .env("EBB_BENCH_COUNT", format!("{row}:{COUNTED_EXCHANGES}"))
+            .output()
+            .map_err(|e| format!("cannot run valgrind: {e}"))?;
+        let text = std::fs::read_to_string(&out);
+        let _ = std::fs::remove_file(&out);
+        if !run.status.success() {
+            return Err(format!(
+                "valgrind failed: {}",
+                String::from_utf8_lossy(&run.stderr).lines().last().unwrap_or("")
+            ));
+        }
+        let text = text.map_err(|e| format!("no callgrind output: {e}"))?;
+        // `summary:` in callgrind's format (older versions write `totals:`).
+        let total = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or("callgrind wrote no total")?;
+        Ok(total as f64 / COUNTED_EXCHANGES as f64)
+    };
+    println!("\ninstructions: per exchange, callgrind over {COUNTED_EXCHANGES} exchanges a row, and over the pass-through filter's");
+    let base = match count("passthrough") {
+        Ok(n) => n,
+        Err(e) => {
+            println!("instructions: skipped ({e})");
+            return;
+        }
+    };
+    println!("{:<28} {:>12} {:>8}  target", "row", "per exchange", "ratio");
+    println!("counted/{:<20} {base:>12.0}", "passthrough");
+    for (name, target) in rows {
+        match count(name) {
+            Ok(n) => println!("counted/{name:<20} {n:>12.0} {:>7.2}x  {}", n / base, verdict(n / base, *target)),
+            Err(e) => println!("counted/{name:<20} {e}"),
+        }
     }
 }
 
@@ -326,6 +398,10 @@ fn benches(c: &mut Criterion) {
         eprintln!("dist/ebb.wasm missing (run `make wasm`): skipping the ebb rows");
     }
     paired_ratios(&plugin, &rows);
+    // The current build's rows (the baseline's, when set, are for time comparisons).
+    let current: Vec<(String, Option<f64>)> =
+        rows.iter().filter(|r| r.0.starts_with("ebb_")).map(|(name, _, _, target)| (name.clone(), *target)).collect();
+    counted_ratios(&current);
 }
 
 criterion_group!(host, benches);

@@ -59,9 +59,22 @@ pub struct Metric {
 pub(crate) struct Registry {
     stats: Vec<Metric>,
     index: HashMap<(MetricKind, String), usize>,
+    /// Prefixes of names a stats matcher rejects (`ProxyOptions::stats_rejected_prefixes`).
+    rejected_prefixes: Vec<String>,
+    /// Per stat: rejected, so a null stat (Envoy's `NullCounterImpl` and kin).
+    null: Vec<bool>,
 }
 
 impl Registry {
+    pub(crate) fn rejecting(rejected_prefixes: Vec<String>) -> Registry {
+        Registry { rejected_prefixes, ..Registry::default() }
+    }
+
+    /// Whether `stat` is a null stat: defined, but never updated, read as 0 and never shown.
+    fn is_null(&self, stat: usize) -> bool {
+        self.null.get(stat).copied().unwrap_or(false)
+    }
+
     /// The stat for (kind, name), created on first use. Returns its index.
     pub(crate) fn define(&mut self, kind: MetricKind, name: &str) -> usize {
         if let Some(&i) = self.index.get(&(kind, name.to_owned())) {
@@ -76,23 +89,29 @@ impl Registry {
             buckets: if kind == MetricKind::Histogram { vec![0; HISTOGRAM_BUCKETS.len()] } else { Vec::new() },
         });
         self.index.insert((kind, name.to_owned()), i);
+        self.null.push(self.rejected_prefixes.iter().any(|p| name.starts_with(p.as_str())));
         i
     }
 
     /// `proxy_increment_metric`: counters need delta > 0; gauges add or subtract;
     /// histograms refuse (BAD_ARGUMENT), as in Envoy.
     pub(crate) fn increment(&mut self, stat: usize, delta: i64) -> i32 {
+        let null = self.is_null(stat);
         let Some(m) = self.stats.get_mut(stat) else {
             return status::NOT_FOUND;
         };
         match m.kind {
             MetricKind::Counter if delta > 0 => {
-                m.value = m.value.wrapping_add(delta as u64);
+                if !null {
+                    m.value = m.value.wrapping_add(delta as u64);
+                }
                 status::OK
             }
             MetricKind::Counter => status::BAD_ARGUMENT,
             MetricKind::Gauge => {
-                m.value = m.value.wrapping_add(delta as u64);
+                if !null {
+                    m.value = m.value.wrapping_add(delta as u64);
+                }
                 status::OK
             }
             MetricKind::Histogram => status::BAD_ARGUMENT,
@@ -106,9 +125,12 @@ impl Registry {
 
     /// Adds `delta` (any sign, wrapping) to a counter or gauge: ngx_wasm_module's `counter += n`.
     pub(crate) fn add(&mut self, stat: usize, delta: i64) -> i32 {
+        let null = self.is_null(stat);
         match self.stats.get_mut(stat) {
             Some(m) if m.kind != MetricKind::Histogram => {
-                m.value = m.value.wrapping_add(delta as u64);
+                if !null {
+                    m.value = m.value.wrapping_add(delta as u64);
+                }
                 status::OK
             }
             Some(_) => status::BAD_ARGUMENT,
@@ -118,9 +140,13 @@ impl Registry {
 
     /// `proxy_record_metric`: a counter adds, a gauge sets, a histogram records.
     pub(crate) fn record(&mut self, stat: usize, value: u64) -> i32 {
+        let null = self.is_null(stat);
         let Some(m) = self.stats.get_mut(stat) else {
             return status::NOT_FOUND;
         };
+        if null {
+            return status::OK;
+        }
         match m.kind {
             MetricKind::Counter => m.value = m.value.wrapping_add(value),
             MetricKind::Gauge => m.value = value,
@@ -138,7 +164,7 @@ impl Registry {
         status::OK
     }
 
-    /// `proxy_get_metric`: histograms refuse (BAD_ARGUMENT).
+    /// `proxy_get_metric`: histograms refuse (BAD_ARGUMENT); a null stat reads 0 (it never moves).
     pub(crate) fn get(&self, stat: usize) -> Result<u64, i32> {
         match self.stats.get(stat) {
             None => Err(status::NOT_FOUND),
@@ -155,15 +181,18 @@ impl Registry {
         for kind in [MetricKind::Counter, MetricKind::Gauge, MetricKind::Histogram] {
             key.0 = kind;
             if let Some(&i) = self.index.get(&key) {
-                return self.stats.get(i).cloned();
+                if !self.is_null(i) {
+                    return self.stats.get(i).cloned();
+                }
             }
         }
         None
     }
 
-    /// Every stat, sorted by name then kind.
+    /// Every stat but null ones, sorted by name then kind.
     pub(crate) fn snapshot(&self) -> Vec<Metric> {
-        let mut all = self.stats.clone();
+        let mut all: Vec<Metric> =
+            self.stats.iter().enumerate().filter(|(i, _)| !self.is_null(*i)).map(|(_, m)| m.clone()).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name).then(a.kind.cmp(&b.kind)));
         all
     }

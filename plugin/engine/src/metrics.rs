@@ -39,10 +39,16 @@ pub enum PoolMetric {
     Reset,
     /// Requests that waited in a drain's queue.
     Queued,
+    /// Capacity slots asked for under a capacity drain or deploy, one per attempt (admitted or not).
+    SlotsTaken,
+    /// Capacity slots given back: by requests that held one, and by attempts that found none free.
+    /// `SlotsTaken` minus `SlotsFreed`, read proxy-wide, is what the pool's drained capacity admits
+    /// against (see the filter's `slots`).
+    SlotsFreed,
 }
 
 impl PoolMetric {
-    pub const ALL: [PoolMetric; 13] = [
+    pub const ALL: [PoolMetric; 15] = [
         PoolMetric::ExpectedHosts,
         PoolMetric::AvailableHosts,
         PoolMetric::Capacity,
@@ -56,6 +62,8 @@ impl PoolMetric {
         PoolMetric::Delayed,
         PoolMetric::Reset,
         PoolMetric::Queued,
+        PoolMetric::SlotsTaken,
+        PoolMetric::SlotsFreed,
     ];
 
     /// Position in [`PoolMetric::ALL`].
@@ -78,6 +86,10 @@ impl PoolMetric {
             PoolMetric::Delayed => "delayed_total",
             PoolMetric::Reset => "reset_total",
             PoolMetric::Queued => "queued_total",
+            // At most 18 characters, as `deploy_in_progress`: Kong's module caps a metric's name
+            // (see docs/staging.md), and the pool name's limit is set for the longest suffix.
+            PoolMetric::SlotsTaken => "slots_taken_total",
+            PoolMetric::SlotsFreed => "slots_freed_total",
         }
     }
 

@@ -133,15 +133,16 @@ impl Call {
             Call::PluginConfiguration => "the configuration reads as empty",
             Call::Header | Call::Property => "the value reads as absent, so the request matches no pool that needs it",
             Call::Headers => "headers are asked for one by one",
-            Call::SharedRead => "faults read as none and capacity admission lets requests through uncounted",
-            Call::SharedWrite => "commands and capacity slots are not recorded; requests go through uncounted",
+            Call::SharedRead => "faults read as none",
+            Call::SharedWrite => "commands and expiries are not recorded",
             Call::Resume => "a held request is left to the proxy's own timeouts",
             Call::CloseDownstream => "the connection is let through",
             Call::LocalReply => "the request is forwarded instead",
             Call::RemoveHeader => "ebb's signature, timestamp and command headers are forwarded",
             Call::DefineMetric => "the metric is skipped",
-            Call::IncrementMetric | Call::RecordMetric => "the metric is not updated",
-            Call::GetMetric => "the in_flight gauge is not updated",
+            Call::IncrementMetric => "the counter is not updated, and capacity drains let requests through uncounted",
+            Call::RecordMetric => "the metric is not updated",
+            Call::GetMetric => "the in_flight gauge is not updated, and capacity drains let requests through uncounted",
         }
     }
 
@@ -376,9 +377,10 @@ pub(crate) fn define_metric(metric_type: u32, name: &str) -> Option<u32> {
     check(Call::DefineMetric, code).then_some(id)
 }
 
-pub(crate) fn increment_metric(id: u32, delta: i64) {
+/// Adds `delta` to counter `id`; false if refused.
+pub(crate) fn increment_metric(id: u32, delta: i64) -> bool {
     // SAFETY: plain value arguments.
-    check(Call::IncrementMetric, unsafe { proxy_increment_metric(id, delta) });
+    check(Call::IncrementMetric, unsafe { proxy_increment_metric(id, delta) })
 }
 
 pub(crate) fn record_metric(id: u32, value: u64) {

@@ -13,6 +13,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::metrics::increment;
+use super::slots::{self, Slot, Taken};
 use super::{control, hostcall, now_ms, Vm};
 
 /// A request's accounting, kept in its context (a request that waits gets its slot through
@@ -21,8 +22,8 @@ use super::{control, hostcall, now_ms, Vm};
 pub(crate) struct ReqState {
     /// Index of its pool, when it has one.
     pub pool: Option<usize>,
-    /// The pool (index) whose capacity slot it holds.
-    pub counted: Option<usize>,
+    /// The capacity slot it holds.
+    pub counted: Option<Slot>,
     /// The pool's `completed_total` to count when it finishes, kept by id: the pool's index may
     /// mean another pool after a reconfiguration, and `requests_total` was counted by name.
     pub completes: Option<u32>,
@@ -218,7 +219,7 @@ fn settle(
     vm: &mut Vm,
     context_id: u32,
     pool: Option<usize>,
-    counted: &mut Option<usize>,
+    counted: &mut Option<Slot>,
     verdict: Verdict,
     admission: Admission,
     now: u64,
@@ -242,14 +243,13 @@ fn settle(
     let Admission::Limited { pool: index, capacity, .. } = admission else {
         return Outcome::Forward;
     };
-    let Some(counter) = vm.slots.get(index) else { return Outcome::Forward };
-    match counter.try_acquire(capacity) {
-        Some(true) => {
-            *counted = Some(index);
+    match slots::take(&vm.metrics, index, capacity) {
+        Taken::Slot(slot) => {
+            *counted = Some(slot);
             Outcome::Forward
         }
-        None => Outcome::Forward,
-        Some(false) => over_capacity(vm, context_id, pool, admission, now),
+        Taken::Uncounted => Outcome::Forward,
+        Taken::Full => over_capacity(vm, context_id, pool, admission, now),
     }
 }
 
@@ -309,31 +309,27 @@ pub(crate) fn run_pending(vm: &Rc<RefCell<Vm>>, now: u64) {
                 Wait::Delay { action, admission } => {
                     let mut counted = None;
                     let outcome = settle(vm, p.context_id, p.pool, &mut counted, action, admission, now);
-                    if let Some(index) = counted {
-                        vm.late_slots.push((p.context_id, index));
+                    if let Some(slot) = counted {
+                        vm.late_slots.push((p.context_id, slot));
                     }
                     if !matches!(outcome, Outcome::Wait) {
                         actions.push((p.context_id, outcome));
                     }
                 }
                 Wait::Queue { pool, capacity, deadline, ref fault } => {
-                    let Some(counter) = vm.slots.get(pool) else {
-                        actions.push((p.context_id, Outcome::Forward));
-                        continue;
-                    };
-                    let admitted = if full { Some(false) } else { counter.try_acquire(capacity) };
+                    let admitted = if full { Taken::Full } else { slots::take(&vm.metrics, pool, capacity) };
                     match admitted {
-                        Some(true) => {
-                            vm.late_slots.push((p.context_id, pool));
+                        Taken::Slot(slot) => {
+                            vm.late_slots.push((p.context_id, slot));
                             actions.push((p.context_id, Outcome::Forward));
                         }
-                        None => actions.push((p.context_id, Outcome::Forward)),
-                        Some(false) if now >= deadline => {
+                        Taken::Uncounted => actions.push((p.context_id, Outcome::Forward)),
+                        Taken::Full if now >= deadline => {
                             full = true;
                             vm.metrics.pool_add(pool, PoolMetric::Shed, 1);
                             actions.push((p.context_id, Outcome::Reply(shed_reply(pool_name(vm, pool), fault))));
                         }
-                        Some(false) => {
+                        Taken::Full => {
                             full = true;
                             vm.pending.push(p);
                         }
@@ -433,8 +429,8 @@ impl HttpContext for Http {
             let at = vm.late_slots.iter().position(|(id, _)| *id == self.context_id)?;
             Some(vm.late_slots.swap_remove(at).1)
         });
-        if let Some(counter) = counted.and_then(|i| vm.slots.get(i)) {
-            counter.release();
+        if let Some(slot) = counted {
+            slot.free();
         }
     }
 }

@@ -13,6 +13,7 @@ use proxy_wasm::types::{Action, PeerType};
 
 use super::http::{property_port, property_string};
 use super::metrics::increment;
+use super::slots::{self, Slot, Taken};
 use super::{hostcall, now_ms, Vm};
 
 struct Conn;
@@ -33,7 +34,8 @@ impl Request for Conn {
 
 pub(crate) struct Tcp {
     vm: Rc<RefCell<Vm>>,
-    counted: Option<usize>,
+    /// The capacity slot the connection holds.
+    counted: Option<Slot>,
     /// The pool's `completed_total` to count once the connection ends (see `http::ReqState`).
     completes: Option<u32>,
 }
@@ -46,9 +48,8 @@ impl Tcp {
     /// Counts the connection's end once, whichever of close and log comes first.
     fn close(&mut self) {
         increment(self.completes.take(), 1);
-        let vm = self.vm.borrow();
-        if let Some(counter) = self.counted.take().and_then(|i| vm.slots.get(i)) {
-            counter.release();
+        if let Some(slot) = self.counted.take() {
+            slot.free();
         }
     }
 }
@@ -80,13 +81,13 @@ impl StreamContext for Tcp {
                 _ => match plan.admission {
                     Admission::Free => false,
                     Admission::Limited { pool: index, capacity, .. } => {
-                        match vm.slots.get(index).and_then(|counter| counter.try_acquire(capacity)) {
-                            Some(true) => {
-                                self.counted = Some(index);
+                        match slots::take(&vm.metrics, index, capacity) {
+                            Taken::Slot(slot) => {
+                                self.counted = Some(slot);
                                 false
                             }
-                            None => false,
-                            Some(false) => {
+                            Taken::Uncounted => false,
+                            Taken::Full => {
                                 vm.metrics.pool_add(index, PoolMetric::Shed, 1);
                                 true
                             }
