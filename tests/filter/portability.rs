@@ -110,40 +110,28 @@ fn refused_metric_calls_leave_traffic_untouched_and_are_logged_once_per_vm() {
 }
 
 #[test]
-fn refused_shared_data_lets_requests_through_uncounted_with_one_log_line_per_vm() {
-    let plugin = refusing(&["proxy_get_shared_data", "proxy_set_shared_data"]);
+fn a_drain_lets_every_request_through_where_shared_data_or_metric_reads_are_refused() {
+    // Capacity would be 2 of these 6. With no shared data the fault set cannot even be read, so
+    // nothing is drained; with no `proxy_get_metric` the held slots cannot be counted, so nothing
+    // is shed. Either way every request goes through, and each VM says why once.
     let drain = r#","faults":[{"id":"d","ttl":"1h","drain":{"pool":"web","hosts":2}}]"#;
-    let mut p = start(&plugin, &config(drain), 2);
-    // Capacity would be 2 of these 6; with no shared data the fault set cannot even be read, so
-    // nothing is drained and nothing is counted: every request goes through.
-    let opened: Vec<_> = (0..6).map(|i| open(&mut p, i % 2, &get("web.example"))).collect();
-    for (i, (_, step)) in opened.iter().enumerate() {
-        assert!(matches!(step, Step::Continue), "request {i}: {step:?}");
+    let cases: [(&[&str], &str); 2] = [
+        (&["proxy_get_shared_data", "proxy_set_shared_data"], "the host refused proxy_get_shared_data"),
+        (&["proxy_get_metric"], "the host refused proxy_get_metric"),
+    ];
+    for (calls, logged) in cases {
+        let mut p = start(&refusing(calls), &config(drain), 2);
+        let opened: Vec<_> = (0..6).map(|i| open(&mut p, i % 2, &get("web.example"))).collect();
+        for (i, (_, step)) in opened.iter().enumerate() {
+            assert!(matches!(step, Step::Continue), "{calls:?}: request {i}: {step:?}");
+        }
+        for (id, _) in opened {
+            complete(&mut p, id);
+        }
+        p.advance(Duration::from_secs(3));
+        assert_no_vm_failed(&mut p, 2);
+        assert_eq!(lines(&p, logged), 3, "{calls:?}: main and both workers, once each");
     }
-    for (id, _) in opened {
-        complete(&mut p, id);
-    }
-    p.advance(Duration::from_secs(3));
-    assert_no_vm_failed(&mut p, 2);
-    assert_eq!(lines(&p, "the host refused proxy_get_shared_data"), 3, "main and both workers, once each");
-}
-
-#[test]
-fn refused_metric_reads_let_a_drained_pool_through_uncounted() {
-    // Capacity admission counts held slots with two counters read back with `proxy_get_metric`:
-    // a host that refuses the read must not make the drain shed everything (or anything).
-    let plugin = refusing(&["proxy_get_metric"]);
-    let drain = r#","faults":[{"id":"d","ttl":"1h","drain":{"pool":"web","hosts":2}}]"#;
-    let mut p = start(&plugin, &config(drain), 2);
-    let opened: Vec<_> = (0..6).map(|i| open(&mut p, i % 2, &get("web.example"))).collect();
-    for (i, (_, step)) in opened.iter().enumerate() {
-        assert!(matches!(step, Step::Continue), "request {i} over the capacity of 2: {step:?}");
-    }
-    for (id, _) in opened {
-        complete(&mut p, id);
-    }
-    assert_no_vm_failed(&mut p, 2);
-    assert_eq!(lines(&p, "the host refused proxy_get_metric"), 3, "main and both workers, once each");
 }
 
 #[test]
