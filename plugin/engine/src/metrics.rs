@@ -185,6 +185,17 @@ mod tests {
     }
 
     #[test]
+    fn every_pool_metric_name_fits_kongs_limit_with_the_longest_pool_name() {
+        // ngx_wasm_module traps on a name over its `max_metric_name_length`; docs/staging.md
+        // tells operators the longest ebb defines, its `pw.<module>.` prefix included, is 98.
+        let pool = "p".repeat(63);
+        for m in PoolMetric::ALL {
+            let name = format!("pw.ebb.{}", m.name(&pool));
+            assert!(name.len() <= 98, "{m:?}: {} characters", name.len());
+        }
+    }
+
+    #[test]
     fn index_is_the_position_in_all() {
         for (i, m) in PoolMetric::ALL.iter().enumerate() {
             assert_eq!(m.index(), i, "{m:?}");
