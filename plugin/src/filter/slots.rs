@@ -78,8 +78,8 @@ fn freed_seen(id: u32) -> u64 {
 /// The value of `freed` is the one this VM saw last plus its own frees since (the counter only
 /// grows, so an older value only makes the count larger). Only when that count says "full" is
 /// `freed` read again, and `taken` after it, so that a slot another worker freed is found before
-/// anything is shed. An admission therefore costs two calls that hand over one integer each, a
-/// shed four or five. Two attempts that overlap at the very limit may both see the other and both
+/// anything is shed. An admission therefore costs two calls that hand over one integer each (four
+/// when the refresh finds room), a shed six. Two attempts that overlap at the very limit may both see the other and both
 /// be refused; the next finds the slot. (A shared-data counter under CAS was exact there, but cost
 /// a read and a write under the host's lock per step, a call back into the VM's allocator per read,
 /// and a retry for every write another worker made in between.)
@@ -105,8 +105,14 @@ pub(crate) fn take(metrics: &Metrics, pool: usize, capacity: u64) -> Taken {
     if taken_now.saturating_sub(freed_seen(freed)) <= capacity {
         return Taken::Slot(slot);
     }
-    // Full by what this VM knows: read `freed` as it is now, then `taken` again after it.
-    let (Some(freed_now), Some(taken_now)) = (hostcall::get_metric(freed), hostcall::get_metric(taken)) else {
+    // Full by what this VM knows: read `freed` as it is now, then `taken` again after it. The
+    // order matters: `freed` read after `taken` could count a slot freed by an attempt that
+    // `taken` does not include, and so count one slot too few.
+    let Some(freed_now) = hostcall::get_metric(freed) else {
+        slot.free();
+        return Taken::Uncounted;
+    };
+    let Some(taken_now) = hostcall::get_metric(taken) else {
         slot.free();
         return Taken::Uncounted;
     };
