@@ -42,7 +42,12 @@ fn proxy(config: &str, workers: usize) -> Proxy {
 /// A proxy of `workers` workers (plus the main thread's VM) running `plugin` with `config`, the
 /// host playing `EBB_TEST_HOST_PROFILE` (envoy by default).
 fn start(plugin: &Plugin, config: &str, workers: usize) -> Proxy {
-    let options = ProxyOptions {
+    Proxy::new(plugin, options(config, workers), Clock::default()).expect("proxy starts")
+}
+
+/// What `start` runs a proxy with, for tests that change one option more.
+fn options(config: &str, workers: usize) -> ProxyOptions {
+    ProxyOptions {
         name: "ebb".into(),
         vm_id: "ebb".into(),
         root_id: "ebb".into(),
@@ -50,8 +55,7 @@ fn start(plugin: &Plugin, config: &str, workers: usize) -> Proxy {
         workers,
         host_profile: util::host_profile(),
         ..ProxyOptions::default()
-    };
-    Proxy::new(plugin, options, Clock::default()).expect("proxy starts")
+    }
 }
 
 fn gauge(proxy: &Proxy, name: &str) -> u64 {
@@ -181,13 +185,8 @@ fn a_drain_lets_traffic_through_uncounted_where_counters_do_not_count() {
     // Either counter alone: a null `slots_freed_total` would make every slot look held for ever.
     let plugin = plugin();
     for rejected in ["ebb.pool.web.slots_", "ebb.pool.web.slots_taken", "ebb.pool.web.slots_freed"] {
-        let options = ProxyOptions {
-            plugin_config: config(r#","faults":[{"id":"d","ttl":"1h","drain":{"pool":"web","hosts":2}}]"#).into_bytes(),
-            workers: 2,
-            host_profile: util::host_profile(),
-            stats_rejected_prefixes: vec![rejected.into()],
-            ..ProxyOptions::default()
-        };
+        let drain = config(r#","faults":[{"id":"d","ttl":"1h","drain":{"pool":"web","hosts":2}}]"#);
+        let options = ProxyOptions { stats_rejected_prefixes: vec![rejected.into()], ..options(&drain, 2) };
         let mut p = Proxy::new(&plugin, options, Clock::default()).expect("proxy starts");
         for i in 0..6 {
             let (_, step) = open(&mut p, i % 2, &get("web.example"));

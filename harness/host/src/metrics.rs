@@ -96,26 +96,7 @@ impl Registry {
     /// `proxy_increment_metric`: counters need delta > 0; gauges add or subtract;
     /// histograms refuse (BAD_ARGUMENT), as in Envoy.
     pub(crate) fn increment(&mut self, stat: usize, delta: i64) -> i32 {
-        let null = self.is_null(stat);
-        let Some(m) = self.stats.get_mut(stat) else {
-            return status::NOT_FOUND;
-        };
-        match m.kind {
-            MetricKind::Counter if delta > 0 => {
-                if !null {
-                    m.value = m.value.wrapping_add(delta as u64);
-                }
-                status::OK
-            }
-            MetricKind::Counter => status::BAD_ARGUMENT,
-            MetricKind::Gauge => {
-                if !null {
-                    m.value = m.value.wrapping_add(delta as u64);
-                }
-                status::OK
-            }
-            MetricKind::Histogram => status::BAD_ARGUMENT,
-        }
+        self.bump(stat, delta, true)
     }
 
     /// The kind of a stat, None for an index never handed out.
@@ -125,16 +106,25 @@ impl Registry {
 
     /// Adds `delta` (any sign, wrapping) to a counter or gauge: ngx_wasm_module's `counter += n`.
     pub(crate) fn add(&mut self, stat: usize, delta: i64) -> i32 {
+        self.bump(stat, delta, false)
+    }
+
+    /// `increment` and `add`: one look-up, histograms refused, counters also refused a delta of
+    /// 0 or less when `positive_counters`; a null stat accepts and does not move.
+    fn bump(&mut self, stat: usize, delta: i64, positive_counters: bool) -> i32 {
         let null = self.is_null(stat);
-        match self.stats.get_mut(stat) {
-            Some(m) if m.kind != MetricKind::Histogram => {
+        let Some(m) = self.stats.get_mut(stat) else {
+            return status::NOT_FOUND;
+        };
+        match m.kind {
+            MetricKind::Histogram => status::BAD_ARGUMENT,
+            MetricKind::Counter if positive_counters && delta <= 0 => status::BAD_ARGUMENT,
+            MetricKind::Counter | MetricKind::Gauge => {
                 if !null {
                     m.value = m.value.wrapping_add(delta as u64);
                 }
                 status::OK
             }
-            Some(_) => status::BAD_ARGUMENT,
-            None => status::NOT_FOUND,
         }
     }
 
