@@ -7,7 +7,7 @@ use super::calls::{CallKind, CallRecord, PendingCall, RemotePhase};
 use super::headers::{parse_pairs, HeaderMap};
 use super::logs::LogLevel;
 use super::memory::{hand_over, ret_u32, slice, split, write_u32, write_u64, Ctx};
-use super::metrics::MetricKind;
+use super::metrics::{MetricKind, Stat};
 use super::profile::{self, Quirk};
 use super::shared::Registrant;
 use super::state::{lock, AbiVersion, Deferred, HostState};
@@ -268,11 +268,11 @@ fn stage_property(st: &mut HostState, path: &[u8]) -> Status {
     }
 }
 
-fn metric_stat(st: &HostState, id: i32) -> Result<usize, i32> {
+fn metric_stat(st: &HostState, id: i32) -> Result<&Stat, i32> {
     let id = id as u32;
     let kind = (id & 3) as usize;
     let k = (id >> 2) as usize;
-    st.metric_ids.get(kind).and_then(|ids| ids.get(k)).copied().ok_or(status::NOT_FOUND)
+    st.metric_ids.get(kind).and_then(|ids| ids.get(k)).map(|s| &**s).ok_or(status::NOT_FOUND)
 }
 
 /// ngx_wasm_module traps a local reply it cannot send (`ngx_http_wasm_stash_local_response`): a
@@ -920,10 +920,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         if st.profile.ngx() {
             return profile::record_metric(st, metric_stat(st, id).ok(), value as u64);
         }
-        Ok(flat((|| {
-            let stat = metric_stat(st, id)?;
-            Ok(lock(&st.shared.metrics).record(stat, value as u64))
-        })()))
+        Ok(flat(metric_stat(st, id).map(|s| s.record(value as u64))))
     })?;
 
     linker.func_wrap(E, "proxy_increment_metric", |c: Ctx<'_>, id: i32, delta: i64| {
@@ -932,10 +929,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
         if st.profile.ngx() {
             return profile::increment_metric(st, metric_stat(st, id).ok(), delta);
         }
-        Ok(flat((|| {
-            let stat = metric_stat(st, id)?;
-            Ok(lock(&st.shared.metrics).increment(stat, delta))
-        })()))
+        Ok(flat(metric_stat(st, id).map(|s| s.increment(delta))))
     })?;
 
     linker.func_wrap(E, "proxy_get_metric", |mut c: Ctx<'_>, id: i32, ret: i32| {
@@ -949,7 +943,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>, abi: AbiVersion) -> 
             let (mem, st) = split(&mut c)?;
             let value = match ngx_value {
                 Some(v) => v,
-                None => lock(&st.shared.metrics).get(metric_stat(st, id)?)?,
+                None => metric_stat(st, id)?.get()?,
             };
             write_u64(mem, ret, value)?;
             Ok(status::OK)

@@ -3,8 +3,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::abi::status;
+use super::state::lock;
 
 /// A metric's type, numbered as `proxy_metric_type_t`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -55,73 +58,55 @@ pub struct Metric {
     pub buckets: Vec<u64>,
 }
 
-#[derive(Default)]
-pub(crate) struct Registry {
-    stats: Vec<Metric>,
-    index: HashMap<(MetricKind, String), usize>,
-    /// Prefixes of names a stats matcher rejects (`ProxyOptions::stats_rejected_prefixes`).
-    rejected_prefixes: Vec<String>,
-    /// Per stat: rejected, so a null stat (Envoy's `NullCounterImpl` and kin).
-    null: Vec<bool>,
+/// One stat, shared by every VM that defined its (kind, name). A VM keeps an `Arc` of each stat it
+/// defined, so updates and reads take no proxy-wide lock: a counter or gauge is one atomic, as in
+/// Envoy (whose stats are atomics shared by all workers). Only a histogram's buckets are locked.
+pub(crate) struct Stat {
+    name: String,
+    kind: MetricKind,
+    /// Rejected by a stats matcher, so a null stat (Envoy's `NullCounterImpl` and kin): defined,
+    /// never updated, read as 0 and never shown.
+    null: bool,
+    /// Counter total or gauge value.
+    value: AtomicU64,
+    /// A histogram's count, sum and buckets (None for counters and gauges).
+    histogram: Option<Mutex<Histogram>>,
 }
 
-impl Registry {
-    pub(crate) fn rejecting(rejected_prefixes: Vec<String>) -> Registry {
-        Registry { rejected_prefixes, ..Registry::default() }
-    }
+#[derive(Default)]
+struct Histogram {
+    count: u64,
+    sum: u64,
+    buckets: [u64; HISTOGRAM_BUCKETS.len()],
+}
 
-    /// Whether `stat` is a null stat: defined, but never updated, read as 0 and never shown.
-    fn is_null(&self, stat: usize) -> bool {
-        self.null.get(stat).copied().unwrap_or(false)
-    }
-
-    /// The stat for (kind, name), created on first use. Returns its index.
-    pub(crate) fn define(&mut self, kind: MetricKind, name: &str) -> usize {
-        if let Some(&i) = self.index.get(&(kind, name.to_owned())) {
-            return i;
-        }
-        let i = self.stats.len();
-        self.stats.push(Metric {
-            name: name.to_owned(),
-            kind,
-            value: 0,
-            sum: 0,
-            buckets: if kind == MetricKind::Histogram { vec![0; HISTOGRAM_BUCKETS.len()] } else { Vec::new() },
-        });
-        self.index.insert((kind, name.to_owned()), i);
-        self.null.push(self.rejected_prefixes.iter().any(|p| name.starts_with(p.as_str())));
-        i
+impl Stat {
+    pub(crate) fn kind(&self) -> MetricKind {
+        self.kind
     }
 
     /// `proxy_increment_metric`: counters need delta > 0; gauges add or subtract;
     /// histograms refuse (BAD_ARGUMENT), as in Envoy.
-    pub(crate) fn increment(&mut self, stat: usize, delta: i64) -> i32 {
-        self.bump(stat, delta, true)
-    }
-
-    /// The kind of a stat, None for an index never handed out.
-    pub(crate) fn kind(&self, stat: usize) -> Option<MetricKind> {
-        self.stats.get(stat).map(|m| m.kind)
+    pub(crate) fn increment(&self, delta: i64) -> i32 {
+        self.bump(delta, true)
     }
 
     /// Adds `delta` (any sign, wrapping) to a counter or gauge: ngx_wasm_module's `counter += n`.
-    pub(crate) fn add(&mut self, stat: usize, delta: i64) -> i32 {
-        self.bump(stat, delta, false)
+    pub(crate) fn add(&self, delta: i64) -> i32 {
+        self.bump(delta, false)
     }
 
-    /// `increment` and `add`: one look-up, histograms refused, counters also refused a delta of
-    /// 0 or less when `positive_counters`; a null stat accepts and does not move.
-    fn bump(&mut self, stat: usize, delta: i64, positive_counters: bool) -> i32 {
-        let null = self.is_null(stat);
-        let Some(m) = self.stats.get_mut(stat) else {
-            return status::NOT_FOUND;
-        };
-        match m.kind {
+    /// `increment` and `add`: histograms refused, counters also refused a delta of 0 or less
+    /// when `positive_counters`; a null stat accepts and does not move.
+    fn bump(&self, delta: i64, positive_counters: bool) -> i32 {
+        match self.kind {
             MetricKind::Histogram => status::BAD_ARGUMENT,
             MetricKind::Counter if positive_counters && delta <= 0 => status::BAD_ARGUMENT,
             MetricKind::Counter | MetricKind::Gauge => {
-                if !null {
-                    m.value = m.value.wrapping_add(delta as u64);
+                if !self.null {
+                    // AcqRel: a VM that reads this value also sees every update the adding VM
+                    // made before it (capacity slots compare two counters and rely on that).
+                    self.value.fetch_add(delta as u64, Ordering::AcqRel);
                 }
                 status::OK
             }
@@ -129,38 +114,81 @@ impl Registry {
     }
 
     /// `proxy_record_metric`: a counter adds, a gauge sets, a histogram records.
-    pub(crate) fn record(&mut self, stat: usize, value: u64) -> i32 {
-        let null = self.is_null(stat);
-        let Some(m) = self.stats.get_mut(stat) else {
-            return status::NOT_FOUND;
-        };
-        if null {
+    pub(crate) fn record(&self, value: u64) -> i32 {
+        if self.null {
             return status::OK;
         }
-        match m.kind {
-            MetricKind::Counter => m.value = m.value.wrapping_add(value),
-            MetricKind::Gauge => m.value = value,
-            MetricKind::Histogram => {
-                m.value += 1;
-                m.sum = m.sum.wrapping_add(value);
+        match (self.kind, &self.histogram) {
+            (MetricKind::Counter, _) => {
+                self.value.fetch_add(value, Ordering::AcqRel);
+            }
+            (MetricKind::Gauge, _) => self.value.store(value, Ordering::Release),
+            (MetricKind::Histogram, Some(h)) => {
+                let mut h = lock(h);
+                h.count += 1;
+                h.sum = h.sum.wrapping_add(value);
                 let v = value as f64;
-                for (count, bound) in m.buckets.iter_mut().zip(HISTOGRAM_BUCKETS) {
+                for (count, bound) in h.buckets.iter_mut().zip(HISTOGRAM_BUCKETS) {
                     if v <= bound {
                         *count += 1;
                     }
                 }
             }
+            (MetricKind::Histogram, None) => {}
         }
         status::OK
     }
 
     /// `proxy_get_metric`: histograms refuse (BAD_ARGUMENT); a null stat reads 0 (it never moves).
-    pub(crate) fn get(&self, stat: usize) -> Result<u64, i32> {
-        match self.stats.get(stat) {
-            None => Err(status::NOT_FOUND),
-            Some(m) if m.kind == MetricKind::Histogram => Err(status::BAD_ARGUMENT),
-            Some(m) => Ok(m.value),
+    pub(crate) fn get(&self) -> Result<u64, i32> {
+        match self.kind {
+            MetricKind::Histogram => Err(status::BAD_ARGUMENT),
+            MetricKind::Counter | MetricKind::Gauge => Ok(self.value.load(Ordering::Acquire)),
         }
+    }
+
+    /// The stat as the caller reads it back.
+    fn metric(&self) -> Metric {
+        let (value, sum, buckets) = match &self.histogram {
+            Some(h) => {
+                let h = lock(h);
+                (h.count, h.sum, h.buckets.to_vec())
+            }
+            None => (self.value.load(Ordering::Acquire), 0, Vec::new()),
+        };
+        Metric { name: self.name.clone(), kind: self.kind, value, sum, buckets }
+    }
+}
+
+/// The proxy's stats by (kind, name): where a VM's `proxy_define_metric` finds or creates one.
+#[derive(Default)]
+pub(crate) struct Registry {
+    stats: Vec<Arc<Stat>>,
+    index: HashMap<(MetricKind, String), usize>,
+    /// Prefixes of names a stats matcher rejects (`ProxyOptions::stats_rejected_prefixes`).
+    rejected_prefixes: Vec<String>,
+}
+
+impl Registry {
+    pub(crate) fn rejecting(rejected_prefixes: Vec<String>) -> Registry {
+        Registry { rejected_prefixes, ..Registry::default() }
+    }
+
+    /// The stat for (kind, name), created on first use.
+    pub(crate) fn define(&mut self, kind: MetricKind, name: &str) -> Arc<Stat> {
+        if let Some(&i) = self.index.get(&(kind, name.to_owned())) {
+            return self.stats[i].clone();
+        }
+        let stat = Arc::new(Stat {
+            name: name.to_owned(),
+            kind,
+            null: self.rejected_prefixes.iter().any(|p| name.starts_with(p.as_str())),
+            value: AtomicU64::new(0),
+            histogram: (kind == MetricKind::Histogram).then(Mutex::default),
+        });
+        self.index.insert((kind, name.to_owned()), self.stats.len());
+        self.stats.push(stat.clone());
+        stat
     }
 
     /// The stat named `name`, the first by kind (counter, gauge, histogram) when several are:
@@ -171,8 +199,8 @@ impl Registry {
         for kind in [MetricKind::Counter, MetricKind::Gauge, MetricKind::Histogram] {
             key.0 = kind;
             if let Some(&i) = self.index.get(&key) {
-                if !self.is_null(i) {
-                    return self.stats.get(i).cloned();
+                if !self.stats[i].null {
+                    return Some(self.stats[i].metric());
                 }
             }
         }
@@ -181,8 +209,7 @@ impl Registry {
 
     /// Every stat but null ones, sorted by name then kind.
     pub(crate) fn snapshot(&self) -> Vec<Metric> {
-        let mut all: Vec<Metric> =
-            self.stats.iter().enumerate().filter(|(i, _)| !self.is_null(*i)).map(|(_, m)| m.clone()).collect();
+        let mut all: Vec<Metric> = self.stats.iter().filter(|s| !s.null).map(|s| s.metric()).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name).then(a.kind.cmp(&b.kind)));
         all
     }
@@ -232,16 +259,16 @@ mod tests {
     fn envoy_semantics() {
         let mut r = Registry::default();
         let c = r.define(MetricKind::Counter, "chaos.aborts_total");
-        assert_eq!(r.define(MetricKind::Counter, "chaos.aborts_total"), c);
-        assert_eq!(r.increment(c, 0), status::BAD_ARGUMENT);
-        assert_eq!(r.increment(c, -1), status::BAD_ARGUMENT);
-        assert_eq!(r.increment(c, 2), status::OK);
-        assert_eq!(r.record(c, 3), status::OK, "record on a counter adds");
-        assert_eq!(r.get(c), Ok(5));
+        assert!(Arc::ptr_eq(&r.define(MetricKind::Counter, "chaos.aborts_total"), &c), "one stat per name");
+        assert_eq!(c.increment(0), status::BAD_ARGUMENT);
+        assert_eq!(c.increment(-1), status::BAD_ARGUMENT);
+        assert_eq!(c.increment(2), status::OK);
+        assert_eq!(c.record(3), status::OK, "record on a counter adds");
+        assert_eq!(c.get(), Ok(5));
         let h = r.define(MetricKind::Histogram, "lat");
-        assert_eq!(r.increment(h, 1), status::BAD_ARGUMENT);
-        assert_eq!(r.get(h), Err(status::BAD_ARGUMENT));
-        assert_eq!(r.record(h, 7), status::OK);
+        assert_eq!(h.increment(1), status::BAD_ARGUMENT);
+        assert_eq!(h.get(), Err(status::BAD_ARGUMENT));
+        assert_eq!(h.record(7), status::OK);
         let text = render_prometheus(&r.snapshot());
         assert!(text.contains("# TYPE chaos_aborts_total counter\nchaos_aborts_total{} 5\n"));
         assert!(text.contains("lat_bucket{le=\"5\"} 0\nlat_bucket{le=\"10\"} 1\n"));
@@ -249,13 +276,34 @@ mod tests {
     }
 
     #[test]
+    fn workers_add_to_one_stat_without_a_lock_and_a_null_stat_never_moves() {
+        let mut r = Registry::rejecting(vec!["dropped.".into()]);
+        let stats: Vec<(Arc<Stat>, Arc<Stat>)> = (0..4)
+            .map(|_| (r.define(MetricKind::Counter, "ebb.requests_total"), r.define(MetricKind::Counter, "dropped.n")))
+            .collect();
+        std::thread::scope(|s| {
+            for (kept, dropped) in &stats {
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        assert_eq!(kept.increment(1), status::OK);
+                        assert_eq!(dropped.increment(1), status::OK, "a null stat accepts updates");
+                    }
+                });
+            }
+        });
+        assert_eq!(r.find("ebb.requests_total").map(|m| m.value), Some(4000));
+        assert_eq!(stats[0].1.get(), Ok(0), "a null stat reads 0");
+        assert!(r.snapshot().iter().all(|m| m.name != "dropped.n"), "and is never listed");
+    }
+
+    #[test]
     fn find_is_the_first_of_the_snapshot_by_name() {
         let mut r = Registry::default();
         let g = r.define(MetricKind::Gauge, "ebb.pool.web.in_flight");
-        assert_eq!(r.record(g, 9), status::OK);
+        assert_eq!(g.record(9), status::OK);
         assert_eq!(r.find("ebb.pool.web.in_flight").map(|m| (m.kind, m.value)), Some((MetricKind::Gauge, 9)));
         let c = r.define(MetricKind::Counter, "ebb.pool.web.in_flight");
-        assert_eq!(r.increment(c, 2), status::OK);
+        assert_eq!(c.increment(2), status::OK);
         let first = r.snapshot().into_iter().find(|m| m.name == "ebb.pool.web.in_flight");
         assert_eq!(r.find("ebb.pool.web.in_flight"), first, "the same stat the snapshot lists first");
         assert_eq!(r.find("ebb.pool.web"), None);

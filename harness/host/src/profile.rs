@@ -4,8 +4,8 @@
 use std::fmt;
 
 use super::abi::status;
-use super::metrics::MetricKind;
-use super::state::{lock, HostState};
+use super::metrics::{MetricKind, Stat};
+use super::state::HostState;
 use super::stream::StreamData;
 
 /// The proxy the host plays (`ProxyOptions::host_profile`, `ebb request --host-profile`).
@@ -176,35 +176,32 @@ pub(crate) fn not_implemented(st: &HostState, call: &'static str) -> wasmtime::R
 /// `proxy_increment_metric` under ngx-wasm and strict: only counters (ngx_wa_metrics.c,
 /// `ngx_wa_metrics_increment`), which take any delta there (`counter += n`), while strict keeps
 /// Envoy's refusal of a delta ≤ 0.
-pub(crate) fn increment_metric(st: &HostState, stat: Option<usize>, delta: i64) -> wasmtime::Result<i32> {
+pub(crate) fn increment_metric(st: &HostState, stat: Option<&Stat>, delta: i64) -> wasmtime::Result<i32> {
     let call = "proxy_increment_metric";
-    let mut metrics = lock(&st.shared.metrics);
-    match stat.and_then(|s| Some((s, metrics.kind(s)?))) {
+    match stat.map(|s| (s, s.kind())) {
         None => Err(Quirk::MetricNotFound(call).trap(st.profile)),
         Some((_, MetricKind::Counter)) if st.profile.envoy() && delta <= 0 => Ok(status::BAD_ARGUMENT),
-        Some((s, MetricKind::Counter)) => Ok(metrics.add(s, delta)),
+        Some((s, MetricKind::Counter)) => Ok(s.add(delta)),
         Some((_, kind)) => Err(Quirk::IncrementNotCounter(kind).trap(st.profile)),
     }
 }
 
 /// `proxy_record_metric` under ngx-wasm and strict: gauges and histograms only
 /// (`ngx_wa_metrics_record`).
-pub(crate) fn record_metric(st: &HostState, stat: Option<usize>, value: u64) -> wasmtime::Result<i32> {
-    let mut metrics = lock(&st.shared.metrics);
-    match stat.and_then(|s| Some((s, metrics.kind(s)?))) {
+pub(crate) fn record_metric(st: &HostState, stat: Option<&Stat>, value: u64) -> wasmtime::Result<i32> {
+    match stat.map(|s| (s, s.kind())) {
         None => Err(Quirk::MetricNotFound("proxy_record_metric").trap(st.profile)),
         Some((_, MetricKind::Counter)) => Err(Quirk::RecordOnCounter.trap(st.profile)),
-        Some((s, _)) => Ok(metrics.record(s, value)),
+        Some((s, _)) => Ok(s.record(value)),
     }
 }
 
 /// `proxy_get_metric` under ngx-wasm and strict: an unknown id or a histogram traps.
-pub(crate) fn get_metric(st: &HostState, stat: Option<usize>) -> wasmtime::Result<u64> {
-    let metrics = lock(&st.shared.metrics);
-    match stat.and_then(|s| Some((s, metrics.kind(s)?))) {
+pub(crate) fn get_metric(st: &HostState, stat: Option<&Stat>) -> wasmtime::Result<u64> {
+    match stat.map(|s| (s, s.kind())) {
         None => Err(Quirk::MetricNotFound("proxy_get_metric").trap(st.profile)),
         Some((_, MetricKind::Histogram)) => Err(Quirk::GetHistogram.trap(st.profile)),
-        Some((s, _)) => Ok(metrics.get(s).unwrap_or(0)),
+        Some((s, _)) => Ok(s.get().unwrap_or(0)),
     }
 }
 

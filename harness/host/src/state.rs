@@ -10,7 +10,7 @@ use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 use super::calls::Calls;
 use super::error::Thread;
 use super::logs::{LogLevel, LogRecord, LogSink};
-use super::metrics::Registry;
+use super::metrics::{Registry, Stat};
 use super::profile::HostProfile;
 use super::properties::PropertyMap;
 use super::shared::{Mailbox, Queues, SharedData};
@@ -178,8 +178,8 @@ pub(crate) struct HostState {
     /// Tick period in nanoseconds (0 = off) and when the next tick is due.
     pub tick_period_ns: u64,
     pub next_tick_ns: Option<u64>,
-    /// Metric ids this VM handed out, per metric type: id = 4 * k + type, value = stat index.
-    pub metric_ids: [Vec<usize>; 3],
+    /// Metric ids this VM handed out, per metric type: id = 4 * k + type, value = the stat.
+    pub metric_ids: [Vec<Arc<Stat>>; 3],
     /// `proxy_get_status`: code and message of the last call response.
     pub status: (u32, Vec<u8>),
     pub call_response: Option<CallResponse>,
