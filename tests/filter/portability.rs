@@ -172,6 +172,30 @@ fn a_refused_header_map_falls_back_to_one_header_at_a_time() {
     assert_eq!(lines(&p, "the host refused proxy_get_header_map_pairs"), 2, "once per worker");
 }
 
+#[test]
+fn a_refused_header_look_up_strips_ebb_headers_all_the_same() {
+    // With the control API off, the filter looks the signature up on its own and strips ebb's
+    // headers only when it is there: a host that refuses the look-up must not get them forwarded.
+    let plugin = refusing(&["proxy_get_header_map_value"]);
+    let off = r#"{"pools":[{"name":"web","match":{"authority":"web.example"},"hosts":4,"capacity_per_host":10}]}"#;
+    let mut p = start(&plugin, off, 1);
+    for i in 0..3 {
+        let mut headers = get("web.example");
+        for (k, v) in [("x-ebb-signature", "v2=00"), ("x-ebb-timestamp", "1"), ("x-ebb-command", "{}")] {
+            headers.push((k.into(), v.into()));
+        }
+        let (id, step) = open(&mut p, 0, &headers);
+        assert!(matches!(step, Step::Continue), "request {i}: {step:?}");
+        let forwarded = p.http_stream(id).unwrap().upstream_request().expect("forwarded");
+        for gone in ["x-ebb-signature", "x-ebb-timestamp", "x-ebb-command"] {
+            assert!(forwarded.headers.get(gone.as_bytes()).is_none(), "request {i}: {gone} forwarded");
+        }
+        complete(&mut p, id);
+    }
+    assert_no_vm_failed(&mut p, 1);
+    assert_eq!(lines(&p, "the host refused proxy_get_header_map_value"), 1, "once per VM");
+}
+
 /// A small deterministic generator for the interleaving test.
 struct Lcg(u64);
 
@@ -184,9 +208,9 @@ impl Lcg {
 
 #[test]
 fn capacity_stays_exact_whatever_the_order_of_workers() {
-    // 4 hosts x 1, 2 drained: 2 requests fit across the 3 workers. Each VM writes the counter
-    // under the CAS it read or, when it wrote last, under the CAS its write must have produced;
-    // workers interleaving at random make both kinds of write miss and retry.
+    // 4 hosts x 1, 2 drained: 2 requests fit across the 3 workers. Each VM compares the taken
+    // slots with the frees it last read plus its own; workers interleaving at random make that
+    // guess stale, and the fresh reads before any shed must keep the count exact all the same.
     let drain = r#","faults":[{"id":"d","ttl":"1h","drain":{"pool":"web","hosts":2}}]"#;
     let mut p = start(&plugin(), &config(drain), 3);
     let mut rng = Lcg(9);

@@ -25,7 +25,8 @@ pub(crate) const COMMAND_HEADER: &str = "x-ebb-command";
 /// The prefix guarded while the filter is disarmed (the configured one is unknown then).
 pub(crate) const DEFAULT_PREFIX: &str = "/.ebb/";
 /// ebb's own request headers: a signature, its timestamp and a command are for the filter,
-/// never for the upstream (a captured signature could be replayed from there).
+/// never for the upstream (a captured signature could be replayed from there). Removed together
+/// from any request that carries the signature.
 const EBB_HEADERS: [&str; 3] = [SIGNATURE_HEADER, TIMESTAMP_HEADER, COMMAND_HEADER];
 /// What the names of [`EBB_HEADERS`] start with (checked at compile time below).
 const EBB_PREFIX: &str = "x-ebb-";
@@ -122,12 +123,21 @@ fn answer(
     handle(vm, &call, command.as_bytes(), now_ms())
 }
 
-/// Removes ebb's headers from a request about to be forwarded: each one the request may carry
-/// (all three when no header map was fetched to check). A removal the host refuses is logged
-/// once per VM (`hostcall`) and otherwise ignored: the request goes on.
+/// Removes ebb's headers from a signed request about to be forwarded: each one it may carry (all
+/// three when no header map was fetched to check). A removal the host refuses is logged once per
+/// VM (`hostcall`) and otherwise ignored: the request goes on.
 fn strip_ebb_headers(req: &mut Lazy) {
-    // With the map fetched, nearly every request has none of them: one scan of it says so.
-    if req.may_have_prefix(EBB_PREFIX) == Some(false) {
+    // A signature is what a copy in an upstream's logs could replay; a timestamp or command
+    // without one authorizes nothing. So the signature decides for all three, and a request that
+    // certainly has none (nearly every one) keeps its headers as they are: one scan of the map
+    // when it was fetched, else one look-up, which a missing header answers without handing
+    // anything over, instead of three removals. Present, or the look-up refused: all three go.
+    let signed = match req.may_have_prefix(EBB_PREFIX) {
+        Some(false) => false,
+        Some(true) => req.may_have(SIGNATURE_HEADER),
+        None => !hostcall::request_header_absent(SIGNATURE_HEADER),
+    };
+    if !signed {
         return;
     }
     for name in EBB_HEADERS {

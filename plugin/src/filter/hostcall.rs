@@ -234,20 +234,44 @@ pub(crate) fn remove_request_header(name: &str) -> bool {
     code == status::OK || code == status::NOT_FOUND || check(Call::RemoveHeader, code)
 }
 
-/// A request header of the current HTTP context, or None (absent or refused).
-pub(crate) fn request_header(name: &str) -> Option<Vec<u8>> {
+/// What the host answered for one request header.
+enum Lookup {
+    /// OK, with the value handed over (None when the host handed over no buffer).
+    Found(Option<Vec<u8>>),
+    /// NOT_FOUND.
+    Absent,
+    /// Any other status (logged once).
+    Refused,
+}
+
+fn lookup_request_header(name: &str) -> Lookup {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: the key is a valid slice; on OK the host hands over `size` bytes.
     let code =
         unsafe { proxy_get_header_map_value(HTTP_REQUEST_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) };
     match code {
-        status::OK => unsafe { take(data, size) },
-        status::NOT_FOUND => None,
+        status::OK => Lookup::Found(unsafe { take(data, size) }),
+        status::NOT_FOUND => Lookup::Absent,
         other => {
             refused(Call::Header, other);
-            None
+            Lookup::Refused
         }
     }
+}
+
+/// A request header of the current HTTP context, or None (absent, refused, or handed over as
+/// no buffer).
+pub(crate) fn request_header(name: &str) -> Option<Vec<u8>> {
+    match lookup_request_header(name) {
+        Lookup::Found(value) => value,
+        Lookup::Absent | Lookup::Refused => None,
+    }
+}
+
+/// Whether the host says the request has no header `name` (NOT_FOUND). A value, even an empty
+/// one, or a refusal is false: a caller that strips the header acts as if it were there.
+pub(crate) fn request_header_absent(name: &str) -> bool {
+    matches!(lookup_request_header(name), Lookup::Absent)
 }
 
 /// Every request header of the current HTTP context, serialized as the ABI has it (see
