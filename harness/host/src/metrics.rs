@@ -118,12 +118,9 @@ impl Stat {
         if self.null {
             return status::OK;
         }
-        match (self.kind, &self.histogram) {
-            (MetricKind::Counter, _) => {
-                self.value.fetch_add(value, Ordering::AcqRel);
-            }
-            (MetricKind::Gauge, _) => self.value.store(value, Ordering::Release),
-            (MetricKind::Histogram, Some(h)) => {
+        // A histogram is the stat with buckets (`define` gives them to histograms only).
+        match (&self.histogram, self.kind) {
+            (Some(h), _) => {
                 let mut h = lock(h);
                 h.count += 1;
                 h.sum = h.sum.wrapping_add(value);
@@ -134,7 +131,10 @@ impl Stat {
                     }
                 }
             }
-            (MetricKind::Histogram, None) => {}
+            (None, MetricKind::Counter) => {
+                self.value.fetch_add(value, Ordering::AcqRel);
+            }
+            (None, _) => self.value.store(value, Ordering::Release),
         }
         status::OK
     }
